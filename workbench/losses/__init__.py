@@ -1,0 +1,91 @@
+"""The contrastive loss zoo: one module per family, one registry, one call signature.
+
+>>> from workbench.losses import build_loss
+>>> loss = build_loss("clip", temperature=0.1, chunk_size=1024)
+>>> value = loss(image_features, text_features)            # doctest: +SKIP
+>>> bayes = build_loss("bayes", num_samples=len(dataset))
+>>> value = bayes(a, b, index=batch_positions)             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from workbench.losses._base import ContrastiveLoss
+from workbench.losses.bayes import BayesLoss
+from workbench.losses.clip import ClipLoss
+from workbench.losses.dcl import DCLLoss, DCLWLoss
+from workbench.losses.moco import MoCoLoss
+from workbench.losses.ntxent import NTXentLoss
+from workbench.losses.siglip import SigLipLoss
+from workbench.losses.sogclr import SogCLRLoss
+
+LOSSES: dict[str, type[ContrastiveLoss]] = {
+    "ntxent": NTXentLoss,
+    "clip": ClipLoss,
+    "dcl": DCLLoss,
+    "dclw": DCLWLoss,
+    "siglip": SigLipLoss,
+    "moco": MoCoLoss,
+    "sogclr": SogCLRLoss,
+    "bayes": BayesLoss,
+}
+
+
+def loss_names() -> list[str]:
+    """Registered loss names."""
+    return list(LOSSES)
+
+
+def loss_parameters(name: str) -> dict[str, object]:
+    """Constructor parameters of a registered loss with their defaults (``inspect.Parameter.empty`` if required)."""
+    cls = _lookup(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {key: p.default for key, p in params.items() if key != "self"}
+
+
+def build_loss(name: str, **params) -> ContrastiveLoss:
+    """Build a registered loss by name.
+
+    Args:
+        name: one of ``loss_names()``.
+        **params: constructor arguments of that loss (e.g. ``temperature``, ``chunk_size``,
+            ``num_samples`` for the stateful ``sogclr`` and ``bayes``).
+
+    Raises:
+        ValueError: unknown name or parameter, or an invalid value (the message names it).
+    """
+    cls = _lookup(name)
+    allowed = loss_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for loss {name!r}; allowed: {sorted(allowed)}")
+    missing = [
+        key for key, default in allowed.items() if default is inspect.Parameter.empty and key not in params
+    ]
+    if missing:
+        raise ValueError(f"loss {name!r} requires parameter(s) {missing}")
+    return cls(**params)
+
+
+def _lookup(name: str) -> type[ContrastiveLoss]:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss name {name!r}; known losses: {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+__all__ = [
+    "LOSSES",
+    "BayesLoss",
+    "ClipLoss",
+    "ContrastiveLoss",
+    "DCLLoss",
+    "DCLWLoss",
+    "MoCoLoss",
+    "NTXentLoss",
+    "SigLipLoss",
+    "SogCLRLoss",
+    "build_loss",
+    "loss_names",
+    "loss_parameters",
+]

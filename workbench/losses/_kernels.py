@@ -1,0 +1,201 @@
+"""Exact, memory-linear building blocks shared by every loss in the zoo.
+
+Two reductions of the similarity matrix cover all of them:
+
+* ``row_logsumexp``: ``lse_r = log sum_c exp(scale * <q_r, k_c>)`` over the columns that are not
+  excluded for row r. InfoNCE, NT-Xent, DCL, MoCo, SogCLR and the decomposable Bayesian loss are all
+  a positive logit minus (a function of) this quantity.
+* ``pairwise_sigmoid_sum``: ``sum_{r,c} softplus(-z_rc * (scale * <q_r, k_c> + bias))`` with
+  ``z_rc = +1`` on the positive pairs and -1 elsewhere (SigLIP).
+
+With ``chunk_size=None`` both are plain autograd over the whole (M, N) matrix. With an integer
+``chunk_size`` they run as custom autograd functions that visit ``chunk_size`` rows at a time in the
+forward pass, keep only the (M,) row statistics, and recompute each chunk's logits in the backward
+pass (the FlashAttention / Inf-CL recipe). Peak memory is then O(chunk_size * N) instead of O(M * N),
+and values and gradients equal the unchunked computation up to float round-off.
+
+Logits are accumulated in float32 even for bf16/fp16 inputs (float64 inputs stay float64).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types and float32; float64 stays float64 (for gradcheck)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def masked_similarities(q: Tensor, k: Tensor, exclude: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Raw similarities ``q @ k.T`` in float32 and a boolean mask of the excluded entries.
+
+    Args:
+        q: (c, d) rows.
+        k: (N, d) columns.
+        exclude: (c, m) column indices to exclude per row, -1 for "none"; or None.
+
+    Returns:
+        ``(sims, mask)`` where ``mask`` is None when nothing is excluded.
+    """
+    sims = (q @ k.T).to(accumulation_dtype(q.dtype))
+    if exclude is None or exclude.numel() == 0:
+        return sims, None
+    valid = exclude >= 0
+    rows = torch.arange(q.shape[0], device=q.device).unsqueeze(1).expand_as(exclude)
+    mask = torch.zeros_like(sims, dtype=torch.bool)
+    mask[rows[valid], exclude[valid]] = True
+    return sims, mask
+
+
+def _row_lse_full(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None) -> Tensor:
+    sims, mask = masked_similarities(q, k, exclude)
+    logits = scale * sims
+    if mask is not None:
+        logits = logits.masked_fill(mask, float("-inf"))
+    return torch.logsumexp(logits, dim=1)
+
+
+class _ChunkedRowLSE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, chunk_size: int):
+        lse = torch.empty(q.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
+        for start in range(0, q.shape[0], chunk_size):
+            stop = start + chunk_size
+            ex = None if exclude is None else exclude[start:stop]
+            lse[start:stop] = _row_lse_full(q[start:stop], k, scale, ex)
+        ctx.chunk_size = chunk_size
+        ctx.has_exclude = exclude is not None
+        ctx.save_for_backward(q, k, scale, lse, *(() if exclude is None else (exclude,)))
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad_lse: Tensor):
+        q, k, scale, lse, *rest = ctx.saved_tensors
+        exclude = rest[0] if ctx.has_exclude else None
+        need_q, need_k, need_scale = ctx.needs_input_grad[:3]
+        grad_q = torch.zeros_like(q) if need_q else None
+        acc = accumulation_dtype(q.dtype)
+        grad_k = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
+        grad_scale = torch.zeros((), dtype=acc, device=q.device)
+        for start in range(0, q.shape[0], ctx.chunk_size):
+            stop = start + ctx.chunk_size
+            ex = None if exclude is None else exclude[start:stop]
+            sims, mask = masked_similarities(q[start:stop], k, ex)
+            logits = scale * sims
+            if mask is not None:
+                logits = logits.masked_fill(mask, float("-inf"))
+            # d lse_r / d logit_rc = softmax_rc; excluded entries give exp(-inf) = 0.
+            weights = torch.exp(logits - lse[start:stop, None]) * grad_lse[start:stop, None]
+            if need_scale:
+                grad_scale += (weights * sims).sum()
+            weights = (weights * scale).to(q.dtype)
+            if need_q:
+                grad_q[start:stop] = weights @ k
+            if need_k:
+                grad_k += (weights.T @ q[start:stop]).to(acc)
+        return (
+            grad_q,
+            grad_k.to(k.dtype) if need_k else None,
+            grad_scale.to(scale.dtype) if need_scale else None,
+            None,
+            None,
+        )
+
+
+def row_logsumexp(
+    q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None, chunk_size: int | None = None
+) -> Tensor:
+    """Per-row log-sum-exp of ``scale * q @ k.T`` over the non-excluded columns.
+
+    Args:
+        q: (M, d) anchors.
+        k: (N, d) candidates (may be the same tensor as ``q``).
+        scale: 0-dim tensor, the inverse temperature (may require grad).
+        exclude: (M, m) long tensor of column indices to leave out per row (-1 pads), or None.
+        chunk_size: rows per chunk for the exact memory-linear path; None materialises all (M, N).
+
+    Returns:
+        (M,) float32 tensor.
+    """
+    if chunk_size is None or chunk_size >= q.shape[0]:
+        return _row_lse_full(q, k, scale, exclude)
+    return _ChunkedRowLSE.apply(q, k, scale, exclude, chunk_size)
+
+
+def _sigmoid_terms(sims: Tensor, scale: Tensor, bias: Tensor, positive: Tensor) -> Tensor:
+    """softplus(-z * logit): -log sigmoid(z * logit), with z = +1 on positives and -1 elsewhere."""
+    sign = 1.0 - 2.0 * positive.float()  # -z
+    return torch.nn.functional.softplus(sign * (scale * sims + bias))
+
+
+def _positive_mask(rows: int, cols: int, pos_col: Tensor) -> Tensor:
+    mask = torch.zeros(rows, cols, dtype=torch.bool, device=pos_col.device)
+    mask[torch.arange(rows, device=pos_col.device), pos_col] = True
+    return mask
+
+
+class _ChunkedSigmoidSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor, chunk_size: int):
+        acc = accumulation_dtype(q.dtype)
+        total = torch.zeros((), dtype=acc, device=q.device)
+        for start in range(0, q.shape[0], chunk_size):
+            stop = start + chunk_size
+            sims = (q[start:stop] @ k.T).to(acc)
+            positive = _positive_mask(sims.shape[0], sims.shape[1], pos_col[start:stop])
+            total += _sigmoid_terms(sims, scale, bias, positive).sum()
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(q, k, scale, bias, pos_col)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        q, k, scale, bias, pos_col = ctx.saved_tensors
+        need_q, need_k, need_scale, need_bias = ctx.needs_input_grad[:4]
+        grad_q = torch.zeros_like(q) if need_q else None
+        acc = accumulation_dtype(q.dtype)
+        grad_k = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
+        grad_scale = torch.zeros((), dtype=acc, device=q.device)
+        grad_bias = torch.zeros((), dtype=acc, device=q.device)
+        for start in range(0, q.shape[0], ctx.chunk_size):
+            stop = start + ctx.chunk_size
+            sims = (q[start:stop] @ k.T).to(acc)
+            positive = _positive_mask(sims.shape[0], sims.shape[1], pos_col[start:stop])
+            sign = 1.0 - 2.0 * positive.float()
+            # d softplus(sign * x) / dx = sign * sigmoid(sign * x)
+            dlogits = sign * torch.sigmoid(sign * (scale * sims + bias)) * grad_total
+            grad_scale += (dlogits * sims).sum()
+            grad_bias += dlogits.sum()
+            dsims = (dlogits * scale).to(q.dtype)
+            if need_q:
+                grad_q[start:stop] = dsims @ k
+            if need_k:
+                grad_k += (dsims.T @ q[start:stop]).to(acc)
+        return (
+            grad_q,
+            grad_k.to(k.dtype) if need_k else None,
+            grad_scale.to(scale.dtype) if need_scale else None,
+            grad_bias.to(bias.dtype) if need_bias else None,
+            None,
+            None,
+        )
+
+
+def pairwise_sigmoid_sum(
+    q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor, chunk_size: int | None = None
+) -> Tensor:
+    """``sum_{r,c} -log sigmoid(z_rc * (scale * <q_r, k_c> + bias))``, z = +1 where ``c == pos_col[r]``.
+
+    Args:
+        q: (M, d) rows. k: (N, d) columns.
+        scale, bias: 0-dim tensors (may require grad).
+        pos_col: (M,) long, the positive column of each row.
+        chunk_size: rows per chunk for the exact memory-linear path; None materialises all (M, N).
+    """
+    if chunk_size is None or chunk_size >= q.shape[0]:
+        sims = (q @ k.T).to(accumulation_dtype(q.dtype))
+        positive = _positive_mask(sims.shape[0], sims.shape[1], pos_col)
+        return _sigmoid_terms(sims, scale, bias, positive).sum()
+    return _ChunkedSigmoidSum.apply(q, k, scale, bias, pos_col, chunk_size)

@@ -1,0 +1,155 @@
+"""Losses that keep a per-sample running estimate of each anchor's partition function.
+
+SogCLR and the decomposable Bayesian loss share everything but how they turn the estimate into the
+weight ``u_i`` of an anchor's negatives, so the shared machinery lives here.
+
+For anchor i with batch estimate ``Zhat_i = mean_{j in negatives(i)} exp(s_ij / tau)`` and a weight
+``u_i`` that is held fixed (no gradient), both losses minimise the per-anchor surrogate
+
+    -s_ii / tau + u_i * Zhat_i - log u_i - 1,
+
+whose gradient ``-grad s_ii / tau + u_i * grad Zhat_i`` is linear in the negatives. With
+``u_i = 1 / Z_i`` its value is ``-s_ii / tau + log Z_i`` (the variational identity
+``log Z = min_u [u Z - log u - 1]``), i.e. the global InfoNCE term, and its gradient is the global
+gradient whenever ``Zhat_i`` is unbiased for ``Z_i``. Everything is kept in the log domain so any
+temperature is safe in float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from workbench.losses._base import (
+    NEGATIVES,
+    ContrastiveLoss,
+    anchor_blocks,
+    check_choice,
+    logsumexp_terms,
+)
+
+
+def _check_gamma(gamma: float) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    return float(gamma)
+
+
+class RunningPartitionLoss(ContrastiveLoss):
+    """Base for stateful losses holding ``log Z_i`` per dataset sample and anchor slot.
+
+    Args:
+        num_samples: dataset size N; ``index`` values must lie in [0, N).
+        temperature: tau > 0.
+        negatives: "cross" (anchors of one modality against the other, two slots per sample) or
+            "views" (SimCLR: 2B anchors against both views, one slot per view).
+        include_positive: keep the positive in the partition sum (InfoNCE) or drop it (DCL).
+        gamma: rate of the running average, in (0, 1]; gamma = 1 on a sample's first visit.
+        normalize: L2-normalise the features first.
+        chunk_size: exact memory-linear computation in chunks of this many anchors.
+    """
+
+    stateful = True
+
+    def __init__(
+        self,
+        num_samples: int,
+        temperature: float,
+        negatives: str,
+        include_positive: bool,
+        gamma: float,
+        normalize: bool,
+        chunk_size: int | None,
+    ):
+        super().__init__(temperature, normalize, chunk_size)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+            raise ValueError(f"num_samples (the dataset size) must be an integer >= 2, got {num_samples!r}")
+        self.num_samples = num_samples
+        self.negatives = check_choice("negatives", negatives, NEGATIVES)
+        self.include_positive = bool(include_positive)
+        self.gamma = _check_gamma(gamma)
+        self.register_buffer("log_z", torch.zeros(2, num_samples))
+        self.register_buffer("visited", torch.zeros(2, num_samples, dtype=torch.bool))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def _check_index(self, index: Tensor | None, batch_size: int) -> Tensor:
+        if index is None:
+            raise ValueError(
+                f"index is required by the stateful {type(self).__name__}: pass the dataset positions "
+                "of the batch rows, loss(a, b, index=idx)"
+            )
+        index = torch.as_tensor(index)
+        if index.ndim != 1 or index.shape[0] != batch_size:
+            raise ValueError(f"index must have shape ({batch_size},), got {tuple(index.shape)}")
+        if index.dtype.is_floating_point or index.dtype == torch.bool or index.is_complex():
+            raise ValueError(f"index must be an integer tensor, got dtype {index.dtype}")
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= self.num_samples:
+            raise ValueError(
+                f"index values must lie in [0, num_samples={self.num_samples}), got [{low}, {high}]"
+            )
+        if torch.unique(index).numel() != batch_size:
+            raise ValueError("index must not repeat a dataset position within one batch")
+        return index.to(self.log_z.device, torch.long)
+
+    def _loss(self, a: Tensor, b: Tensor, index: Tensor, scale: Tensor, bias) -> Tensor:
+        losses = []
+        for block in anchor_blocks(a, b, self.negatives, self.include_positive):
+            pos, lse = logsumexp_terms(block, scale, self.chunk_size)
+            log_zhat = lse - math.log(block.num_terms)
+            rows = block.q.shape[0]
+            samples = index.repeat(rows // index.shape[0])
+            slots = torch.as_tensor(block.slot, device=index.device).expand(rows)
+            with torch.no_grad():
+                log_u = self._log_weight(log_zhat.detach(), slots, samples)
+            losses.append((torch.exp(log_zhat + log_u) - log_u - 1.0 - pos).mean())
+        if self.training:
+            self.steps += 1
+        return sum(losses) / len(losses)
+
+    def _log_weight(self, log_zhat: Tensor, slots: Tensor, samples: Tensor) -> Tensor:
+        """log u for each anchor row; updates the running state."""
+        raise NotImplementedError
+
+    def _update(self, log_zhat: Tensor, slots: Tensor, samples: Tensor, gamma: float) -> Tensor:
+        """Running average ``Z <- (1 - gamma) Z + gamma Zhat`` in the log domain; returns the new log Z."""
+        old = self.log_z[slots, samples]
+        seen = self.visited[slots, samples]
+        if gamma < 1.0:
+            blended = torch.logaddexp(old + math.log1p(-gamma), log_zhat + math.log(gamma))
+            new = torch.where(seen, blended, log_zhat)
+        else:
+            new = log_zhat
+        self.log_z[slots, samples] = new
+        self.visited[slots, samples] = True
+        return new
+
+    def reset_state(self) -> None:
+        """Forget every estimate (as before training)."""
+        self.log_z.zero_()
+        self.visited.zero_()
+        self.steps.zero_()
+
+    def global_objective(self) -> ContrastiveLoss:
+        from workbench.losses.clip import ClipLoss
+        from workbench.losses.dcl import DCLLoss
+        from workbench.losses.ntxent import NTXentLoss
+
+        if not self.include_positive:
+            return DCLLoss(self.temperature, negatives=self.negatives, chunk_size=self.chunk_size)
+        if self.negatives == "cross":
+            return ClipLoss(self.temperature, chunk_size=self.chunk_size)
+        return NTXentLoss(self.temperature, chunk_size=self.chunk_size)
+
+    def log_normalizer(self, batch_size: int) -> float:
+        # The surrogate already uses the mean over negatives.
+        return 0.0
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f", num_samples={self.num_samples}, negatives={self.negatives!r}, "
+            + f"include_positive={self.include_positive}, gamma={self.gamma}"
+        )

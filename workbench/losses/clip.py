@@ -1,0 +1,49 @@
+"""CLIP's symmetric cross-modal InfoNCE loss."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from workbench.losses._base import ContrastiveLoss, anchor_blocks, logsumexp_terms
+
+
+class ClipLoss(ContrastiveLoss):
+    """Symmetric InfoNCE between two modalities: ``(CE(S / tau, I) + CE(S^T / tau, I)) / 2``, S = A B^T.
+
+    Negatives of ``a_i`` are the other ``b_j`` of the batch and vice versa; the positive stays in the
+    denominator. A learnable logit scale can be passed at call time (``loss(a, b, scale=s)``) and is
+    clamped at 100 as CLIP does. Matches open_clip's ``ClipLoss`` (single process).
+
+    Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
+    Supervision", ICML 2021; the loss itself is van den Oord et al.'s InfoNCE (2018).
+
+    Args:
+        temperature: tau > 0 used when no scale is passed (CLIP initialises 1/tau at 1/0.07).
+        symmetric: average image-to-text and text-to-image; False keeps only a -> b (one-way InfoNCE).
+        normalize: L2-normalise the features first.
+        chunk_size: exact memory-linear computation in chunks of this many anchors.
+        max_scale: clamp for a scale passed at call time.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        symmetric: bool = True,
+        normalize: bool = True,
+        chunk_size: int | None = None,
+        max_scale: float = 100.0,
+    ):
+        super().__init__(temperature, normalize, chunk_size, max_scale)
+        self.symmetric = bool(symmetric)
+
+    def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
+        blocks = anchor_blocks(a, b, "cross", include_positive=True)
+        if not self.symmetric:
+            blocks = blocks[:1]
+        terms = [logsumexp_terms(block, scale, self.chunk_size) for block in blocks]
+        return sum((lse - pos).mean() for pos, lse in terms) / len(terms)
+
+    def log_normalizer(self, batch_size: int) -> float:
+        return math.log(batch_size)

@@ -1,0 +1,49 @@
+"""SigLIP's pairwise sigmoid loss."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from workbench.losses._base import ContrastiveLoss, check_positive
+from workbench.losses._kernels import pairwise_sigmoid_sum
+
+
+class SigLipLoss(ContrastiveLoss):
+    """Sigmoid loss: every (a_i, b_j) pair is an independent binary classification.
+
+    ``L = -(1/B) sum_{i,j} log sigmoid(z_ij * (t * s_ij + b))`` with ``z_ij = +1`` on the diagonal and
+    -1 off it: a sum over the B^2 pairs divided by B, not a mean. ``t`` and ``b`` default to the
+    paper's initialisation (10, -10); learnable values are passed at call time as ``scale=`` and
+    ``bias=``. Matches open_clip's ``SigLipLoss`` (single process).
+
+    Note the minibatch objective itself depends on B (each anchor sees B - 1 negatives), so its
+    gradient differs from the full-data one even though the loss is a plain sum over pairs.
+
+    Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023.
+
+    Args:
+        scale: the logit scale t > 0 used when none is passed at call time (default 10).
+        bias: the logit bias b used when none is passed (default -10).
+        normalize: L2-normalise the features first.
+        chunk_size: exact memory-linear computation in chunks of this many anchors.
+    """
+
+    uses_bias = True
+
+    def __init__(
+        self, scale: float = 10.0, bias: float = -10.0, normalize: bool = True, chunk_size: int | None = None
+    ):
+        super().__init__(1.0 / check_positive("scale", scale), normalize, chunk_size, max_scale=None)
+        if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+            raise ValueError(f"bias must be a finite number, got {bias!r}")
+        self.bias = float(bias)
+
+    def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
+        bias = torch.as_tensor(self.bias if bias is None else bias, device=a.device).to(scale.dtype)
+        if bias.numel() != 1 or not torch.isfinite(bias):
+            raise ValueError(f"bias must be a finite scalar, got {bias}")
+        rows = torch.arange(a.shape[0], device=a.device)
+        return pairwise_sigmoid_sum(a, b, scale, bias.reshape(()), rows, self.chunk_size) / a.shape[0]
