@@ -38,7 +38,7 @@ def loss_names() -> list[str]:
 
 
 def loss_parameters(name: str) -> dict[str, object]:
-    """Constructor parameters of a registered loss with their defaults (``inspect.Parameter.empty`` if required)."""
+    """Constructor parameters of a loss and their defaults (``inspect.Parameter.empty`` if required)."""
     cls = _lookup(name)
     params = inspect.signature(cls.__init__).parameters
     return {key: p.default for key, p in params.items() if key != "self"}

@@ -115,14 +115,14 @@ class RunningPartitionLoss(ContrastiveLoss):
 
     def _update(self, log_zhat: Tensor, slots: Tensor, samples: Tensor, gamma: float) -> Tensor:
         """Running average ``Z <- (1 - gamma) Z + gamma Zhat`` in the log domain; returns the new log Z."""
-        old = self.log_z[slots, samples]
+        old = self.log_z[slots, samples].to(log_zhat.dtype)
         seen = self.visited[slots, samples]
         if gamma < 1.0:
             blended = torch.logaddexp(old + math.log1p(-gamma), log_zhat + math.log(gamma))
             new = torch.where(seen, blended, log_zhat)
         else:
             new = log_zhat
-        self.log_z[slots, samples] = new
+        self.log_z[slots, samples] = new.to(self.log_z.dtype)
         self.visited[slots, samples] = True
         return new
 

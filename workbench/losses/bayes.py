@@ -79,7 +79,7 @@ class BayesLoss(RunningPartitionLoss):
             log_rate = log_zhat
         else:
             seen = self.visited[slots, samples]
-            log_rate = torch.where(seen, self.log_z[slots, samples], log_zhat)
+            log_rate = torch.where(seen, self.log_z[slots, samples].to(log_zhat.dtype), log_zhat)
             self._update(log_zhat, slots, samples, self.gamma)
         if math.isinf(self.shape):
             return -log_rate
