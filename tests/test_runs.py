@@ -232,7 +232,8 @@ def test_tmp_files_are_ignored(tmp_path):
     assert run.tables == ["t"]
     # Finished writes leave no temp file behind: only the planted ones remain.
     w.finish({})
-    assert sorted(p.name for p in w.path.rglob(".tmp-*")) == [".tmp-q.parquet", ".tmp-step_00000009.npz", ".tmp-xyz.npz"]
+    planted = [".tmp-q.parquet", ".tmp-step_00000009.npz", ".tmp-xyz.npz"]
+    assert sorted(p.name for p in w.path.rglob(".tmp-*")) == planted
 
 
 def test_checkpoint_round_trip(tmp_path):

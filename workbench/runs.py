@@ -47,7 +47,11 @@ _TMP_PREFIX = ".tmp-"
 
 
 def data_home() -> Path:
-    """Return the repo's ``data/`` folder, or ``./data`` when the package is installed outside the repo."""
+    """Where the workbench writes: ``$WORKBENCH_HOME`` if set, else the repo's ``data/`` folder
+    (``./data`` when the package is installed outside a checkout)."""
+    home = os.environ.get("WORKBENCH_HOME")
+    if home:
+        return Path(home).expanduser()
     repo = Path(__file__).resolve().parents[1]
     if (repo / "pyproject.toml").is_file():
         return repo / "data"
@@ -65,9 +69,6 @@ def runs_root(root: str | Path | None = None) -> Path:
     """
     if root is not None:
         return Path(root).expanduser()
-    home = os.environ.get("WORKBENCH_HOME")
-    if home:
-        return Path(home).expanduser() / "runs"
     return data_home() / "runs"
 
 

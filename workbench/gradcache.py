@@ -1,0 +1,111 @@
+"""Exact large-batch gradients with small-batch memory (GradCache, Gao et al. 2021).
+
+A contrastive loss couples every row of the batch, so it cannot be split into independent
+micro-batches. GradCache splits it anyway, exactly:
+
+1. embed every micro-batch without building a graph;
+2. compute the loss on the cached embeddings and backpropagate to them (d loss / d z);
+3. re-embed each micro-batch with a graph and backpropagate ``<z, d loss / d z>``.
+
+Step 3 gives the same parameter gradient as one big forward/backward because the chain rule factors
+through z. The RNG state of each micro-batch is replayed in step 3 so stochastic layers match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _rng_state(device: torch.device):
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def embed(
+    model: nn.Module, x_a: Tensor, x_b: Tensor, micro_batch: int | None = None, autocast=None
+) -> tuple[Tensor, Tensor]:
+    """Embeddings of all rows without a graph, ``micro_batch`` rows at a time (float32)."""
+    size = x_a.shape[0]
+    step = size if micro_batch is None else micro_batch
+    parts_a, parts_b = [], []
+    with torch.no_grad():
+        for start in range(0, size, step):
+            with autocast or torch.autocast("cpu", enabled=False):
+                z_a, z_b = model(x_a[start : start + step], x_b[start : start + step])
+            parts_a.append(z_a.float())
+            parts_b.append(z_b.float())
+    return torch.cat(parts_a), torch.cat(parts_b)
+
+
+def cached_backward(
+    model: nn.Module,
+    x_a: Tensor,
+    x_b: Tensor,
+    loss_fn: LossFn,
+    micro_batch: int | None,
+    autocast=None,
+) -> Tensor:
+    """Accumulate into ``.grad`` the gradient of ``loss_fn(model(x_a, x_b))``; returns the loss value.
+
+    With ``micro_batch=None`` (or >= the batch) this is one ordinary forward/backward. Otherwise the
+    model only ever holds a graph for ``micro_batch`` rows. ``loss_fn(z_a, z_b)`` sees the whole
+    batch once, so stateful losses update their state once per call. Parameters that the loss uses
+    directly (a learnable logit scale, say) receive their gradient in the loss's own backward.
+    """
+    ctx = autocast or torch.autocast("cpu", enabled=False)
+    size = x_a.shape[0]
+    if micro_batch is None or micro_batch >= size:
+        with ctx:
+            z_a, z_b = model(x_a, x_b)
+        loss = loss_fn(z_a.float(), z_b.float())
+        loss.backward()
+        return loss.detach()
+
+    device = x_a.device
+    states, parts_a, parts_b = [], [], []
+    with torch.no_grad():
+        for start in range(0, size, micro_batch):
+            states.append(_rng_state(device))
+            with ctx:
+                z_a, z_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
+            parts_a.append(z_a.float())
+            parts_b.append(z_b.float())
+    z_a = torch.cat(parts_a).requires_grad_(True)
+    z_b = torch.cat(parts_b).requires_grad_(True)
+    loss = loss_fn(z_a, z_b)
+    loss.backward()
+    grad_a, grad_b = z_a.grad, z_b.grad
+
+    after = _rng_state(device)
+    for chunk, start in enumerate(range(0, size, micro_batch)):
+        _set_rng_state(states[chunk], device)
+        with ctx:
+            c_a, c_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
+        stop = start + c_a.shape[0]
+        surrogate = (c_a.float() * grad_a[start:stop]).sum() + (c_b.float() * grad_b[start:stop]).sum()
+        surrogate.backward()
+    _set_rng_state(after, device)
+    return loss.detach()
+
+
+def flat_grad(model: nn.Module) -> Tensor:
+    """All parameter gradients concatenated (zeros for parameters without one), float64."""
+    parts = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        parts.append(grad.detach().reshape(-1).double())
+    return torch.cat(parts)
