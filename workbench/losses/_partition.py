@@ -3,8 +3,17 @@
 SogCLR and the decomposable Bayesian loss share everything but how they turn the estimate into the
 weight ``u_i`` of an anchor's negatives, so the shared machinery lives here.
 
-For anchor i with batch estimate ``Zhat_i = mean_{j in negatives(i)} exp(s_ij / tau)`` and a weight
-``u_i`` that is held fixed (no gradient), both losses minimise the per-anchor surrogate
+The partition function of anchor i over the whole population of P_i terms (its positive and every
+other sample: P = N for cross-modal negatives, 2N - 1 for two views) is
+``Z_i = (1/P) [exp(s_ii / tau) + sum_{j != i} exp(s_ij / tau)]``. Given that i is in the batch, an
+unbiased batch estimate weights the positive by 1/P and the batch's negatives by their mean:
+
+    Zhat_i = (1/P) exp(s_ii / tau) + ((P - 1)/P) * mean_{j in batch negatives(i)} exp(s_ij / tau).
+
+(Minibatch InfoNCE instead gives the positive weight 1/B: at small B its denominator is biased even
+before the logarithm.) With ``include_positive=False`` the positive is left out and
+``Zhat_i`` is the mean over the batch negatives. For a weight ``u_i`` held fixed (no gradient),
+both losses minimise the per-anchor surrogate
 
     -s_ii / tau + u_i * Zhat_i - log u_i - 1,
 
@@ -96,9 +105,14 @@ class RunningPartitionLoss(ContrastiveLoss):
 
     def _loss(self, a: Tensor, b: Tensor, index: Tensor, scale: Tensor, bias) -> Tensor:
         losses = []
-        for block in anchor_blocks(a, b, self.negatives, self.include_positive):
+        population = self.population_terms()
+        for block in anchor_blocks(a, b, self.negatives, include_positive=False):
             pos, lse = logsumexp_terms(block, scale, self.chunk_size)
             log_zhat = lse - math.log(block.num_terms)
+            if self.include_positive:
+                log_zhat = torch.logaddexp(
+                    pos - math.log(population), log_zhat + math.log((population - 1) / population)
+                )
             rows = block.q.shape[0]
             samples = index.repeat(rows // index.shape[0])
             slots = torch.as_tensor(block.slot, device=index.device).expand(rows)
@@ -108,6 +122,11 @@ class RunningPartitionLoss(ContrastiveLoss):
         if self.training:
             self.steps += 1
         return sum(losses) / len(losses)
+
+    def population_terms(self) -> int:
+        """P: terms in each anchor's partition sum over the whole dataset."""
+        negatives = self.num_samples - 1 if self.negatives == "cross" else 2 * self.num_samples - 2
+        return negatives + 1 if self.include_positive else negatives
 
     def _log_weight(self, log_zhat: Tensor, slots: Tensor, samples: Tensor) -> Tensor:
         """log u for each anchor row; updates the running state."""

@@ -20,9 +20,10 @@ class BayesLoss(RunningPartitionLoss):
     the paper's full text was not available, so details such as the Gamma parameters are ours):
 
     The global objective is ``L = (1/N) sum_i [-s_ii / tau + log Z_i]`` with
-    ``Z_i = (1/N) sum_j exp(s_ij / tau)``. A minibatch replaces ``Z_i`` by its batch mean ``Zhat_i``;
-    ``Zhat_i`` is unbiased but ``grad log Zhat_i = grad Zhat_i / Zhat_i`` is a ratio, so the minibatch
-    gradient is biased (roughly like 1/B). Because ``1/Z = \int_0^\infty exp(-u Z) du``,
+    ``Z_i = (1/N) sum_j exp(s_ij / tau)``. A minibatch replaces ``Z_i`` by a batch estimate ``Zhat_i``;
+    even an unbiased ``Zhat_i`` (the positive weighted 1/N, the batch negatives by their mean; see
+    ``workbench.losses._partition``) leaves ``grad log Zhat_i = grad Zhat_i / Zhat_i`` a ratio, so the
+    minibatch gradient is biased (roughly like 1/B). Because ``1/Z = \int_0^\infty exp(-u Z) du``,
 
         exp(-l_i) = exp(s_ii / tau) / Z_i = \int_0^\infty exp(s_ii / tau - u_i Z_i) du_i,
 
@@ -42,7 +43,7 @@ class BayesLoss(RunningPartitionLoss):
       constants that make the value an upper bound on the InfoNCE term, tight at ``u_i = 1/Z_i``).
 
     ``estimator="batch"`` uses the current batch's ``Zhat_i`` as the rate: the ablation that brings
-    the minibatch bias back (with ``k = inf`` it reproduces minibatch InfoNCE's gradient exactly).
+    the ratio bias back (with ``k = inf`` the step is ``grad log Zhat_i``; at B = N it is exact).
 
     Args:
         num_samples: dataset size N.
@@ -50,6 +51,9 @@ class BayesLoss(RunningPartitionLoss):
         shape: Gamma shape k > 0, or ``math.inf`` for the point estimate.
         estimator: "running" (per-sample memory) or "batch" (ablation).
         gamma: rate of the running average of Z in (0, 1]; gamma = 1 on a sample's first visit.
+            The default 0.1 averages about ten visits: ``E[u_i]`` is ``1 / Z_i`` only when ``Ztilde_i``
+            is concentrated, and an average of a few small-batch estimates is not (Jensen's gap
+            of 1/Z makes the step *more* biased than InfoNCE's; see RESULTS.md).
         negatives: "cross" (two-tower) or "views" (SimCLR).
         include_positive: keep the positive in the partition sum.
         normalize: L2-normalise the features first.
@@ -62,7 +66,7 @@ class BayesLoss(RunningPartitionLoss):
         temperature: float = 0.1,
         shape: float = 1.0,
         estimator: str = "running",
-        gamma: float = 0.5,
+        gamma: float = 0.1,
         negatives: str = "cross",
         include_positive: bool = True,
         normalize: bool = True,

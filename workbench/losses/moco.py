@@ -58,7 +58,8 @@ class MoCoLoss(ContrastiveLoss):
                 raise ValueError(
                     f"feature dimension d={a.shape[1]} does not match the queue's d={self.queue.shape[1]}"
                 )
-            keys = self.queue[:filled].to(a.dtype)
+            # a copy: the queue is updated in place below, while the graph still needs these keys
+            keys = self.queue[:filled].to(a.dtype, copy=True)
             lse = torch.logaddexp(lse, row_logsumexp(a, keys, scale, None, self.chunk_size))
         loss = (lse - pos).mean()
         self._enqueue(b.detach())

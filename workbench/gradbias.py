@@ -1,0 +1,249 @@
+"""The gradient-bias lab: how far is a minibatch gradient from the full-data gradient?
+
+On a finite set of N fixed pairs, each loss has a global objective (every anchor against all N
+samples; ``loss.global_objective()``) with exact gradient g*. A minibatch of B random rows gives a
+stochastic gradient g_B. Over R independent batches we report, per loss and B (methods.md, section 1):
+
+* ``bias``      ||E[g_B] - g*||, estimated without the variance's share: with R repeats
+                ``||mean(g_B) - g*||^2`` overshoots ``bias^2`` by ``variance / (R - 1)`` on average, so
+                ``bias = sqrt(max(0, ||mean(g_B) - g*||^2 - variance / (R - 1)))``;
+                ``bias_raw`` = ||mean(g_B) - g*||; ``rel_bias`` = bias / ||g*||
+* ``variance``  mean ||g_B - mean(g_B)||^2  (trace of the covariance)
+* ``mse``       mean ||g_B - g*||^2 = bias^2 + variance
+* ``cosine``    cos(mean(g_B), g*)
+* ``jensen_gap`` E[L_B] - L, both written with the mean (not the sum) over each anchor's partition terms
+* ``bias_floor`` sqrt(variance / (R - 1)): the ``bias_raw`` an unbiased estimator would show on average.
+
+Minibatch InfoNCE (``clip``, ``ntxent``) is biased because ``grad log Zhat = grad Zhat / Zhat`` is a
+ratio estimator; its bias falls roughly like 1/B and is exactly zero at B = N. Stateful losses are
+measured twice: ``cold`` (fresh state, as on the first epoch) and ``warm`` (after warm-up passes over
+the data at the current parameters, as later in training).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from workbench.gradcache import cached_backward, flat_grad
+from workbench.losses import ContrastiveLoss, build_loss
+
+COLUMNS = [
+    "loss",
+    "state",
+    "batch_size",
+    "bias",
+    "bias_raw",
+    "rel_bias",
+    "variance",
+    "mse",
+    "cosine",
+    "jensen_gap",
+    "bias_floor",
+    "repeats",
+]
+
+
+def _with_chunking(loss: ContrastiveLoss, chunk_size: int) -> ContrastiveLoss:
+    if loss.chunk_size is not None:
+        return loss
+    chunked = copy.copy(loss)
+    chunked.chunk_size = chunk_size
+    return chunked
+
+
+def _gradient(
+    model: nn.Module, x_a: Tensor, x_b: Tensor, loss_fn, micro_batch: int | None
+) -> tuple[Tensor, float]:
+    model.zero_grad(set_to_none=True)
+    value = cached_backward(model, x_a, x_b, loss_fn, micro_batch)
+    grad = flat_grad(model)
+    model.zero_grad(set_to_none=True)
+    return grad, float(value)
+
+
+def full_gradient(
+    model: nn.Module,
+    x_a: Tensor,
+    x_b: Tensor,
+    loss: ContrastiveLoss,
+    chunk_size: int = 1024,
+    micro_batch: int | None = 1024,
+    return_value: bool = False,
+) -> Tensor | tuple[Tensor, float]:
+    """Exact gradient (flattened, float64) of ``loss``'s global objective over all N pairs.
+
+    The similarity matrix is visited ``chunk_size`` rows at a time and the model is backpropagated
+    ``micro_batch`` rows at a time (GradCache), so N may exceed what fits as an N x N matrix.
+
+    Args:
+        model: pair model, ``model(x_a, x_b) -> (z_a, z_b)``.
+        x_a, x_b: (N, ...) paired inputs (fixed views).
+        loss: any registered loss; its ``global_objective()`` is differentiated.
+        chunk_size: anchor rows per chunk of the loss.
+        micro_batch: rows per model forward/backward; None for one pass.
+        return_value: also return the objective's value.
+    """
+    objective = _with_chunking(loss.global_objective(), chunk_size)
+    grad, value = _gradient(model, x_a, x_b, lambda z_a, z_b: objective(z_a, z_b), micro_batch)
+    return (grad, value) if return_value else grad
+
+
+def _resolve_losses(
+    losses: Mapping[str, ContrastiveLoss | str | dict] | Sequence[str], num_samples: int
+) -> dict[str, ContrastiveLoss]:
+    if not isinstance(losses, Mapping):
+        losses = {name: name for name in losses}
+    resolved = {}
+    for label, spec in losses.items():
+        if isinstance(spec, ContrastiveLoss):
+            resolved[label] = spec
+            continue
+        params = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
+        name = params.pop("name", label)
+        if name in ("sogclr", "bayes"):
+            params.setdefault("num_samples", num_samples)
+        resolved[label] = build_loss(name, **params)
+    return resolved
+
+
+def _batch_index(num_samples: int, batch_size: int, seed: int, repeat: int) -> Tensor:
+    # The same batches for every loss, so differences between losses are not sampling noise.
+    gen = torch.Generator().manual_seed(seed * 7_919 + batch_size * 104_729 + repeat)
+    return torch.randperm(num_samples, generator=gen)[:batch_size]
+
+
+@torch.no_grad()
+def warm_up(
+    model: nn.Module, x_a: Tensor, x_b: Tensor, loss: ContrastiveLoss, batch_size: int, passes: int, seed: int
+) -> None:
+    """Run a stateful loss over the data (no parameter update) so its state matches the parameters."""
+    z_a, z_b = model(x_a, x_b)
+    gen = torch.Generator().manual_seed(seed)
+    num_samples = x_a.shape[0]
+    for _ in range(passes):
+        order = torch.randperm(num_samples, generator=gen)
+        for start in range(0, num_samples - batch_size + 1, batch_size):
+            index = order[start : start + batch_size]
+            loss(z_a[index], z_b[index], index=index)
+
+
+def default_warmup_passes(loss: ContrastiveLoss) -> int:
+    """Passes after which a running average's first-visit estimate weighs less than 5% (at most 100)."""
+    gamma = getattr(loss, "gamma", 1.0)
+    if gamma >= 1.0:
+        return 1
+    return min(100, 1 + math.ceil(math.log(0.05) / math.log(1.0 - gamma)))
+
+
+def _stats(grads: Tensor, g_star: Tensor, values: list[float], offset: float) -> dict[str, float]:
+    mean = grads.mean(dim=0)
+    deviation = ((grads - mean) ** 2).sum(dim=1)
+    repeats = grads.shape[0]
+    bias_raw = float((mean - g_star).norm())
+    variance = float(deviation.mean())
+    bias = math.sqrt(max(0.0, bias_raw**2 - variance / (repeats - 1)))
+    norm = float(g_star.norm())
+    cosine = float(torch.nn.functional.cosine_similarity(mean, g_star, dim=0)) if norm > 0 else math.nan
+    return {
+        "bias": bias,
+        "bias_raw": bias_raw,
+        "rel_bias": bias / norm if norm > 0 else math.nan,
+        "variance": variance,
+        "mse": float(((grads - g_star) ** 2).sum(dim=1).mean()),
+        "cosine": cosine,
+        "jensen_gap": float(np.mean(values)) - offset,
+        "bias_floor": math.sqrt(variance / (repeats - 1)),
+        "repeats": repeats,
+    }
+
+
+def measure(
+    model: nn.Module,
+    x_a: Tensor,
+    x_b: Tensor,
+    losses: Mapping[str, ContrastiveLoss | str | dict] | Sequence[str],
+    batch_sizes: Sequence[int],
+    repeats: int = 50,
+    seed: int = 0,
+    warmup_passes: int | None = None,
+    chunk_size: int = 1024,
+    micro_batch: int | None = 1024,
+) -> pd.DataFrame:
+    """Bias, variance, MSE, cosine and Jensen gap of minibatch gradients, per loss and batch size.
+
+    Args:
+        model: pair model at the parameters to probe (left unchanged).
+        x_a, x_b: (N, ...) fixed paired inputs.
+        losses: loss names, or a mapping label -> loss module / name / dict with ``name`` and params.
+        batch_sizes: each in [2, N]; include N to see the bias vanish.
+        repeats: R minibatches per (loss, batch size) (>= 2).
+        seed: seeds the batches (shared by all losses) and the Gamma draws.
+        warmup_passes: passes over the data for the ``warm`` state of stateful losses. None picks
+            enough for a running average to forget its first visit (weight below 5%): about
+            3 / gamma passes for SogCLR/Bayes, one pass to fill a MoCo queue.
+        chunk_size, micro_batch: memory controls for the exact full gradient.
+
+    Returns:
+        DataFrame with columns ``COLUMNS``; ``state`` is "stateless", "cold" or "warm".
+    """
+    num_samples = x_a.shape[0]
+    if x_b.shape[0] != num_samples:
+        raise ValueError(
+            f"x_a and x_b must have the same number of rows, got {num_samples} and {x_b.shape[0]}"
+        )
+    bad = [
+        b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= num_samples
+    ]
+    if bad or not batch_sizes:
+        raise ValueError(f"batch_sizes must be integers in [2, N={num_samples}], got {list(batch_sizes)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+        raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
+    resolved = _resolve_losses(losses, num_samples)
+    was_training = model.training
+    model.eval()
+    rows = []
+    for label, loss in resolved.items():
+        g_star, value = full_gradient(model, x_a, x_b, loss, chunk_size, micro_batch, return_value=True)
+        objective = loss.global_objective()
+        full_offset = objective.log_normalizer(num_samples)
+        states = ("cold", "warm") if loss.stateful else ("stateless",)
+        for batch_size in batch_sizes:
+            batch_offset = loss.log_normalizer(batch_size)
+            # jensen gap = E[L_B - c(B)] - (L - c(N)), with c the log of the partition size
+            offset = (
+                math.nan
+                if batch_offset is None or full_offset is None
+                else value - full_offset + batch_offset
+            )
+            for state in states:
+                torch.manual_seed(seed)
+                if loss.stateful:
+                    loss.reset_state()
+                    if state == "warm":
+                        passes = default_warmup_passes(loss) if warmup_passes is None else warmup_passes
+                        warm_up(model, x_a, x_b, loss, batch_size, passes, seed)
+                saved = copy.deepcopy(loss.state_dict())
+                grads, values = [], []
+                for repeat in range(repeats):
+                    loss.load_state_dict(saved)
+                    index = _batch_index(num_samples, batch_size, seed, repeat)
+
+                    def loss_fn(z_a: Tensor, z_b: Tensor, index=index, loss=loss) -> Tensor:
+                        return loss(z_a, z_b, index=index)
+
+                    grad, batch_value = _gradient(model, x_a[index], x_b[index], loss_fn, micro_batch)
+                    grads.append(grad)
+                    values.append(batch_value)
+                stats = _stats(torch.stack(grads), g_star, values, offset)
+                rows.append({"loss": label, "state": state, "batch_size": batch_size, **stats})
+        if loss.stateful:
+            loss.reset_state()
+    model.train(was_training)
+    return pd.DataFrame(rows, columns=COLUMNS)
