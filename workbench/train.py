@@ -308,6 +308,9 @@ def train(
             start = trainer.load_state(checkpoint)
             writer.truncate_metrics(start)
         started = time.perf_counter()
+        if start == 0:
+            # Curves start at the initialisation, so progress can be measured against it.
+            writer.log_metrics(0, trainer.evaluate(*trainer.probe_embeddings()))
         recent: list[float] = []
         bar = tqdm(
             range(start, config.steps), disable=not progress, desc=run_id, initial=start, total=config.steps
