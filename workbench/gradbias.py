@@ -247,3 +247,99 @@ def measure(
             loss.reset_state()
     model.train(was_training)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+ALL_LOSSES: dict[str, dict] = {
+    "clip": {"name": "clip"},
+    "ntxent": {"name": "ntxent", "temperature": 0.1},
+    "dcl": {"name": "dcl"},
+    "dclw": {"name": "dclw"},
+    "siglip": {"name": "siglip"},
+    "moco": {"name": "moco", "queue_size": 256},
+    "sogclr": {"name": "sogclr"},
+    "bayes": {"name": "bayes"},
+    "bayes-point": {"name": "bayes", "shape": math.inf},
+    "bayes-batch": {"name": "bayes", "shape": math.inf, "estimator": "batch"},
+}
+
+
+def run_gradbias(
+    losses: Mapping[str, dict] | Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = (4, 16, 64, 256),
+    repeats: int = 50,
+    dataset: str = "synthetic",
+    dataset_params: Mapping | None = None,
+    model_size: str = "tiny",
+    pretrain_steps: int = 100,
+    temperature: float = 0.1,
+    seed: int = 0,
+    warmup_passes: int | None = None,
+    run_id: str | None = None,
+    root=None,
+) -> pd.DataFrame:
+    """Measure gradient bias for several losses at a partly trained model and store it as a run.
+
+    The model is first trained for ``pretrain_steps`` full-batch ``clip`` steps (bias at the random
+    initialisation is rarely the interesting case), then :func:`measure` runs on one fixed draw of
+    the paired inputs. The table lands in the run's ``gradbias`` table.
+
+    Args:
+        losses: labels -> {"name": ..., params} (default :data:`ALL_LOSSES`), or a list of names.
+            ``temperature`` is filled in where a loss takes one and none is given.
+        batch_sizes: batch sizes to probe (the dataset size is the natural last one).
+        repeats, seed, warmup_passes: as in :func:`measure`.
+        dataset, dataset_params, model_size: what to build (see ``workbench.data``).
+        pretrain_steps: full-batch clip steps before measuring (0 measures at initialisation).
+        temperature: default temperature for the losses.
+        run_id, root: where to store the run (a new id by default).
+    """
+    from workbench.data import build_dataset, step_generator
+    from workbench.losses import loss_parameters
+    from workbench.models import build_pair_model
+    from workbench.models import model_size as size_config
+    from workbench.runs import RunWriter, new_run_id
+
+    specs = dict(ALL_LOSSES) if losses is None else losses
+    if not isinstance(specs, Mapping):
+        specs = {name: {"name": name} for name in specs}
+    specs = {label: dict(spec) for label, spec in specs.items()}
+    for label, spec in specs.items():
+        spec.setdefault("name", label)
+        if "temperature" in loss_parameters(spec["name"]):
+            spec.setdefault("temperature", temperature)
+    data = build_dataset(dataset, **dict(dataset_params or {}))
+    if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int) or pretrain_steps < 0:
+        raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
+    x_a, x_b = data.batch(torch.arange(len(data)), step_generator(seed, 0, stream=2))
+    torch.manual_seed(seed)
+    in_a, in_b = data.in_dims
+    model = build_pair_model("siamese" if data.views else "two_tower", in_a, in_b, size_config(model_size))
+    if pretrain_steps:
+        pretrain = build_loss("clip", temperature=temperature, chunk_size=1024)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(pretrain_steps):
+            optimizer.zero_grad()
+            cached_backward(model, x_a, x_b, lambda z_a, z_b: pretrain(z_a, z_b), micro_batch=1024)
+            optimizer.step()
+    config = {
+        "kind": "gradbias",
+        "losses": specs,
+        "batch_sizes": list(batch_sizes),
+        "repeats": repeats,
+        "dataset": dataset,
+        "dataset_params": dict(dataset_params or {}),
+        "model_size": model_size,
+        "pretrain_steps": pretrain_steps,
+        "temperature": temperature,
+        "seed": seed,
+        "warmup_passes": warmup_passes,
+        "num_samples": len(data),
+    }
+    table = measure(model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes)
+    with RunWriter.create(config, run_id=run_id or new_run_id(f"gradbias-{dataset}"), root=root) as writer:
+        writer.save_table("gradbias", table)
+        small = table[table.batch_size == min(batch_sizes)]
+        writer.finish(
+            {f"rel_bias_b{min(batch_sizes)}.{r.loss}.{r.state}": r.rel_bias for r in small.itertuples()}
+        )
+    return table

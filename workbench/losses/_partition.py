@@ -157,10 +157,10 @@ class RunningPartitionLoss(ContrastiveLoss):
         from workbench.losses.ntxent import NTXentLoss
 
         if not self.include_positive:
-            return DCLLoss(self.temperature, negatives=self.negatives, chunk_size=self.chunk_size)
+            return DCLLoss(self.temperature, self.negatives, self.normalize, self.chunk_size)
         if self.negatives == "cross":
-            return ClipLoss(self.temperature, chunk_size=self.chunk_size)
-        return NTXentLoss(self.temperature, chunk_size=self.chunk_size)
+            return ClipLoss(self.temperature, normalize=self.normalize, chunk_size=self.chunk_size)
+        return NTXentLoss(self.temperature, self.normalize, self.chunk_size)
 
     def log_normalizer(self, batch_size: int) -> float:
         # The surrogate already uses the mean over negatives.

@@ -21,7 +21,7 @@ class BayesLoss(RunningPartitionLoss):
 
     The global objective is ``L = (1/N) sum_i [-s_ii / tau + log Z_i]`` with
     ``Z_i = (1/N) sum_j exp(s_ij / tau)``. A minibatch replaces ``Z_i`` by a batch estimate ``Zhat_i``;
-    even an unbiased ``Zhat_i`` (the positive weighted 1/N, the batch negatives by their mean; see
+    even an unbiased ``Zhat_i`` (the positive weighted 1/P, the batch negatives by their mean; see
     ``workbench.losses._partition``) leaves ``grad log Zhat_i = grad Zhat_i / Zhat_i`` a ratio, so the
     minibatch gradient is biased (roughly like 1/B). Because ``1/Z = \int_0^\infty exp(-u Z) du``,
 

@@ -93,7 +93,9 @@ class MoCoLoss(ContrastiveLoss):
     def global_objective(self) -> ContrastiveLoss:
         from workbench.losses.clip import ClipLoss
 
-        return ClipLoss(self.temperature, symmetric=False, chunk_size=self.chunk_size)
+        return ClipLoss(
+            self.temperature, symmetric=False, normalize=self.normalize, chunk_size=self.chunk_size
+        )
 
     def log_normalizer(self, batch_size: int) -> float:
         return math.log(batch_size + int(self.queue_filled))

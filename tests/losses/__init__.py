@@ -1,0 +1,1 @@
+"""Tests of the loss zoo (workbench.losses), one module per loss."""
