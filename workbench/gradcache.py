@@ -21,6 +21,11 @@ from torch import Tensor, nn
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def _full_precision(z: Tensor) -> Tensor:
+    """float32 for half-precision (autocast) outputs; float64 stays float64."""
+    return z if z.dtype == torch.float64 else z.float()
+
+
 def _rng_state(device: torch.device):
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return torch.get_rng_state(), cuda
@@ -36,7 +41,7 @@ def _set_rng_state(state, device: torch.device) -> None:
 def embed(
     model: nn.Module, x_a: Tensor, x_b: Tensor, micro_batch: int | None = None, autocast=None
 ) -> tuple[Tensor, Tensor]:
-    """Embeddings of all rows without a graph, ``micro_batch`` rows at a time (float32)."""
+    """Embeddings of all rows without a graph, ``micro_batch`` rows at a time (float32 or float64)."""
     size = x_a.shape[0]
     step = size if micro_batch is None else micro_batch
     parts_a, parts_b = [], []
@@ -44,8 +49,8 @@ def embed(
         for start in range(0, size, step):
             with autocast or torch.autocast("cpu", enabled=False):
                 z_a, z_b = model(x_a[start : start + step], x_b[start : start + step])
-            parts_a.append(z_a.float())
-            parts_b.append(z_b.float())
+            parts_a.append(_full_precision(z_a))
+            parts_b.append(_full_precision(z_b))
     return torch.cat(parts_a), torch.cat(parts_b)
 
 
@@ -69,7 +74,7 @@ def cached_backward(
     if micro_batch is None or micro_batch >= size:
         with ctx:
             z_a, z_b = model(x_a, x_b)
-        loss = loss_fn(z_a.float(), z_b.float())
+        loss = loss_fn(_full_precision(z_a), _full_precision(z_b))
         loss.backward()
         return loss.detach()
 
@@ -80,8 +85,8 @@ def cached_backward(
             states.append(_rng_state(device))
             with ctx:
                 z_a, z_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
-            parts_a.append(z_a.float())
-            parts_b.append(z_b.float())
+            parts_a.append(_full_precision(z_a))
+            parts_b.append(_full_precision(z_b))
     z_a = torch.cat(parts_a).requires_grad_(True)
     z_b = torch.cat(parts_b).requires_grad_(True)
     loss = loss_fn(z_a, z_b)
@@ -94,7 +99,8 @@ def cached_backward(
         with ctx:
             c_a, c_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
         stop = start + c_a.shape[0]
-        surrogate = (c_a.float() * grad_a[start:stop]).sum() + (c_b.float() * grad_b[start:stop]).sum()
+        surrogate = (_full_precision(c_a) * grad_a[start:stop]).sum()
+        surrogate = surrogate + (_full_precision(c_b) * grad_b[start:stop]).sum()
         surrogate.backward()
     _set_rng_state(after, device)
     return loss.detach()

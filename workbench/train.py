@@ -64,6 +64,10 @@ class TrainConfig:
     snapshot_every: int = 100
     checkpoint_every: int = 100
     probe_size: int = 512
+    # multimodal datasets only (workbench.multimodal): tower configs and modality-structure regularizers
+    image_tower: dict = field(default_factory=dict)
+    text_tower: dict = field(default_factory=dict)
+    structure: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.loss not in loss_names():
@@ -83,9 +87,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
-        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch < 1):
+        if self.micro_batch is not None and (
+            isinstance(self.micro_batch, bool)
+            or not isinstance(self.micro_batch, int)
+            or self.micro_batch < 1
+        ):
             raise ValueError(f"micro_batch must be None or a positive integer, got {self.micro_batch!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if isinstance(self.lr, bool) or not (
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        ):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
@@ -126,11 +136,18 @@ def loss_from_config(config: TrainConfig, dataset: PairDataset) -> ContrastiveLo
 class Trainer:
     """Holds a run's live objects; :func:`train` is the entry point."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, dataset: PairDataset | None = None) -> None:
         config.validate()
         self.config = config
         self.device = resolve_device(config.device)
-        self.dataset = build_dataset(config.dataset, **config.dataset_params)
+        self.dataset = (
+            dataset if dataset is not None else build_dataset(config.dataset, **config.dataset_params)
+        )
+        if config.image_tower or config.text_tower or config.structure:
+            raise ValueError(
+                "image_tower, text_tower and structure apply to multimodal datasets only; "
+                f"dataset {config.dataset!r} is a two-view/paired dataset"
+            )
         if config.batch_size > len(self.dataset):
             raise ValueError(
                 f"batch_size={config.batch_size} exceeds the training set size {len(self.dataset)} "
@@ -232,6 +249,10 @@ class Trainer:
             metrics["scale"] = float(self.scale())
         return metrics
 
+    def downstream(self, z_a: Tensor, z_b: Tensor) -> dict[str, float]:
+        """Costlier metrics computed at snapshot steps only (none for two-view/paired datasets)."""
+        return {}
+
     def snapshot(self, z_a: Tensor, z_b: Tensor) -> dict[str, np.ndarray]:
         rows = self.probe_index.numpy()
         arrays = {"a": z_a.cpu().numpy(), "b": z_b.cpu().numpy(), "ids": self.dataset.ids[rows]}
@@ -274,6 +295,17 @@ def knn_accuracy(z: Tensor, labels: Tensor, k: int = 5) -> float:
     return float((votes.argmax(dim=1) == labels).float().mean())
 
 
+def make_trainer(config: TrainConfig) -> Trainer:
+    """The trainer for the config's dataset: pairs/views (:class:`Trainer`) or multimodal."""
+    config.validate()
+    dataset = build_dataset(config.dataset, **config.dataset_params)
+    if isinstance(dataset, PairDataset):
+        return Trainer(config, dataset)
+    from workbench.multimodal import MultimodalTrainer
+
+    return MultimodalTrainer(config, dataset)
+
+
 def train(
     config: TrainConfig | dict,
     run_id: str | None = None,
@@ -295,11 +327,21 @@ def train(
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
-    trainer = Trainer(config)  # validates before anything is written
+    trainer = make_trainer(config)  # validates before anything is written
     run_id = run_id or new_run_id(f"{config.dataset}-{config.loss}-b{config.batch_size}")
     existing = runs_root(root) / run_id
     if (existing / "status.json").exists() and load_run(existing).is_complete:
-        return load_run(existing)
+        done = load_run(existing)
+        wanted = json.loads(json.dumps(config.to_dict()))
+        changed = sorted(
+            key for key in set(wanted) | set(done.config) if wanted.get(key) != done.config.get(key)
+        )
+        if changed:
+            raise ValueError(
+                f"run {run_id!r} is complete and its config differs (keys {changed}); "
+                "choose another run_id to train with this config"
+            )
+        return done
     writer = RunWriter.create(config.to_dict(), run_id=run_id, root=root)
     with writer:
         start = 0
@@ -325,14 +367,19 @@ def train(
                 z_a, z_b = trainer.probe_embeddings()
                 metrics = {"train_loss": float(np.mean(recent)), "lr": trainer.lr_at(step)}
                 metrics.update(trainer.evaluate(z_a, z_b))
+                snapshot = done % config.snapshot_every == 0 or done == config.steps
+                if snapshot:
+                    metrics.update(trainer.downstream(z_a, z_b))
                 writer.log_metrics(done, metrics)
                 recent = []
                 bar.set_postfix(loss=f"{metrics['train_loss']:.3f}")
-                if done % config.snapshot_every == 0 or done == config.steps:
+                if snapshot:
                     writer.save_snapshot(done, trainer.snapshot(z_a, z_b))
             if done % config.checkpoint_every == 0 or done == config.steps:
-                writer.save_checkpoint(trainer.state(done))
+                # Metrics first: a kill between the two writes then only repeats work on resume
+                # (rows after the checkpoint are recomputed), it never loses rows.
                 writer.flush()
+                writer.save_checkpoint(trainer.state(done))
             if on_step is not None:
                 on_step(done, trainer)
             if stop_at_step is not None and done >= stop_at_step and done < config.steps:
@@ -350,7 +397,7 @@ def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Na
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("dataset_params", "loss_params"):
+        if isinstance(getattr(defaults, f.name), dict):
             parser.add_argument(flag, type=json.loads, default={}, help="JSON object")
         elif f.name == "micro_batch":
             parser.add_argument(flag, type=int, default=None)

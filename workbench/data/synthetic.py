@@ -12,6 +12,8 @@ biased, and where a decomposable loss that weights negatives by a running ``1 / 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -56,7 +58,7 @@ def make_synthetic(
         raise ValueError("duplicate_spread and view_noise must be >= 0")
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((num_samples, latent_dim))
-    num_duplicates = round(noise * num_samples)
+    num_duplicates = math.floor(noise * num_samples)  # <= N/2: each duplicate copies a distinct sample
     # The duplicates overwrite the last rows; each copies a distinct row of the first part.
     originals = rng.choice(num_samples - num_duplicates, size=num_duplicates, replace=False)
     duplicates = np.arange(num_samples - num_duplicates, num_samples)

@@ -1,0 +1,224 @@
+"""The gradient-bias lab (workbench.gradbias): exact full gradients and minibatch bias statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import gradbias
+from workbench.data import build_dataset
+from workbench.gradcache import flat_grad
+from workbench.losses import ClipLoss, build_loss
+from workbench.models import MLPConfig, build_pair_model
+
+N = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One thread: deterministic reductions, and on a busy machine (pytest -n) OpenMP spin-waiting
+    makes tiny matmuls far slower with two. Module scope, so module fixtures run under it too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    dataset = build_dataset("synthetic", num_samples=N)
+    return dataset.x_a, dataset.x_b
+
+
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_pair_model("two_tower", 16, 16, MLPConfig(hidden=8, depth=1, out_dim=6))
+
+
+def naive_gradient(model, x_a, x_b, objective) -> tuple[torch.Tensor, float]:
+    model.zero_grad(set_to_none=True)
+    z_a, z_b = model(x_a, x_b)
+    value = objective(z_a, z_b)
+    value.backward()
+    grad = flat_grad(model)
+    model.zero_grad(set_to_none=True)
+    return grad, value.item()
+
+
+def assert_vectors_close(actual, expected, rtol=1e-5):
+    assert actual.shape == expected.shape
+    scale = float(expected.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+# The global objective written out independently of loss.global_objective().
+FULL_GRADIENT_CASES = {
+    "clip": (lambda: build_loss("clip"), lambda: ClipLoss(temperature=0.07)),
+    "ntxent": (lambda: build_loss("ntxent"), lambda: build_loss("ntxent", temperature=0.5)),
+    "siglip": (lambda: build_loss("siglip"), lambda: build_loss("siglip", scale=10.0, bias=-10.0)),
+    "sogclr": (lambda: build_loss("sogclr", num_samples=N), lambda: ClipLoss(temperature=0.1)),
+    "bayes": (lambda: build_loss("bayes", num_samples=N), lambda: ClipLoss(temperature=0.1)),
+}
+
+
+@pytest.mark.parametrize("name", list(FULL_GRADIENT_CASES))
+def test_full_gradient_is_the_gradient_of_the_global_objective(data, name):
+    x_a, x_b = data
+    make_loss, make_objective = FULL_GRADIENT_CASES[name]
+    model = tiny_model()
+    expected, expected_value = naive_gradient(model, x_a, x_b, make_objective())
+    loss = make_loss()
+
+    grad, value = gradbias.full_gradient(model, x_a, x_b, loss, return_value=True)
+    assert grad.dtype == torch.float64
+    assert value == pytest.approx(expected_value, rel=1e-6)
+    assert_vectors_close(grad, expected)
+
+    chunked = gradbias.full_gradient(model, x_a, x_b, loss, chunk_size=5, micro_batch=7)
+    unchunked = gradbias.full_gradient(model, x_a, x_b, loss, chunk_size=None, micro_batch=None)
+    assert_vectors_close(chunked, unchunked)
+    assert_vectors_close(unchunked, expected)
+    assert loss.chunk_size is None  # chunking is applied to a copy, not to the caller's loss
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_full_gradient_of_stateful_losses_ignores_state_and_rng(data):
+    x_a, x_b = data
+    model = tiny_model()
+    loss = build_loss("bayes", num_samples=N)
+    torch.manual_seed(1)
+    fresh = gradbias.full_gradient(model, x_a, x_b, loss)
+    with torch.no_grad():
+        z_a, z_b = model(x_a, x_b)
+        loss(z_a[:8], z_b[:8], index=torch.arange(8))
+    assert loss.visited.any()
+    torch.manual_seed(2)
+    assert torch.equal(gradbias.full_gradient(model, x_a, x_b, loss), fresh)
+
+
+@pytest.fixture(scope="module")
+def clip_table(data):
+    x_a, x_b = data
+    return gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0)
+
+
+def test_measure_columns_and_rows(clip_table):
+    assert list(clip_table.columns) == gradbias.COLUMNS
+    assert clip_table.loss.tolist() == ["clip"] * 3
+    assert clip_table.state.tolist() == ["stateless"] * 3
+    assert clip_table.batch_size.tolist() == [4, 16, N]
+    assert clip_table.repeats.tolist() == [100] * 3
+
+
+def test_bias_vanishes_at_the_full_batch(clip_table):
+    row = clip_table.set_index("batch_size").loc[N]
+    # every "minibatch" is a permutation of all N rows: the gradient is g* up to float32 round-off
+    for column in ("bias", "bias_raw", "variance", "jensen_gap", "mse", "bias_floor"):
+        assert abs(row[column]) < 1e-5, column
+    assert row.rel_bias < 1e-6
+    assert row.cosine == pytest.approx(1.0, abs=1e-6)
+
+
+def test_small_batch_statistics(clip_table):
+    rows = clip_table.set_index("batch_size")
+    small = rows.loc[4]
+    assert small.bias > 0 and small.rel_bias > 0
+    assert small.bias > 3 * small.bias_floor  # well above what sampling noise alone would show
+    assert small.mse == pytest.approx(small.bias_raw**2 + small.variance, rel=1e-6)
+    assert small.bias_floor == pytest.approx(math.sqrt(small.variance / 99), rel=1e-12)
+    assert small.bias == pytest.approx(math.sqrt(small.bias_raw**2 - small.variance / 99), rel=1e-12)
+    assert 0 < small.cosine < 1
+    assert small.jensen_gap < 0  # E[log Zhat] < log Z: the minibatch objective underestimates
+    assert rows.loc[16].mse == pytest.approx(rows.loc[16].bias_raw ** 2 + rows.loc[16].variance, rel=1e-6)
+    assert rows.loc[4].rel_bias > rows.loc[16].rel_bias > rows.loc[N].rel_bias
+    assert rows.loc[4].variance > rows.loc[16].variance
+
+
+def test_measure_is_deterministic(data, clip_table):
+    x_a, x_b = data
+    again = gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0)
+    pd.testing.assert_frame_equal(again, clip_table, check_exact=True)
+    other_seed = gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4], repeats=100, seed=1)
+    assert other_seed.variance.iloc[0] != clip_table.variance.iloc[0]
+
+
+def test_stateful_losses_have_cold_and_warm_rows(data):
+    x_a, x_b = data
+    losses = {
+        "sogclr": {"name": "sogclr"},
+        "bayes-batch": {"name": "bayes", "shape": math.inf, "estimator": "batch"},
+        "bayes": "bayes",
+    }
+    table = gradbias.measure(tiny_model(), x_a, x_b, losses, batch_sizes=[4, 8], repeats=5)
+    assert list(table.columns) == gradbias.COLUMNS
+    assert len(table) == 3 * 2 * 2
+    for label in losses:
+        part = table[table.loss == label]
+        assert part.state.tolist() == ["cold", "warm", "cold", "warm"]
+        assert part.batch_size.tolist() == [4, 4, 8, 8]
+    stats = [c for c in gradbias.COLUMNS if c not in ("loss", "state", "batch_size")]
+
+    def block(label, state):
+        return table[(table.loss == label) & (table.state == state)][stats].reset_index(drop=True)
+
+    # On a first visit SogCLR's running estimate is the batch estimate: the same step as the
+    # batch-estimator Bayes point estimate.
+    pd.testing.assert_frame_equal(block("sogclr", "cold"), block("bayes-batch", "cold"), rtol=1e-12)
+    # The batch estimator ignores the state, so warming up changes nothing ...
+    pd.testing.assert_frame_equal(block("bayes-batch", "warm"), block("bayes-batch", "cold"), rtol=1e-12)
+    # ... while SogCLR's warm state does change the gradient.
+    assert not np.allclose(block("sogclr", "warm").variance, block("sogclr", "cold").variance)
+
+
+def test_measure_leaves_model_and_loss_unchanged(data):
+    x_a, x_b = data
+    for training in (True, False):
+        model = tiny_model().train(training)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        loss = build_loss("sogclr", num_samples=N)
+        gradbias.measure(model, x_a, x_b, {"clip": "clip", "sogclr": loss}, batch_sizes=[4], repeats=3)
+        assert model.training is training
+        assert all(m.training is training for m in model.modules())
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, before[key]), key
+        assert not loss.visited.any() and int(loss.steps) == 0  # state reset after measuring
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(batch_sizes=[1]), r"batch_sizes must be integers in \[2, N=32\], got \[1\]"),
+        (dict(batch_sizes=[4, N + 1]), r"batch_sizes must be integers in \[2, N=32\]"),
+        (dict(batch_sizes=[]), r"batch_sizes"),
+        (dict(batch_sizes=[4], repeats=1), r"repeats must be an integer >= 2, got 1"),
+        (dict(batch_sizes=[4], losses=["nope"]), r"unknown loss name 'nope'; known losses: ntxent, clip"),
+    ],
+)
+def test_measure_rejects_bad_input(data, kwargs, message):
+    x_a, x_b = data
+    kwargs = {"losses": ["clip"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        gradbias.measure(tiny_model(), x_a, x_b, **kwargs)
+
+
+def test_measure_rejects_mismatched_rows(data):
+    x_a, x_b = data
+    with pytest.raises(ValueError, match="x_a and x_b must have the same number of rows"):
+        gradbias.measure(tiny_model(), x_a, x_b[:-1], ["clip"], batch_sizes=[4])
+
+
+def test_default_warmup_passes():
+    assert gradbias.default_warmup_passes(build_loss("clip")) == 1
+    assert gradbias.default_warmup_passes(build_loss("sogclr", num_samples=N, gamma=0.9)) == 3
+    passes = gradbias.default_warmup_passes(build_loss("bayes", num_samples=N, gamma=0.1))
+    assert (1 - 0.1) ** (passes - 1) < 0.05 <= (1 - 0.1) ** (passes - 2)
