@@ -95,18 +95,25 @@ def dataset_names() -> list[str]:
     return list(_BUILDERS)
 
 
-def build_dataset(name: str, **params) -> PairDataset:
-    """Build a registered dataset (``dataset_names()``) with its keyword parameters."""
+def build_dataset(name: str, **params):
+    """Build a registered dataset (``dataset_names()``) with its keyword parameters.
+
+    Returns a :class:`PairDataset` (``synthetic``, ``digits_views``) or a
+    ``workbench.data.multimodal.MultimodalDataset`` (``digits_captions``, ``mnist_captions``,
+    ``infogap``, ``image_folder_captions``, ``user_embeddings``).
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_BUILDERS)}")
     return _BUILDERS[name](**params)
 
 
-def _builders() -> dict[str, Callable[..., PairDataset]]:
+def _builders() -> dict[str, Callable]:
     from workbench.data.digits import digits_views
+    from workbench.data.multimodal import caption_datasets
     from workbench.data.synthetic import make_synthetic
 
-    return {"synthetic": make_synthetic, "digits_views": digits_views}
+    # two-view / paired datasets (PairDataset), then image-text datasets (MultimodalDataset)
+    return {"synthetic": make_synthetic, "digits_views": digits_views, **caption_datasets()}
 
 
 _BUILDERS = _builders()

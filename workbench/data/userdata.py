@@ -1,0 +1,441 @@
+"""The user's own paired data: precomputed embeddings, or a folder of images with a captions CSV.
+
+Paired embeddings (:func:`load_paired_embeddings`, :func:`user_embeddings`)
+---------------------------------------------------------------------------
+``.npz`` (read with ``allow_pickle=False``: nothing is ever unpickled):
+
+* ``image_emb``: (n, d_image) numbers, ``text_emb``: (n, d_text) numbers (the dims may differ);
+* optional ``labels``: (n,) integers >= 0 or strings; optional ``captions``: (n,) strings
+  (save them as a unicode array, e.g. ``np.array(captions, dtype=str)``, not as objects).
+
+``.parquet``, one row per pair, the embeddings in either layout:
+
+* list columns ``image_emb`` and ``text_emb`` (each cell a list of floats, the same length in every
+  row), as ``pd.DataFrame({"image_emb": list(x), "text_emb": list(y)}).to_parquet(path)`` writes; or
+* wide columns ``image_emb_0, image_emb_1, ...`` and ``text_emb_0, ...`` (numbered from 0, no gaps);
+
+plus optional ``labels`` (or ``label``) and ``captions`` (or ``caption``) columns.
+
+Checks, each a ValueError naming the file unless said otherwise: the file exists
+(FileNotFoundError), the required keys are present (the message lists the keys found), both arrays
+are 2-D with the same number of rows (the message gives both shapes), no NaN or inf (the message names
+the array and the first bad row), at least 2 rows.
+
+Image folder (:func:`image_folder_captions`)
+--------------------------------------------
+A folder of PNG/JPG images and a CSV with columns ``filename`` (relative to the folder), ``caption``
+and optionally ``label``. Images are converted to grayscale, resized to ``image_size`` squared, scaled
+to [0, 1] and, by default, inverted when they are dark ink on a light ground (the digits convention is
+light ink on black). Errors name the CSV, the row (1-based, header excluded) and its line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.data import captions as cap
+from workbench.data.multimodal import (
+    MultimodalDataset,
+    check_float,
+    check_int,
+    check_test_fraction,
+    encode_captions,
+    make_image_augment,
+    seeded_split,
+)
+
+REQUIRED_KEYS = ("image_emb", "text_emb")
+
+
+# ------------------------------------------------------------------------------------------ embeddings
+
+
+def _check_embedding(path: Path, key: str, array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {key} must hold numbers, got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{path}: {key} must be 2-D (n, d), got shape {array.shape}")
+    array = array.astype(np.float32)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{path}: {key} has a non-finite value (NaN or inf) in row {row}")
+    return array
+
+
+def _load_npz(path: Path) -> dict:
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        found = list(z.files)
+        missing = [k for k in REQUIRED_KEYS if k not in found]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)}; found keys: {found or 'none'}")
+        for key in (*REQUIRED_KEYS, "labels", "captions"):
+            if key not in found:
+                continue
+            try:
+                out[key] = z[key]
+            except ValueError as err:  # object arrays need pickle, which is never allowed here
+                raise ValueError(
+                    f"{path}: {key} is stored as Python objects (pickle), which is not loaded; "
+                    "save it as a numeric or unicode string array"
+                ) from err
+    return out
+
+
+def _stack_list_column(path: Path, key: str, column) -> np.ndarray:
+    rows = []
+    width = None
+    for i, cell in enumerate(column):
+        if cell is None:
+            raise ValueError(f"{path}: {key} is empty (null) in row {i}")
+        row = np.asarray(cell, dtype=np.float64).reshape(-1)
+        if width is None:
+            width = row.size
+        elif row.size != width:
+            raise ValueError(f"{path}: {key} row {i} has {row.size} values but row 0 has {width}")
+        rows.append(row)
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def _load_parquet(path: Path) -> dict:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    columns = [str(c) for c in df.columns]
+    out = {}
+    missing = []
+    for key in REQUIRED_KEYS:
+        if key in df.columns:
+            out[key] = _stack_list_column(path, key, df[key].tolist())
+            continue
+        wide = {}
+        for c in columns:
+            m = re.fullmatch(rf"{key}_(\d+)", c)
+            if m:
+                wide[int(m.group(1))] = c
+        if not wide:
+            missing.append(key)
+            continue
+        if sorted(wide) != list(range(len(wide))):
+            gap = next(i for i in range(len(wide) + 1) if i not in wide)
+            raise ValueError(f"{path}: wide columns {key}_0.. have a gap at {key}_{gap}")
+        out[key] = df[[wide[i] for i in range(len(wide))]].to_numpy()
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}; found keys: {columns or 'none'}")
+    for key, alias in (("labels", "label"), ("captions", "caption")):
+        name = key if key in df.columns else alias if alias in df.columns else None
+        if name is not None:
+            out[key] = df[name].to_numpy()
+    return out
+
+
+def load_paired_embeddings(path) -> dict:
+    """Read and check a file of paired embeddings (layouts in the module docstring).
+
+    Returns:
+        ``{"image_emb": (n, d_i) float32, "text_emb": (n, d_t) float32, "labels": (n,) int64 or None,
+        "class_names": list[str] or None, "captions": list[str] or None, "path": str}``. String labels
+        become indices into the sorted ``class_names``; integer labels keep their values.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"paired embeddings file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        raw = _load_npz(path)
+    elif suffix in (".parquet", ".pq"):
+        raw = _load_parquet(path)
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .npz or .parquet")
+    image = np.asarray(raw["image_emb"])
+    text = np.asarray(raw["text_emb"])
+    if image.ndim != 2 or text.ndim != 2 or image.shape[0] != text.shape[0]:
+        raise ValueError(
+            f"{path}: image_emb has shape {image.shape} but text_emb has shape {text.shape}; "
+            "both must be 2-D (n, d) with the same number of rows n"
+        )
+    image = _check_embedding(path, "image_emb", image)
+    text = _check_embedding(path, "text_emb", text)
+    n = image.shape[0]
+    if n < 2:
+        raise ValueError(f"{path}: needs at least 2 rows, got {n}")
+    labels = class_names = captions = None
+    if "labels" in raw:
+        labels, class_names = _labels(path, np.asarray(raw["labels"]), n)
+    if "captions" in raw:
+        values = np.asarray(raw["captions"]).reshape(-1)
+        if values.shape[0] != n:
+            raise ValueError(f"{path}: captions has {values.shape[0]} rows but image_emb has {n}")
+        captions = ["" if c is None else str(c) for c in values.tolist()]
+    return {
+        "image_emb": image,
+        "text_emb": text,
+        "labels": labels,
+        "class_names": class_names,
+        "captions": captions,
+        "path": str(path),
+    }
+
+
+def _labels(path: Path, values: np.ndarray, n: int) -> tuple[np.ndarray, list[str]]:
+    values = values.reshape(-1)
+    if values.shape[0] != n:
+        raise ValueError(f"{path}: labels has {values.shape[0]} rows but image_emb has {n}")
+    if values.dtype.kind in "biuf":
+        if values.dtype.kind == "f" and not (
+            np.isfinite(values).all() and (values == np.round(values)).all()
+        ):
+            raise ValueError(f"{path}: labels must be whole numbers or strings")
+        labels = values.astype(np.int64)
+        if labels.min() < 0:
+            raise ValueError(f"{path}: labels must be >= 0, got {labels.min()} in row {int(labels.argmin())}")
+        return labels, [str(k) for k in range(int(labels.max()) + 1)]
+    names = [str(v) for v in values.tolist()]
+    class_names = sorted(set(names))
+    lookup = {c: i for i, c in enumerate(class_names)}
+    return np.array([lookup[v] for v in names], dtype=np.int64), class_names
+
+
+def user_embeddings(path, test_fraction: float = 0.25, seed: int = 0) -> MultimodalDataset:
+    """A :class:`MultimodalDataset` ("features", V = 1) from :func:`load_paired_embeddings`."""
+    test_fraction = check_test_fraction(test_fraction)
+    check_int("seed", seed, 0)
+    data = load_paired_embeddings(path)
+    n = data["image_emb"].shape[0]
+    labels = data["labels"] if data["labels"] is not None else np.full(n, -1, dtype=np.int64)
+    train, test = seeded_split(labels, test_fraction, seed)
+    return MultimodalDataset(
+        name="user_embeddings",
+        images=torch.from_numpy(data["image_emb"]),
+        texts=torch.from_numpy(data["text_emb"])[:, None, :],
+        captions=[[c] for c in data["captions"]] if data["captions"] is not None else [],
+        labels=labels,
+        class_names=data["class_names"] or [],
+        prompts=None,
+        prompt_texts=[],
+        train_index=train,
+        test_index=test,
+        text_encoder="features",
+        info={"source": data["path"], "labelled": data["labels"] is not None},
+    )
+
+
+# ---------------------------------------------------------------------------------------- image folder
+
+
+def _image_reader():
+    """A function path -> (H, W) or (H, W, C) float array in [0, 1], from whichever library exists."""
+    try:
+        from PIL import Image
+
+        def read_pil(path: Path) -> np.ndarray:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+        return read_pil
+    except ImportError:
+        pass
+    try:
+        import imageio.v3 as iio
+
+        def read_imageio(path: Path) -> np.ndarray:
+            arr = np.asarray(iio.imread(path))
+            return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else max(1.0, float(arr.max())))
+
+        return read_imageio
+    except ImportError:
+        pass
+    try:
+        import matplotlib.image as mpimg
+
+        def read_mpl(path: Path) -> np.ndarray:
+            arr = np.asarray(mpimg.imread(path))
+            return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+
+        return read_mpl
+    except ImportError:
+        pass
+    raise ValueError(
+        "reading images needs Pillow (or imageio or matplotlib): pip install pillow "
+        "(mlxtend, in the 'data' extra, brings it)"
+    )
+
+
+def _to_gray(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:
+            arr = arr[..., :3] * arr[..., 3:] + (1 - arr[..., 3:])  # alpha over white
+        arr = (
+            arr[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+            if arr.shape[2] >= 3
+            else arr[..., 0]
+        )
+    return arr.astype(np.float32)
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    out = torch.nn.functional.interpolate(
+        t, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return out[0, 0].clamp(0, 1).numpy()
+
+
+def image_folder_captions(
+    folder,
+    captions_csv,
+    image_size: int = 28,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    text_encoder: str = "auto",
+    variants: int = 1,
+    invert: bool | str = "auto",
+    max_shift: int = 2,
+    max_rotation: float = 10.0,
+    noise: float = 0.05,
+    max_len: int = 16,
+) -> MultimodalDataset:
+    """Images from ``folder`` paired with the captions in ``captions_csv`` (columns filename, caption,
+    optional label).
+
+    Args:
+        folder: folder holding the images (PNG, JPG, anything the reader opens).
+        captions_csv: CSV file; ``filename`` is relative to ``folder``.
+        image_size: images are resized to (image_size, image_size), grayscale, [0, 1].
+        test_fraction, seed: the seeded (stratified when labelled) split.
+        text_encoder: "auto", "minilm" or "tokens".
+        variants: captions per image; variants 1.. are text augmentations of the given caption
+            (synonym substitution or word dropout).
+        invert: True / False, or "auto": invert an image whose border is mostly light (dark ink on paper).
+        max_shift, max_rotation, noise: image augmentation for ``batch``.
+        max_len: token sequence length for "tokens".
+    """
+    import pandas as pd
+
+    image_size = check_int("image_size", image_size, 4, 512)
+    test_fraction = check_test_fraction(test_fraction)
+    check_int("seed", seed, 0)
+    variants = check_int("variants", variants, 1, 32)
+    check_int("max_shift", max_shift, 0, max(1, image_size // 4))
+    check_float("max_rotation", max_rotation, 0.0, 180.0)
+    check_float("noise", noise, 0.0, 1.0)
+    check_int("max_len", max_len, 1, 512)
+    if invert not in (True, False, "auto"):
+        raise ValueError(f"invert must be True, False or 'auto', got {invert!r}")
+    folder = Path(folder).expanduser()
+    csv = Path(captions_csv).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if not csv.is_file():
+        raise FileNotFoundError(f"captions CSV not found: {csv}")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in ("filename", "caption") if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{csv}: missing column(s) {', '.join(missing)}; found columns: {list(table.columns)}"
+        )
+    if len(table) < 2:
+        raise ValueError(f"{csv}: needs at least 2 rows, got {len(table)}")
+    has_label = "label" in table.columns
+    read = _image_reader()
+    root = folder.resolve()
+    seen: dict[str, int] = {}
+    images, texts, names = [], [], []
+    for i, row in enumerate(table.itertuples(index=False)):
+        where = f"{csv}, row {i + 1} (line {i + 2})"
+        filename = str(row.filename).strip()
+        if not filename:
+            raise ValueError(f"{where}: empty filename")
+        if filename in seen:
+            raise ValueError(
+                f"{where}: duplicate filename {filename!r}, first used in row {seen[filename] + 1}"
+            )
+        seen[filename] = i
+        caption = " ".join(str(row.caption).split())
+        if not caption:
+            raise ValueError(f"{where}: empty caption for {filename!r}")
+        image_path = (folder / filename).resolve()
+        if not image_path.is_relative_to(root):
+            raise ValueError(f"{where}: filename {filename!r} points outside {folder}")
+        if not image_path.is_file():
+            raise ValueError(f"{where}: image not found: {folder / filename}")
+        try:
+            arr = _to_gray(read(image_path))
+        except Exception as err:
+            raise ValueError(f"{where}: cannot read image {folder / filename}: {err}") from err
+        if arr.ndim != 2 or min(arr.shape) < 1:
+            raise ValueError(f"{where}: {folder / filename} is not a 2-D image (shape {arr.shape})")
+        arr = _resize(np.clip(arr, 0, 1), image_size)
+        if invert is True or (invert == "auto" and _border_mean(arr) > 0.5):
+            arr = 1.0 - arr
+        images.append(arr)
+        texts.append(caption)
+        if has_label:
+            label = str(row.label).strip()
+            if not label:
+                raise ValueError(
+                    f"{where}: empty label for {filename!r} (leave the column out, or fill every row)"
+                )
+            names.append(label)
+    if has_label:
+        if all(re.fullmatch(r"-?\d+", v) for v in names):
+            class_names = sorted(set(names), key=int)
+        else:
+            class_names = sorted(set(names))
+        lookup = {c: k for k, c in enumerate(class_names)}
+        labels = np.array([lookup[v] for v in names], dtype=np.int64)
+    else:
+        class_names = []
+        labels = np.full(len(texts), -1, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    captions = []
+    for text in texts:
+        row = [text]
+        for _ in range(1, variants):
+            new = text
+            for _attempt in range(6):
+                new = cap.augment_caption(text, rng)
+                if new not in row:
+                    break
+            row.append(new)
+        captions.append(row)
+    prompt_texts = cap.prompt_texts(class_names) if class_names else []
+    train, test = seeded_split(labels, test_fraction, seed)
+    encoded, prompts, vocab, encoder = encode_captions(
+        captions, prompt_texts, text_encoder, train, max_len=max_len, cache_key="image_folder"
+    )
+    return MultimodalDataset(
+        name="image_folder_captions",
+        images=torch.tensor(np.stack(images), dtype=torch.float32)[:, None],
+        texts=encoded,
+        captions=captions,
+        labels=labels,
+        class_names=class_names,
+        prompts=prompts,
+        prompt_texts=prompt_texts,
+        train_index=train,
+        test_index=test,
+        text_encoder=encoder,
+        vocab=vocab,
+        image_augment=make_image_augment(max_shift, max_rotation, noise),
+        info={
+            "source": str(folder),
+            "captions_csv": str(csv),
+            "filenames": list(seen),
+            "image_size": image_size,
+            "labelled": has_label,
+            "seed": seed,
+            "test_fraction": test_fraction,
+        },
+    )
+
+
+def _border_mean(arr: np.ndarray) -> float:
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    return float(border.mean())

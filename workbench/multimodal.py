@@ -1,0 +1,219 @@
+"""Training two-tower image/text models with modality-structure regularizers (Jiang et al., CVPR 2023).
+
+:class:`MultimodalTrainer` plugs into ``workbench.train.train`` for multimodal datasets: the same
+run store, checkpoints, resumption and config, with a step that embeds every view the structured loss
+needs (images, captions, their augmentations, the independent features of deep feature separation)
+and an evaluation that measures what the article cares about: zero-shot and linear-probe accuracy,
+retrieval, and the geometry of the embedding space (modality gap and friends) at every snapshot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from workbench.data import epoch_batch, step_generator
+from workbench.data.multimodal import MultimodalDataset
+from workbench.evaluate import linear_probe_accuracy, retrieval_recall, zero_shot_accuracy
+from workbench.geometry import geometry_report
+from workbench.losses import loss_parameters
+from workbench.models import MultimodalModel, TowerConfig
+from workbench.structures import StructuredLoss
+from workbench.train import TrainConfig, Trainer
+
+STRUCTURE_KEYS = ("mode", "weights", "bridge_t", "bridge_random_t")
+EVAL_ROWS = 2000  # rows of each split used for evaluation: bounds its cost on a CPU
+
+
+def _tower_config(values: dict, inputs: Tensor, text: bool, vocab: list[str] | None) -> TowerConfig:
+    values = dict(values)
+    if "kind" not in values:
+        if text and inputs.dtype == torch.long:
+            values["kind"] = "tokens"
+        else:
+            values["kind"] = "cnn" if inputs.ndim == 4 else "mlp"
+    if values["kind"] == "tokens":
+        if vocab is None:
+            raise ValueError("a tokens text tower needs a dataset with text_encoder='tokens'")
+        values.setdefault("vocab_size", len(vocab))
+    return TowerConfig(**values)
+
+
+class MultimodalTrainer(Trainer):
+    """Trainer for :class:`MultimodalDataset`: two towers, a structured loss, downstream evaluation."""
+
+    def __init__(self, config: TrainConfig, dataset: MultimodalDataset) -> None:
+        config.validate()
+        self.config = config
+        from workbench.train import resolve_device
+
+        self.device = resolve_device(config.device)
+        self.dataset = dataset
+        self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
+        if config.batch_size > len(self.train_rows):
+            raise ValueError(
+                f"batch_size={config.batch_size} exceeds the training set size {len(self.train_rows)} "
+                f"of dataset {config.dataset!r}"
+            )
+        if config.micro_batch is not None:
+            raise ValueError("micro_batch (GradCache) is not supported with multimodal structured losses")
+        unknown = sorted(set(config.structure) - set(STRUCTURE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown structure key(s) {unknown}; allowed: {list(STRUCTURE_KEYS)}")
+        torch.manual_seed(config.seed)
+        base_params = dict(config.loss_params)
+        if config.loss in ("sogclr", "bayes"):
+            base_params.setdefault("num_samples", len(dataset))
+        temperature = base_params.get("temperature", loss_parameters(config.loss).get("temperature", 0.07))
+        self.loss = StructuredLoss(
+            base=config.loss,
+            base_params=base_params,
+            mode=config.structure.get("mode", "clip"),
+            weights=config.structure.get("weights"),
+            bridge_t=config.structure.get("bridge_t", 0.25),
+            bridge_random_t=config.structure.get("bridge_random_t", False),
+            temperature=temperature if isinstance(temperature, float) else 0.07,
+        ).to(self.device)
+        needs_independent = any(key.startswith("indep_") for key in self.loss.requires)
+        image = _tower_config(config.image_tower, dataset.images, False, None)
+        text = _tower_config(config.text_tower, dataset.texts[:, 0], True, dataset.vocab)
+        if needs_independent:
+            image = TowerConfig(**{**image.__dict__, "independent": True})
+            text = TowerConfig(**{**text.__dict__, "independent": True})
+        self.model = MultimodalModel(
+            tuple(dataset.images.shape[1:]),
+            tuple(dataset.texts.shape[2:]),
+            image,
+            text,
+            init_temperature=temperature if isinstance(temperature, float) else 0.07,
+            learn_scale=config.learn_scale,
+        ).to(self.device)
+        self.scale = None  # the model owns its logit scale
+        self.optimizer = self._optimizer()
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        test = torch.as_tensor(dataset.test_index, dtype=torch.long)
+        self.probe_index = test[: min(config.probe_size, len(test))]
+        self.train_eval_index = self.train_rows[:EVAL_ROWS]
+        self.parts: list[dict[str, float]] = []
+
+    def _parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss_kwargs(self) -> dict:
+        return {"scale": self.model.logit_scale()} if self.config.learn_scale else {}
+
+    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def train_step(self, step: int) -> float:
+        c = self.config
+        local = epoch_batch(step, c.batch_size, len(self.train_rows), c.seed)
+        index = self.train_rows[local]
+        batch = self._to_device(
+            self.dataset.batch(index, step_generator(c.seed, step, stream=0), augment=True)
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.train()
+        with self.autocast:
+            outputs = self.model(batch, self.loss.requires | self.loss.optional)
+        outputs = {key: value.float() for key, value in outputs.items()}
+        total, parts = self.loss(outputs, index=index.to(self.device), **self.loss_kwargs())
+        total.backward()
+        self.optimizer.step()
+        self.parts.append(parts)
+        return float(total.detach())
+
+    # --- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _embed(self, index: Tensor, augment: bool = False) -> dict[str, Tensor]:
+        self.model.eval()
+        batch = self.dataset.batch(index, step_generator(self.config.seed, 0, stream=2), augment=augment)
+        keys = {"img", "txt", "img_aug"} if augment else {"img", "txt"}
+        out: dict[str, list[Tensor]] = {key: [] for key in keys}
+        for start in range(0, len(index), 1024):
+            part = {key: value[start : start + 1024].to(self.device) for key, value in batch.items()}
+            with self.autocast:
+                emb = self.model(part, keys)
+            for key in keys:
+                out[key].append(nn.functional.normalize(emb[key].float(), dim=1).cpu())
+        return {key: torch.cat(value) for key, value in out.items()}
+
+    @torch.no_grad()
+    def class_embeddings(self) -> Tensor | None:
+        prompts = self.dataset.prompts
+        if prompts is None:
+            return None
+        self.model.eval()
+        flat = prompts.reshape(-1, *prompts.shape[2:]).to(self.device)
+        with self.autocast:
+            emb = self.model.embed_texts(flat).float()
+        return nn.functional.normalize(emb, dim=1).reshape(prompts.shape[0], prompts.shape[1], -1).cpu()
+
+    def probe_embeddings(self) -> tuple[Tensor, Tensor]:
+        emb = self._embed(self.probe_index, augment=True)
+        self._probe_aug = emb["img_aug"]
+        return emb["img"], emb["txt"]
+
+    @torch.no_grad()
+    def evaluate(self, z_a: Tensor, z_b: Tensor) -> dict[str, float]:
+        labels = self.dataset.labels[self.probe_index.numpy()]
+        metrics: dict[str, float] = {}
+        if self.parts:
+            for key in self.parts[0]:
+                metrics[f"loss_{key}"] = float(np.mean([p[key] for p in self.parts]))
+            self.parts = []
+        class_emb = self.class_embeddings()
+        if class_emb is not None:
+            metrics["zero_shot_acc"] = zero_shot_accuracy(z_a.numpy(), class_emb.numpy(), labels)
+        metrics.update(retrieval_recall(z_a.numpy(), z_b.numpy()))
+        metrics["scale"] = float(self.model.logit_scale())
+        return metrics
+
+    def downstream(self, z_a: Tensor, z_b: Tensor) -> dict[str, float]:
+        """Linear probes and geometry: run at snapshot steps (they cost more than the eval metrics)."""
+        train = self._embed(self.train_eval_index)
+        train_y = self.dataset.labels[self.train_eval_index.numpy()]
+        test_y = self.dataset.labels[self.probe_index.numpy()]
+        seed = self.config.seed
+        metrics = {
+            "linear_probe_acc": linear_probe_accuracy(
+                train["img"].numpy(), train_y, z_a.numpy(), test_y, seed=seed
+            ),
+            "text_probe_acc": linear_probe_accuracy(
+                train["txt"].numpy(), train_y, z_b.numpy(), test_y, seed=seed
+            ),
+            "concat_probe_acc": linear_probe_accuracy(
+                torch.cat([train["img"], train["txt"]], 1).numpy(),
+                train_y,
+                torch.cat([z_a, z_b], 1).numpy(),
+                test_y,
+                seed=seed,
+            ),
+        }
+        metrics.update(geometry_report(z_a.numpy(), z_b.numpy(), seed=seed))
+        return metrics
+
+    def snapshot(self, z_a: Tensor, z_b: Tensor) -> dict[str, np.ndarray]:
+        rows = self.probe_index.numpy()
+        arrays = {
+            "a": z_a.numpy(),
+            "b": z_b.numpy(),
+            "a_aug": self._probe_aug.numpy(),
+            "ids": self.dataset.ids[rows],
+            "labels": self.dataset.labels[rows],
+        }
+        if self.dataset.captions and self.dataset.captions[0]:
+            arrays["captions"] = np.array([self.dataset.captions[i][0] for i in rows])
+        class_emb = self.class_embeddings()
+        if class_emb is not None:
+            arrays["class_emb"] = class_emb.numpy()
+        return arrays
+
+    def state(self, step: int) -> dict:
+        state = super().state(step)
+        state["scale"] = None
+        return state
