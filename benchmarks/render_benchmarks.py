@@ -1,0 +1,292 @@
+#!/usr/bin/env python
+"""Regenerate BENCHMARKS.md from every JSON file in benchmarks/results/.
+
+Only the part between ``<!-- generated:start -->`` and ``<!-- generated:end -->`` is rewritten; the
+hand-written text before (and after) the markers is kept. Without markers the whole existing file is
+kept as the header and the generated part is appended.
+
+    python benchmarks/render_benchmarks.py
+    python benchmarks/render_benchmarks.py --results-dir /tmp/res --output /tmp/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+START = "<!-- generated:start -->"
+END = "<!-- generated:end -->"
+IMPLS = ("naive", "chunked")
+DEFAULT_HEADER = """# Benchmarks
+
+Forward+backward time and peak memory of the contrastive losses in `workbench.losses`, with the
+B x B similarity matrix materialised (`naive`, `chunk_size=None`) and with the exact chunked kernels
+(`chunked`, memory linear in B). Method and caveats: [benchmarks/README.md](benchmarks/README.md).
+"""
+STATUS_SHORT = {"skipped: memory": "skip (memory)", "skipped: too slow": "skip (slow)"}
+FALLBACK_MARK = "†"
+WARMUP_MARK = "‡"
+
+
+def load_results(results_dir: Path) -> list[tuple[Path, dict]]:
+    """Every ``*.json`` under ``results_dir``: CPU files first, then the fuller runs, then by name."""
+    loaded = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"cannot read benchmark results {path}: {exc}") from exc
+        if not isinstance(data, dict) or "results" not in data:
+            raise SystemExit(f"{path} is not a bench_losses.py result file (no 'results')")
+        loaded.append((path, data))
+    loaded.sort(
+        key=lambda item: (item[1].get("device_type") != "cpu", -len(item[1]["results"]), item[0].name)
+    )
+    return loaded
+
+
+# --- formatting -------------------------------------------------------------------------------------
+def fmt_seconds(value: float) -> str:
+    return f"{value:.3g}" if value >= 0.001 else f"{value:.1e}"
+
+
+def fmt_mib(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def fmt_ratio(num: float | None, den: float | None) -> str:
+    if num is None or den is None or den <= 0:
+        return "–"
+    return f"{num / den:.2f}×"
+
+
+def cell(record: dict | None, key: str, fmt) -> str:
+    if record is None:
+        return "–"
+    status = record.get("status", "")
+    if status != "ok":
+        return STATUS_SHORT.get(status, "error")
+    text = fmt(record[key])
+    note = record.get("note") or ""
+    if record.get("impl") == "chunked" and "same code path" in note:
+        text += FALLBACK_MARK
+    if key == "seconds_median" and "warm-up alone" in note:
+        text += WARMUP_MARK
+    return text
+
+
+def cpu_share(data: dict) -> float | None:
+    """Process CPU time over (wall time x threads) of all timed passes: 1.0 = the threads never waited."""
+    wall = cpu = 0.0
+    for r in data["results"]:
+        if r.get("status") == "ok" and r.get("cpu_seconds_all"):
+            wall += sum(r["seconds_all"])
+            cpu += sum(r["cpu_seconds_all"])
+    threads = data.get("threads") or 1
+    return cpu / (wall * threads) if wall > 0 else None
+
+
+def ok_value(record: dict | None, key: str) -> float | None:
+    if record is None or record.get("status") != "ok":
+        return None
+    return record.get(key)
+
+
+def growth_exponent(records: dict[int, dict]) -> str:
+    """log-log slope of peak memory between the two largest B with a measurement."""
+    points = sorted(
+        (b, r["peak_mem_mb"]) for b, r in records.items() if r.get("status") == "ok" and r["peak_mem_mb"] > 0
+    )
+    if len(points) < 2:
+        return "–"
+    (b1, m1), (b2, m2) = points[-2], points[-1]
+    return f"{math.log(m2 / m1) / math.log(b2 / b1):.2f} (B {b1}→{b2})"
+
+
+# --- one result file --------------------------------------------------------------------------------
+def render_file(path: Path, data: dict, repo_root: Path) -> list[str]:
+    kind = str(data.get("device_type", "?")).upper()
+    try:
+        shown = path.resolve().relative_to(repo_root)
+    except ValueError:
+        shown = path.name
+    host = data.get("host") or {}
+    title = f"### {kind}: {data.get('device', 'unknown device')} (`{shown}`)"
+    if data.get("quick"):
+        title += " (quick smoke run)"
+    lines = [title, ""]
+    env = " ".join(f"{k}={v}" for k, v in sorted((host.get("malloc_env") or {}).items()))
+    lines.append(f"- Command: `{(env + ' ') if env else ''}{data.get('command', '?')}`")
+    device_bits = [str(data.get("device", "?"))]
+    if host.get("cpu_count"):
+        device_bits.append(f"{host['cpu_count']} logical CPUs")
+    device_bits.append(f"torch {data.get('torch', '?')} using {data.get('threads', '?')} threads")
+    if host.get("memory_available_gib") is not None:
+        device_bits.append(f"{host['memory_available_gib']} GiB memory available at start")
+    lines.append(f"- Device: {', '.join(device_bits)}")
+    lines.append(
+        f"- Setup: d={data.get('dim')}, {data.get('dtype')}, chunk_size={data.get('chunk_size')}, "
+        f"up to {data.get('repeats')} timed runs (median), --max-seconds {data.get('max_seconds')}; "
+        f"created {data.get('created', '?')}"
+        + (f", took {data['total_seconds']:.0f} s" if data.get("total_seconds") is not None else "")
+    )
+    if data.get("loadavg_start") is not None:
+        lines.append(
+            f"- Load average (1/5/15 min) at start {data.get('loadavg_start')}, "
+            f"at end {data.get('loadavg_end', '?')}"
+        )
+    if data.get("memory_method"):
+        lines.append(f"- Memory method: {data['memory_method']}")
+    if env:
+        lines.append(f"- Allocator environment: `{env}` (glibc malloc tuning, part of the command)")
+    share = cpu_share(data) if data.get("device_type") == "cpu" else None
+    if share is not None:
+        line = f"- CPU share: the timed passes used {share:.0%} of {data.get('threads')} threads x wall time"
+        if share < 0.8:
+            line += (
+                " — **the machine was busy: the timings are inflated by waiting for a CPU, by a different "
+                "factor in each row; memory is not affected**"
+            )
+        lines.append(line)
+    if not data.get("complete", True):
+        lines.append("- **Incomplete**: the run was interrupted; only the rows below were measured.")
+    lines.append("")
+
+    table: dict[str, dict[int, dict[str, dict]]] = {}
+    for record in data["results"]:
+        table.setdefault(record["loss"], {}).setdefault(record["batch_size"], {})[record["impl"]] = record
+    lines += [
+        "| loss | B | naive s | chunked s | time chunked/naive "
+        "| naive MiB | chunked MiB | mem chunked/naive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for loss, by_b in table.items():
+        for batch_size in sorted(by_b):
+            naive, chunked = by_b[batch_size].get("naive"), by_b[batch_size].get("chunked")
+            lines.append(
+                f"| {loss} | {batch_size} | {cell(naive, 'seconds_median', fmt_seconds)} "
+                f"| {cell(chunked, 'seconds_median', fmt_seconds)} "
+                f"| {fmt_ratio(ok_value(chunked, 'seconds_median'), ok_value(naive, 'seconds_median'))} "
+                f"| {cell(naive, 'peak_mem_mb', fmt_mib)} | {cell(chunked, 'peak_mem_mb', fmt_mib)} "
+                f"| {fmt_ratio(ok_value(chunked, 'peak_mem_mb'), ok_value(naive, 'peak_mem_mb'))} |"
+            )
+    lines += [
+        "",
+        f"{FALLBACK_MARK} chunk_size >= the anchor rows of a block, so `chunked` ran the same code as "
+        f"`naive` (the difference is noise). {WARMUP_MARK} one pass only: the warm-up alone exceeded "
+        "--max-seconds and is the reported time. skip (memory): the naive B x B matrices would not fit; "
+        "skip (slow): a smaller B of the same loss and impl already exceeded --max-seconds.",
+        "",
+        "Memory growth exponent (log-log slope of peak memory between the two largest B measured; "
+        "1 = linear, 2 = quadratic):",
+        "",
+        "| loss | naive | chunked |",
+        "|---|---|---|",
+    ]
+    for loss, by_b in table.items():
+        per_impl = {impl: {b: recs[impl] for b, recs in by_b.items() if impl in recs} for impl in IMPLS}
+        naive, chunked = growth_exponent(per_impl["naive"]), growth_exponent(per_impl["chunked"])
+        lines.append(f"| {loss} | {naive} | {chunked} |")
+    errors = [r for r in data["results"] if str(r.get("status", "")).startswith("error")]
+    if errors:
+        lines += ["", "Errors:", ""]
+        lines += [f"- {r['loss']} {r['impl']} B={r['batch_size']}: {r['status']}" for r in errors]
+    if data.get("notes"):
+        lines += ["", "Notes recorded with this run:", ""]
+        lines += [f"- {note}" for note in data["notes"]]
+    lines.append("")
+    return lines
+
+
+def render_generated(results: list[tuple[Path, dict]], repo_root: Path) -> str:
+    lines = [
+        START,
+        "<!-- Written by benchmarks/render_benchmarks.py from benchmarks/results/*.json: edits between "
+        "these markers are overwritten. -->",
+        "",
+        "## Results",
+        "",
+    ]
+    if not any(data.get("device_type") == "cuda" for _, data in results):
+        lines += ["GPU: not measured in this session (no GPU lent).", ""]
+    if not results:
+        lines += ["No result files yet: run `benchmarks/bench_losses.py` (see below).", ""]
+    for path, data in results:
+        lines += render_file(path, data, repo_root)
+    lines += [
+        "### How to regenerate",
+        "",
+        "Run the benchmark, then re-render this file (the hand-written text above the generated "
+        "markers is kept):",
+        "",
+        "```bash",
+        ".venv/bin/python benchmarks/bench_losses.py       # -> benchmarks/results/losses-<device>.json",
+        ".venv/bin/python benchmarks/render_benchmarks.py  # rewrites the generated part of BENCHMARKS.md",
+        "```",
+        "",
+        "`--device cuda` (default where CUDA is available) adds B=65536; `--help` lists the options "
+        "(`--losses`, `--batch-sizes`, `--repeats`, `--max-seconds`, ...). Every JSON file in "
+        "`benchmarks/results/` gets its own section; delete a file to drop its section. Timings depend "
+        "on other load on the machine: compare numbers only within one section.",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def splice(existing: str | None, generated: str) -> str:
+    """Replace the generated block of ``existing`` (or append one), keeping everything else."""
+    if existing is None:
+        return DEFAULT_HEADER + "\n" + generated
+    start, end = existing.find(START), existing.find(END)
+    if start == -1 or end == -1 or end < start:
+        return existing.rstrip("\n") + "\n\n" + generated
+    tail = existing[end + len(END) :]
+    return existing[:start] + generated.rstrip("\n") + tail if tail.strip() else existing[:start] + generated
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=REPO_ROOT / "benchmarks" / "results",
+        help="folder of bench_losses.py JSON files (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="Markdown file to (re)write"
+    )
+    args = parser.parse_args(argv)
+    results = load_results(args.results_dir)
+    existing = args.output.read_text() if args.output.exists() else None
+    write_atomic(args.output, splice(existing, render_generated(results, REPO_ROOT)))
+    print(f"wrote {args.output} from {len(results)} result file(s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
