@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -109,7 +110,9 @@ def test_full_gradient_of_stateful_losses_ignores_state_and_rng(data):
 @pytest.fixture(scope="module")
 def clip_table(data):
     x_a, x_b = data
-    return gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0)
+    return gradbias.measure(
+        tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0, bias_repeats=500
+    )
 
 
 def test_measure_columns_and_rows(clip_table):
@@ -134,19 +137,43 @@ def test_small_batch_statistics(clip_table):
     small = rows.loc[4]
     assert small.bias > 0 and small.rel_bias > 0
     assert small.bias > 3 * small.bias_floor  # well above what sampling noise alone would show
-    assert small.mse == pytest.approx(small.bias_raw**2 + small.variance, rel=1e-6)
-    assert small.bias_floor == pytest.approx(math.sqrt(small.variance / 99), rel=1e-12)
-    assert small.bias == pytest.approx(math.sqrt(small.bias_raw**2 - small.variance / 99), rel=1e-12)
+    assert small.mse == pytest.approx(small.bias**2 + small.variance, rel=1e-12)
+    assert small.bias_repeats == 500
+    assert small.bias_floor == pytest.approx(math.sqrt(small.variance / 499), rel=1e-12)
+    assert small.bias == pytest.approx(math.sqrt(small.bias_raw**2 - small.bias_floor**2), rel=1e-12)
     assert 0 < small.cosine < 1
     assert small.jensen_gap < 0  # E[log Zhat] < log Z: the minibatch objective underestimates
-    assert rows.loc[16].mse == pytest.approx(rows.loc[16].bias_raw ** 2 + rows.loc[16].variance, rel=1e-6)
+    assert rows.loc[16].mse == pytest.approx(rows.loc[16].bias ** 2 + rows.loc[16].variance, rel=1e-12)
     assert rows.loc[4].rel_bias > rows.loc[16].rel_bias > rows.loc[N].rel_bias
     assert rows.loc[4].variance > rows.loc[16].variance
 
 
+@pytest.mark.parametrize("name", ["clip", "bayes"])
+def test_embedding_space_mean_equals_the_mean_of_parameter_gradients(data, name):
+    # The model is fixed, so mean_B(J^T e_B) == J^T mean_B(e_B): the shortcut measure() relies on.
+    x_a, x_b = data
+    model = tiny_model()
+    loss = build_loss(name, **({"num_samples": N, "shape": math.inf} if name == "bayes" else {}))
+    saved = copy.deepcopy(loss.state_dict())
+    with torch.no_grad():
+        z_a, z_b = model(x_a, x_b)
+    mean, values = gradbias._mean_gradient(model, x_a, x_b, z_a, z_b, loss, saved, 4, 30, 0, None)
+    direct = []
+    for repeat in range(30):
+        loss.load_state_dict(saved)
+        index = gradbias._batch_index(N, 4, 1, repeat)
+        model.zero_grad()
+        loss(*model(x_a[index], x_b[index]), index=index).backward()
+        direct.append(flat_grad(model))
+    torch.testing.assert_close(mean, torch.stack(direct).mean(0), rtol=1e-4, atol=1e-6)
+    assert len(values) == 30
+
+
 def test_measure_is_deterministic(data, clip_table):
     x_a, x_b = data
-    again = gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0)
+    again = gradbias.measure(
+        tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4, 16, N], repeats=100, seed=0, bias_repeats=500
+    )
     pd.testing.assert_frame_equal(again, clip_table, check_exact=True)
     other_seed = gradbias.measure(tiny_model(), x_a, x_b, ["clip"], batch_sizes=[4], repeats=100, seed=1)
     assert other_seed.variance.iloc[0] != clip_table.variance.iloc[0]

@@ -12,7 +12,14 @@ stochastic gradient g_B. Over R independent batches we report, per loss and B (m
 * ``mse``       mean ||g_B - g*||^2 = bias^2 + variance
 * ``cosine``    cos(mean(g_B), g*)
 * ``jensen_gap`` E[L_B] - L, both written with the mean (not the sum) over each anchor's partition terms
-* ``bias_floor`` sqrt(variance / (R - 1)): the ``bias_raw`` an unbiased estimator would show on average.
+* ``bias_floor`` sqrt(variance / (R_b - 1)): the ``bias_raw`` an unbiased estimator would show on average.
+
+The model is fixed while we measure, so a minibatch gradient is ``J^T e_B`` with J the Jacobian of
+the N embeddings and e_B the loss's gradient with respect to them (zero outside the batch). The mean
+over batches is therefore ``J^T mean(e_B)``: we average ``bias_repeats`` (R_b) cheap embedding-space
+gradients and backpropagate once, which resolves the bias of high-variance estimators (SogCLR,
+Bayes) that a few hundred full backward passes cannot. ``repeats`` full parameter gradients give
+the variance.
 
 Minibatch InfoNCE (``clip``, ``ntxent``) is biased because ``grad log Zhat = grad Zhat / Zhat`` is a
 ratio estimator; its bias falls roughly like 1/B and is exactly zero at B = N. Stateful losses are
@@ -47,6 +54,7 @@ COLUMNS = [
     "jensen_gap",
     "bias_floor",
     "repeats",
+    "bias_repeats",
 ]
 
 
@@ -142,13 +150,13 @@ def default_warmup_passes(loss: ContrastiveLoss) -> int:
     return min(100, 1 + math.ceil(math.log(0.05) / math.log(1.0 - gamma)))
 
 
-def _stats(grads: Tensor, g_star: Tensor, values: list[float], offset: float) -> dict[str, float]:
-    mean = grads.mean(dim=0)
-    deviation = ((grads - mean) ** 2).sum(dim=1)
-    repeats = grads.shape[0]
+def _stats(
+    grads: Tensor, mean: Tensor, bias_repeats: int, g_star: Tensor, values: list[float], offset: float
+) -> dict[str, float]:
+    variance = float(((grads - grads.mean(dim=0)) ** 2).sum(dim=1).mean())
     bias_raw = float((mean - g_star).norm())
-    variance = float(deviation.mean())
-    bias = math.sqrt(max(0.0, bias_raw**2 - variance / (repeats - 1)))
+    floor = math.sqrt(variance / (bias_repeats - 1))
+    bias = math.sqrt(max(0.0, bias_raw**2 - floor**2))
     norm = float(g_star.norm())
     cosine = float(torch.nn.functional.cosine_similarity(mean, g_star, dim=0)) if norm > 0 else math.nan
     return {
@@ -156,12 +164,48 @@ def _stats(grads: Tensor, g_star: Tensor, values: list[float], offset: float) ->
         "bias_raw": bias_raw,
         "rel_bias": bias / norm if norm > 0 else math.nan,
         "variance": variance,
-        "mse": float(((grads - g_star) ** 2).sum(dim=1).mean()),
+        "mse": bias**2 + variance,
         "cosine": cosine,
         "jensen_gap": float(np.mean(values)) - offset,
-        "bias_floor": math.sqrt(variance / (repeats - 1)),
-        "repeats": repeats,
+        "bias_floor": floor,
+        "repeats": grads.shape[0],
+        "bias_repeats": bias_repeats,
     }
+
+
+def _mean_gradient(
+    model: nn.Module,
+    x_a: Tensor,
+    x_b: Tensor,
+    z_a: Tensor,
+    z_b: Tensor,
+    loss: ContrastiveLoss,
+    saved: dict,
+    batch_size: int,
+    bias_repeats: int,
+    seed: int,
+    micro_batch: int | None,
+) -> tuple[Tensor, list[float]]:
+    """``J^T mean_B(e_B)``: the mean minibatch gradient from embedding-space gradients (see module doc)."""
+    num_samples = z_a.shape[0]
+    # float64 sums: thousands of float32 batch gradients would otherwise round visibly
+    acc_a = torch.zeros_like(z_a, dtype=torch.float64)
+    acc_b = torch.zeros_like(z_b, dtype=torch.float64)
+    values = []
+    for repeat in range(bias_repeats):
+        loss.load_state_dict(saved)
+        index = _batch_index(num_samples, batch_size, seed + 1, repeat)
+        batch_a = z_a[index].clone().requires_grad_(True)
+        batch_b = z_b[index].clone().requires_grad_(True)
+        value = loss(batch_a, batch_b, index=index)
+        grad_a, grad_b = torch.autograd.grad(value, (batch_a, batch_b))
+        acc_a.index_add_(0, index, grad_a.double())
+        acc_b.index_add_(0, index, grad_b.double())
+        values.append(float(value))
+    acc_a = (acc_a / bias_repeats).to(z_a.dtype)
+    acc_b = (acc_b / bias_repeats).to(z_b.dtype)
+    mean, _ = _gradient(model, x_a, x_b, lambda a, b: (a * acc_a).sum() + (b * acc_b).sum(), micro_batch)
+    return mean, values
 
 
 def measure(
@@ -175,6 +219,7 @@ def measure(
     warmup_passes: int | None = None,
     chunk_size: int = 1024,
     micro_batch: int | None = 1024,
+    bias_repeats: int = 2000,
 ) -> pd.DataFrame:
     """Bias, variance, MSE, cosine and Jensen gap of minibatch gradients, per loss and batch size.
 
@@ -183,7 +228,8 @@ def measure(
         x_a, x_b: (N, ...) fixed paired inputs.
         losses: loss names, or a mapping label -> loss module / name / dict with ``name`` and params.
         batch_sizes: each in [2, N]; include N to see the bias vanish.
-        repeats: R minibatches per (loss, batch size) (>= 2).
+        repeats: minibatches with a full parameter gradient per (loss, batch size), for the variance (>= 2).
+        bias_repeats: minibatches averaged in embedding space for the mean gradient (>= 2).
         seed: seeds the batches (shared by all losses) and the Gamma draws.
         warmup_passes: passes over the data for the ``warm`` state of stateful losses. None picks
             enough for a running average to forget its first visit (weight below 5%): about
@@ -203,11 +249,14 @@ def measure(
     ]
     if bad or not batch_sizes:
         raise ValueError(f"batch_sizes must be integers in [2, N={num_samples}], got {list(batch_sizes)}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
-        raise ValueError(f"repeats must be an integer >= 2, got {repeats!r}")
+    for name, value in (("repeats", repeats), ("bias_repeats", bias_repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
     resolved = _resolve_losses(losses, num_samples)
     was_training = model.training
     model.eval()
+    with torch.no_grad():
+        z_a, z_b = model(x_a, x_b)
     rows = []
     for label, loss in resolved.items():
         g_star, value = full_gradient(model, x_a, x_b, loss, chunk_size, micro_batch, return_value=True)
@@ -230,7 +279,7 @@ def measure(
                         passes = default_warmup_passes(loss) if warmup_passes is None else warmup_passes
                         warm_up(model, x_a, x_b, loss, batch_size, passes, seed)
                 saved = copy.deepcopy(loss.state_dict())
-                grads, values = [], []
+                grads = []
                 for repeat in range(repeats):
                     loss.load_state_dict(saved)
                     index = _batch_index(num_samples, batch_size, seed, repeat)
@@ -238,10 +287,12 @@ def measure(
                     def loss_fn(z_a: Tensor, z_b: Tensor, index=index, loss=loss) -> Tensor:
                         return loss(z_a, z_b, index=index)
 
-                    grad, batch_value = _gradient(model, x_a[index], x_b[index], loss_fn, micro_batch)
+                    grad, _ = _gradient(model, x_a[index], x_b[index], loss_fn, micro_batch)
                     grads.append(grad)
-                    values.append(batch_value)
-                stats = _stats(torch.stack(grads), g_star, values, offset)
+                mean, values = _mean_gradient(
+                    model, x_a, x_b, z_a, z_b, loss, saved, batch_size, bias_repeats, seed, micro_batch
+                )
+                stats = _stats(torch.stack(grads), mean, bias_repeats, g_star, values, offset)
                 rows.append({"loss": label, "state": state, "batch_size": batch_size, **stats})
         if loss.stateful:
             loss.reset_state()
@@ -274,6 +325,7 @@ def run_gradbias(
     temperature: float = 0.1,
     seed: int = 0,
     warmup_passes: int | None = None,
+    bias_repeats: int = 2000,
     run_id: str | None = None,
     root=None,
 ) -> pd.DataFrame:
@@ -333,9 +385,12 @@ def run_gradbias(
         "temperature": temperature,
         "seed": seed,
         "warmup_passes": warmup_passes,
+        "bias_repeats": bias_repeats,
         "num_samples": len(data),
     }
-    table = measure(model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes)
+    table = measure(
+        model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes, bias_repeats=bias_repeats
+    )
     with RunWriter.create(config, run_id=run_id or new_run_id(f"gradbias-{dataset}"), root=root) as writer:
         writer.save_table("gradbias", table)
         small = table[table.batch_size == min(batch_sizes)]
@@ -343,3 +398,51 @@ def run_gradbias(
             {f"rel_bias_b{min(batch_sizes)}.{r.loss}.{r.state}": r.rel_bias for r in small.itertuples()}
         )
     return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.gradbias", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--losses", nargs="+", default=None, help=f"labels of {list(ALL_LOSSES)}")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16, 64, 256])
+    parser.add_argument("--repeats", type=int, default=50, help="full gradients per setting (variance)")
+    parser.add_argument("--bias-repeats", type=int, default=2000, help="batches averaged for the mean")
+    parser.add_argument("--dataset", default="synthetic")
+    parser.add_argument("--model-size", default="tiny")
+    parser.add_argument("--pretrain-steps", type=int, default=100)
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--root", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.losses is not None:
+            unknown = sorted(set(args.losses) - set(ALL_LOSSES))
+            if unknown:
+                raise ValueError(f"unknown loss label(s) {unknown}; known: {', '.join(ALL_LOSSES)}")
+        losses = None if args.losses is None else {label: ALL_LOSSES[label] for label in args.losses}
+        table = run_gradbias(
+            losses=losses,
+            batch_sizes=args.batch_sizes,
+            repeats=args.repeats,
+            dataset=args.dataset,
+            model_size=args.model_size,
+            pretrain_steps=args.pretrain_steps,
+            temperature=args.temperature,
+            seed=args.seed,
+            bias_repeats=args.bias_repeats,
+            run_id=args.run_id,
+            root=args.root,
+        )
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    view = table.pivot_table(index=["loss", "state"], columns="batch_size", values="rel_bias", sort=False)
+    print(view.to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
