@@ -388,10 +388,11 @@ def run_gradbias(
         "bias_repeats": bias_repeats,
         "num_samples": len(data),
     }
-    table = measure(
-        model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes, bias_repeats=bias_repeats
-    )
+    # The writer is created first so a clashing run id fails before minutes of measuring.
     with RunWriter.create(config, run_id=run_id or new_run_id(f"gradbias-{dataset}"), root=root) as writer:
+        table = measure(
+            model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes, bias_repeats=bias_repeats
+        )
         writer.save_table("gradbias", table)
         small = table[table.batch_size == min(batch_sizes)]
         writer.finish(
