@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from workbench.data import epoch_batch, step_generator
 from workbench.data.multimodal import MultimodalDataset
-from workbench.evaluate import linear_probe_accuracy, retrieval_recall, zero_shot_accuracy
+from workbench.evaluate import few_shot_accuracy, linear_probe_accuracy, retrieval_recall, zero_shot_accuracy
 from workbench.geometry import geometry_report
 from workbench.losses import loss_parameters
 from workbench.models import MultimodalModel, TowerConfig
@@ -180,6 +180,8 @@ class MultimodalTrainer(Trainer):
         train_y = self.dataset.labels[self.train_eval_index.numpy()]
         test_y = self.dataset.labels[self.probe_index.numpy()]
         seed = self.config.seed
+        if (train_y < 0).all() or len(np.unique(train_y)) < 2:
+            return geometry_report(z_a.numpy(), z_b.numpy(), seed=seed)  # unlabelled data: geometry only
         metrics = {
             "linear_probe_acc": linear_probe_accuracy(
                 train["img"].numpy(), train_y, z_a.numpy(), test_y, seed=seed
@@ -195,6 +197,13 @@ class MultimodalTrainer(Trainer):
                 seed=seed,
             ),
         }
+        smallest = int(np.bincount(train_y[train_y >= 0]).min()) if (train_y >= 0).any() else 0
+        shots = tuple(k for k in (1, 5, 10) if k <= smallest)
+        if shots:
+            few = few_shot_accuracy(
+                train["img"].numpy(), train_y, z_a.numpy(), test_y, shots, trials=3, seed=seed
+            )
+            metrics.update({f"fewshot_{k}_acc": value["mean"] for k, value in few.items()})
         metrics.update(geometry_report(z_a.numpy(), z_b.numpy(), seed=seed))
         return metrics
 
