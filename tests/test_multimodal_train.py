@@ -48,7 +48,8 @@ def test_structured_run_logs_downstream_metrics_and_geometry(tmp_path):
     for key in ("zero_shot_acc", "i2t_R@1", "loss_separation", "loss_bridge", "loss_consistency", "scale"):
         assert key in metrics.columns, key
     final = metrics.loc[6]
-    for key in ("linear_probe_acc", "fewshot_1_acc", "fewshot_5_acc", "concat_probe_acc", "centroid_gap", "cone"):
+    probes = ("linear_probe_acc", "fewshot_1_acc", "fewshot_5_acc", "concat_probe_acc")
+    for key in (*probes, "centroid_gap", "cone"):
         assert 0.0 <= final[key] <= 1.0 or key == "centroid_gap", key
     assert 0 <= final["zero_shot_acc"] <= 1
     snap = run.snapshot(6)

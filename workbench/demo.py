@@ -1,4 +1,4 @@
-"""The main job on bundled data (``make demo``): train, measure gradient bias, run the article's experiment.
+"""The main job on bundled data (``make demo``): the two labs of the workbench, in small versions.
 
 Each part writes a run into the run store (``data/runs`` or ``$WORKBENCH_HOME/runs``); the sizes are
 chosen so the whole demo takes a few minutes on a 2-core CPU. Run the full-size experiments with
@@ -13,6 +13,7 @@ import time
 import pandas as pd
 
 from workbench.convergence import run_convergence
+from workbench.experiments import ablation_experiment
 from workbench.gradbias import run_gradbias
 from workbench.runs import runs_root
 from workbench.train import TrainConfig, train
@@ -27,16 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     pd.set_option("display.width", 160)
     started = time.perf_counter()
 
-    print("1/3  SimCLR (ntxent) on sklearn digits, two augmented views")
-    config = TrainConfig(loss="ntxent", batch_size=128, steps=60 if quick else 300, model_size="small")
+    print("1/4  SimCLR (ntxent) on sklearn digits, two augmented views")
+    config = TrainConfig(loss="ntxent", batch_size=128, steps=20 if quick else 300, model_size="small")
     run = train(config, run_id="demo-digits-ntxent" + ("-quick" if quick else ""), root=args.root)
     last = run.metrics.iloc[-1]
     print(f"     {run.run_id}: kNN accuracy {last.knn_acc:.3f}, global loss {last.global_loss:.3f}")
 
-    print("2/3  gradient bias against batch size, every loss (synthetic pairs, N=256)")
+    print("2/4  gradient bias against batch size, every loss (synthetic pairs, N=256)")
     table = run_gradbias(
-        batch_sizes=(4, 16, 256) if quick else (4, 16, 64, 256),
-        repeats=30 if quick else 100,
+        losses=["clip", "ntxent", "sogclr", "bayes"] if quick else None,
+        batch_sizes=(4, 256) if quick else (4, 16, 64, 256),
+        repeats=5 if quick else 30,
+        bias_repeats=50 if quick else 500,
+        pretrain_steps=10 if quick else 100,
         run_id="demo-gradbias" + ("-quick" if quick else ""),
         root=args.root,
     )
@@ -47,20 +51,31 @@ def main(argv: list[str] | None = None) -> int:
     print("     relative bias ||E g_B - g*|| / ||g*|| (rel_floor: what sampling noise alone would show):")
     print(view.round(3).to_string())
 
-    print("3/3  the article's small-batch experiment (reduced: 3 seeds, 500 steps)")
+    print("3/4  the article's small-batch experiment (reduced grid; RESULTS.md has the full one)")
     summary = run_convergence(
         noise_levels=(0.5,) if quick else (0.0, 0.5),
         batch_sizes=(8,),
-        seeds=2 if quick else 3,
-        steps=60 if quick else 500,
+        seeds=1 if quick else 3,
+        steps=30 if quick else 500,
         reference_seeds=1 if quick else 2,
-        reference_steps=80 if quick else 1000,
+        reference_steps=30 if quick else 1000,
         tag="demo-convergence" + ("-quick" if quick else ""),
         root=args.root,
     )
     print(
         summary[["noise", "batch_size", "loss", "progress_mean", "progress_std", "reached", "runs"]].round(4)
     )
+
+    print("4/4  modality structures on captioned digits: CLIP and the three regularizers (1 seed)")
+    ablation = ablation_experiment(
+        seeds=1,
+        steps=10 if quick else 500,
+        text_encoder="tokens" if quick else "auto",
+        tag="demo-ablation" + ("-quick" if quick else ""),
+        root=args.root,
+    )
+    columns = ["variant", "zero_shot_acc_mean", "linear_probe_acc_mean", "centroid_gap_mean"]
+    print(ablation[columns].round(3).to_string(index=False))
     print(f"\nDone in {time.perf_counter() - started:.0f} s. Runs are in {runs_root(args.root)}.")
     print('Inspect them with: python -c "from workbench.runs import runs_table; print(runs_table())"')
     return 0

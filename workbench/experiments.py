@@ -67,7 +67,7 @@ ABLATION_VARIANTS: dict[str, tuple[str, ...]] = {
     "all": ("separation", "bridge", "consistency"),
 }
 CAPTION_DATASETS = ("digits_captions", "mnist_captions")
-TEXT_ENCODERS = ("minilm", "tokens")
+TEXT_ENCODERS = ("auto", "minilm", "tokens")  # "auto": minilm where installed, else tokens
 INFOGAP_VARIANTS = ("clip", "separation")
 
 INFOGAP_METRICS = (

@@ -201,7 +201,7 @@ def _mean_gradient(
         grad_a, grad_b = torch.autograd.grad(value, (batch_a, batch_b))
         acc_a.index_add_(0, index, grad_a.double())
         acc_b.index_add_(0, index, grad_b.double())
-        values.append(float(value))
+        values.append(float(value.detach()))
     acc_a = (acc_a / bias_repeats).to(z_a.dtype)
     acc_b = (acc_b / bias_repeats).to(z_b.dtype)
     mean, _ = _gradient(model, x_a, x_b, lambda a, b: (a * acc_a).sum() + (b * acc_b).sum(), micro_batch)

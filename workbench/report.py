@@ -77,9 +77,65 @@ def experiment_table(run_id: str, columns: list[str] | None = None, root=None) -
     return _markdown(summary)
 
 
+def _mean_std(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> str:
+    frame = summary[keys].copy()
+    for metric in metrics:
+        if f"{metric}_mean" in summary.columns:
+            frame[metric] = [
+                f"{m:.3f} ± {s:.3f}"
+                for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], strict=True)
+            ]
+    return _markdown(frame)
+
+
+EXPERIMENT_COLUMNS: dict[str, tuple[list[str], list[str]]] = {
+    "infogap": (
+        ["gap", "variant"],
+        [
+            "concat_probe_acc",
+            "linear_probe_acc",
+            "text_probe_acc",
+            "sep_image_probe_acc",
+            "sep_concat_probe_acc",
+        ],
+    ),
+    "temperature": (
+        ["temperature"],
+        ["centroid_gap", "relative_modality_gap", "modality_separability", "zero_shot_acc", "mean_R"],
+    ),
+    "ablation": (
+        ["dataset", "variant"],
+        [
+            "zero_shot_acc",
+            "linear_probe_acc",
+            "fewshot_1_acc",
+            "mean_R",
+            "centroid_gap",
+            "relative_modality_gap",
+        ],
+    ),
+    "batchsize": (
+        ["batch_size", "loss", "steps"],
+        ["zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap"],
+    ),
+}
+
+
+def experiment_summary_table(kind: str, run_id: str | None = None, root=None) -> str:
+    """mean ± std over seeds of the key metrics of one of the multimodal experiments."""
+    keys, metrics = EXPERIMENT_COLUMNS[kind]
+    summary = load_run(run_id or f"{kind}-summary", root=root).table("summary")
+    extra = [c for c in ("information_gap",) if c in summary.columns and kind == "infogap"]
+    return _mean_std(summary, keys + extra, metrics)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "gradbias": gradbias_table,
     "convergence": convergence_table,
+    **{
+        kind: (lambda run_id=None, root=None, kind=kind: experiment_summary_table(kind, run_id, root))
+        for kind in EXPERIMENT_COLUMNS
+    },
 }
 
 
