@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from workbench import convergence
 from workbench.runs import list_runs, load_run
@@ -38,14 +37,6 @@ SUMMARY_COLUMNS = [
     "runs",
     "optimum",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

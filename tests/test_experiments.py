@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from workbench import experiments as ex
 from workbench.runs import list_runs, load_run
@@ -28,14 +27,6 @@ BATCH = dict(
     tower=TOWER,
     workers=1,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _stats(metrics) -> list[str]:

@@ -19,16 +19,6 @@ from workbench.models import MLPConfig, build_pair_model
 N = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One thread: deterministic reductions, and on a busy machine (pytest -n) OpenMP spin-waiting
-    makes tiny matmuls far slower with two. Module scope, so module fixtures run under it too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

@@ -32,14 +32,6 @@ def _config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_structured_run_logs_downstream_metrics_and_geometry(tmp_path):
     run = train(_config(), run_id="mm", root=tmp_path, progress=False)
     assert run.status == "complete"

@@ -31,12 +31,8 @@ B, D = 5, 4
 
 
 @pytest.fixture(autouse=True)
-def _seeded_single_thread_torch():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def unit(rng: np.random.Generator, batch: int = B, dim: int = D) -> np.ndarray:

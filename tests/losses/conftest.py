@@ -20,14 +20,8 @@ LossFactory = Callable[[], torch.nn.Module]
 
 
 @pytest.fixture(autouse=True)
-def _seeded_single_thread_torch():
-    """Seed torch, and run these tiny matmuls on one thread: deterministic, and on a busy machine
-    (pytest -n) OpenMP spin-waiting makes every small BLAS call cost ~20 ms with two threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def features(batch: int = 6, dim: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
