@@ -98,3 +98,16 @@ def test_bad_multimodal_configs_fail_before_writing(tmp_path, overrides, message
 def test_structure_on_a_paired_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="multimodal"):
         train(TrainConfig(dataset="synthetic", structure=ALL_THREE), root=tmp_path, progress=False)
+
+
+def test_probe_training_rows_cover_every_class_when_subsampled(monkeypatch):
+    # MNIST's split lists rows class by class; a prefix of it would leave classes out of the probes.
+    from workbench import multimodal
+    from workbench.train import make_trainer
+
+    monkeypatch.setattr(multimodal, "EVAL_ROWS", 200)
+    trainer = make_trainer(_config())
+    assert len(trainer.train_eval_index) == 200
+    labels = trainer.dataset.labels[trainer.train_eval_index.numpy()]
+    assert set(labels.tolist()) == set(range(10))
+    assert set(trainer.train_eval_index.tolist()) <= set(trainer.dataset.train_index.tolist())

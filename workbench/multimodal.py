@@ -96,7 +96,9 @@ class MultimodalTrainer(Trainer):
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         test = torch.as_tensor(dataset.test_index, dtype=torch.long)
         self.probe_index = test[: min(config.probe_size, len(test))]
-        self.train_eval_index = self.train_rows[:EVAL_ROWS]
+        # A random subset: split indices may be ordered by class, and a prefix would miss classes.
+        order = torch.randperm(len(self.train_rows), generator=step_generator(config.seed, 0, stream=4))
+        self.train_eval_index = self.train_rows[order[:EVAL_ROWS]].sort().values
         self.parts: list[dict[str, float]] = []
 
     def _parameters(self) -> list[nn.Parameter]:
