@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,11 +104,14 @@ def test_structure_on_a_paired_dataset_is_refused(tmp_path):
 def test_probe_training_rows_cover_every_class_when_subsampled(monkeypatch):
     # MNIST's split lists rows class by class; a prefix of it would leave classes out of the probes.
     from workbench import multimodal
-    from workbench.train import make_trainer
+    from workbench.data import build_dataset
 
+    config = _config()
+    dataset = build_dataset(config.dataset, **config.dataset_params)
+    dataset.train_index = dataset.train_index[np.argsort(dataset.labels[dataset.train_index], kind="stable")]
     monkeypatch.setattr(multimodal, "EVAL_ROWS", 200)
-    trainer = make_trainer(_config())
+    trainer = multimodal.MultimodalTrainer(config, dataset)
     assert len(trainer.train_eval_index) == 200
-    labels = trainer.dataset.labels[trainer.train_eval_index.numpy()]
+    labels = dataset.labels[trainer.train_eval_index.numpy()]
     assert set(labels.tolist()) == set(range(10))
-    assert set(trainer.train_eval_index.tolist()) <= set(trainer.dataset.train_index.tolist())
+    assert set(trainer.train_eval_index.tolist()) <= set(dataset.train_index.tolist())
