@@ -288,3 +288,19 @@ def test_workbench_home_env(tmp_path, monkeypatch):
 
     monkeypatch.delenv("WORKBENCH_HOME")
     assert runs_root() == runs.data_home() / "runs"
+
+
+def test_runs_record_the_notebook_that_opened_them(tmp_path, monkeypatch):
+    from workbench.runs import NOTEBOOK_ENV, RunWriter, load_run
+
+    monkeypatch.delenv(NOTEBOOK_ENV, raising=False)
+    RunWriter.create({"x": 1}, run_id="plain", root=tmp_path).finish({})
+    assert load_run("plain", root=tmp_path).notebooks == []
+
+    monkeypatch.setenv(NOTEBOOK_ENV, "/store/notebook-runs/01_gradient_bias-abc.ipynb")
+    RunWriter.create({"x": 1}, run_id="nb", root=tmp_path)
+    RunWriter.create({"x": 1}, run_id="nb", root=tmp_path)  # reopened by the same notebook: one entry
+    monkeypatch.setenv(NOTEBOOK_ENV, "/store/notebook-runs/01_gradient_bias-def.ipynb")
+    RunWriter.create({"x": 1}, run_id="nb", root=tmp_path)
+    names = [p["path"].rsplit("/", 1)[-1] for p in load_run("nb", root=tmp_path).notebooks]
+    assert names == ["01_gradient_bias-abc.ipynb", "01_gradient_bias-def.ipynb"]

@@ -9,6 +9,7 @@ Layout of ``<root>/<run_id>/``::
     checkpoint.pt                 tensors / scalars / nested dicts, loaded with ``weights_only=True``
     tables/<name>.parquet         named DataFrames
     summary.json                  written by ``RunWriter.finish``
+    provenance.json               which executed notebooks wrote to the run (see ``NOTEBOOK_ENV``)
     artifacts/                    free-form files
 
 Every file is written to a ``.tmp-*`` sibling, fsynced and renamed over its target, so a killed process
@@ -34,6 +35,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+# The notebook runner sets this to the executed notebook's path; every run a notebook opens records it.
+NOTEBOOK_ENV = "WORKBENCH_NOTEBOOK"
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 STATUSES = ("running", "complete", "failed")
 
@@ -272,8 +275,22 @@ class RunWriter:
             old = _read_dict(path / "status.json")
             writer = cls(path, stored, created=old.get("created") or _now(), step=int(old.get("step") or 0))
             writer._load_metrics()
+        writer._record_provenance()
         writer._write_status("running")
         return writer
+
+    def _record_provenance(self) -> None:
+        """Append the executed notebook that opened this run (from ``NOTEBOOK_ENV``), once per notebook."""
+        notebook = os.environ.get(NOTEBOOK_ENV)
+        if not notebook:
+            return
+        path = self.path / "provenance.json"
+        producers = _read_dict(path).get("notebooks", [])
+        if not isinstance(producers, list):
+            producers = []
+        if all(p.get("path") != notebook for p in producers if isinstance(p, dict)):
+            producers.append({"path": notebook, "name": Path(notebook).stem, "time": _now()})
+        _write_json(path, {"notebooks": producers})
 
     # -- metrics
 
@@ -455,6 +472,12 @@ class Run:
     def is_complete(self) -> bool:
         """Whether the run finished."""
         return self.status == "complete"
+
+    @property
+    def notebooks(self) -> list[dict[str, str]]:
+        """Executed notebooks that wrote to this run: ``[{"path", "name", "time"}]``, oldest first."""
+        producers = _read_dict(self.path / "provenance.json").get("notebooks", [])
+        return [p for p in producers if isinstance(p, dict)] if isinstance(producers, list) else []
 
     @property
     def created(self) -> str:
