@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -304,3 +305,12 @@ def test_runs_record_the_notebook_that_opened_them(tmp_path, monkeypatch):
     RunWriter.create({"x": 1}, run_id="nb", root=tmp_path)
     names = [p["path"].rsplit("/", 1)[-1] for p in load_run("nb", root=tmp_path).notebooks]
     assert names == ["01_gradient_bias-abc.ipynb", "01_gradient_bias-def.ipynb"]
+
+
+def test_config_run_id_is_a_stable_function_of_the_config():
+    from workbench.runs import RUN_ID_PATTERN, config_run_id
+
+    a = config_run_id("nb gradbias", {"loss": "clip", "sizes": [4, 16]})
+    assert a == config_run_id("nb gradbias", {"sizes": [4, 16], "loss": "clip"})
+    assert a != config_run_id("nb gradbias", {"loss": "bayes", "sizes": [4, 16]})
+    assert a.startswith("nb-gradbias-") and re.fullmatch(RUN_ID_PATTERN, a)

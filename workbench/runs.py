@@ -19,6 +19,7 @@ leaves the old file or the new one, never a torn one. Readers skip ``.tmp-*`` na
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import operator
 import os
@@ -83,6 +84,17 @@ def new_run_id(prefix: str = "run") -> str:
     """
     clean = re.sub(r"[^A-Za-z0-9._-]+", "-", prefix).strip("._-")[:80] or "run"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{clean}-{secrets.token_hex(3)}"
+
+
+def config_run_id(prefix: str, config: Mapping[str, Any]) -> str:
+    """A run id that is a function of the config: ``<prefix>-<12 hex of its hash>``.
+
+    Re-running the same config (a notebook re-executed, a sweep point retried) reopens the same run, so
+    an interrupted run resumes and a complete one is returned instead of being trained again.
+    """
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", prefix).strip("._-")[:100] or "run"
+    digest = hashlib.sha256(json.dumps(_normalise(config), sort_keys=True).encode()).hexdigest()[:12]
+    return f"{clean}-{digest}"
 
 
 def _check_name(value: Any, what: str) -> str:

@@ -1,0 +1,1 @@
+"""Plotly figures shared by the notebooks and the dashboard. They take data and return figures; they never train."""
