@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +41,36 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     return chunk_size
 
 
+@dataclass(frozen=True)
+class Sharding:
+    """How one batch is split over processes (torch.distributed): this process's share and the gather.
+
+    The global batch of ``B`` rows is the concatenation, in rank order, of every process's ``B /
+    world_size`` rows. A loss called under :meth:`ContrastiveLoss.sharded` scores only this process's
+    anchors, against the columns of the whole gathered batch.
+
+    Attributes:
+        rank: this process's position in the group.
+        world_size: number of processes (each passes the same number of rows).
+        gather: concatenates every process's tensor along dim 0 in rank order and backpropagates the
+            sum over processes of the gradients of each process's rows (as
+            ``torch.distributed.nn.functional.all_gather`` does; ``workbench.distributed.gather_with_grad``).
+    """
+
+    rank: int
+    world_size: int
+    gather: Callable[[Tensor], Tensor]
+
+
 @dataclass
 class AnchorBlock:
     """A set of anchor rows scored against a set of candidate columns.
 
     ``lse`` of row r runs over the columns of ``k`` except ``exclude[r]``; its positive is column
     ``pos_col[r]``. ``slot`` tells stateful losses which per-sample estimate a row belongs to.
+    ``rows`` numbers the anchors within the layout's full set of anchor rows (2B for "views", B per
+    "cross" block); None means all of them in order. Under a :class:`Sharding` a block holds only this
+    process's anchors, so ``rows`` says where they sit.
     """
 
     q: Tensor
@@ -52,6 +78,13 @@ class AnchorBlock:
     pos_col: Tensor
     exclude: Tensor | None
     slot: int | Tensor
+    rows: Tensor | None = None
+
+    def anchor_rows(self) -> Tensor:
+        """``rows``, or ``0 .. M-1`` when the block holds every anchor."""
+        if self.rows is None:
+            return torch.arange(self.q.shape[0], device=self.q.device)
+        return self.rows
 
     @property
     def num_terms(self) -> int:
@@ -60,24 +93,40 @@ class AnchorBlock:
         return self.k.shape[0] - excluded
 
 
-def anchor_blocks(a: Tensor, b: Tensor, negatives: str, include_positive: bool) -> list[AnchorBlock]:
+def anchor_blocks(
+    a: Tensor, b: Tensor, negatives: str, include_positive: bool, local: slice | None = None
+) -> list[AnchorBlock]:
     """Anchor layouts for the two ways of choosing negatives.
 
     ``views`` (SimCLR): 2B anchors ``[a; b]``, each against every other embedding of the batch;
     the positive of row r is row ``(r + B) mod 2B``. ``cross`` (CLIP): anchors ``a`` against columns
     ``b`` and anchors ``b`` against columns ``a``; the positive of row r is column r.
+
+    Args:
+        a, b: the (B, d) features of the whole (global) batch.
+        negatives: "views" or "cross".
+        include_positive: keep the positive in each row's log-sum-exp (else it is excluded too).
+        local: the batch rows whose anchors to build, ``slice(start, stop)`` (a process's shard);
+            None builds every anchor. The columns are always the whole batch, so positive columns and
+            exclusions are global indices (offset by ``start``); for "views" the anchors are
+            ``a[local]`` and ``b[local]`` (rows ``start..stop-1`` and ``B+start..B+stop-1``).
     """
     size = a.shape[0]
-    rows = torch.arange(size, device=a.device)
+    start, stop = (0, size) if local is None else (local.start, local.stop)
+    if not 0 <= start < stop <= size:
+        raise ValueError(f"local must be a non-empty slice of the {size} batch rows, got {local!r}")
+    mine = torch.arange(start, stop, device=a.device)
     if negatives == "views":
         z = torch.cat([a, b])
-        rows2 = torch.arange(2 * size, device=a.device)
-        pos = (rows2 + size) % (2 * size)
-        exclude = rows2[:, None] if include_positive else torch.stack([rows2, pos], dim=1)
-        slot = (rows2 >= size).long()
-        return [AnchorBlock(z, z, pos, exclude, slot)]
-    exclude = None if include_positive else rows[:, None]
-    return [AnchorBlock(a, b, rows, exclude, 0), AnchorBlock(b, a, rows, exclude, 1)]
+        rows = torch.cat([mine, mine + size])
+        pos = (rows + size) % (2 * size)
+        exclude = rows[:, None] if include_positive else torch.stack([rows, pos], dim=1)
+        slot = (rows >= size).long()
+        q = z if local is None else torch.cat([a[local], b[local]])
+        return [AnchorBlock(q, z, pos, exclude, slot, rows)]
+    exclude = None if include_positive else mine[:, None]
+    q_a, q_b = (a, b) if local is None else (a[local], b[local])
+    return [AnchorBlock(q_a, b, mine, exclude, 0, mine), AnchorBlock(q_b, a, mine, exclude, 1, mine)]
 
 
 def positive_logits(block: AnchorBlock, scale: Tensor) -> Tensor:
@@ -97,10 +146,22 @@ class ContrastiveLoss(nn.Module):
         chunk_size: if set, compute exactly in chunks of this many anchor rows so the similarity
             matrix is never held whole (memory linear in B).
         max_scale: clamp for a scale passed at call time (CLIP uses 100).
+
+    Multi-process training: inside ``with loss.sharded(sharding):`` each process passes its own shard
+    of the batch (and of ``index``); the loss gathers every process's features with their gradient,
+    scores this process's anchors against all gathered columns, and averages over its anchors, as
+    open_clip's ``local_loss=True, gather_with_grad=True`` mode does. The mean over processes of the
+    returned values is the single-process loss of the whole batch, and under DDP's gradient averaging
+    the parameter gradient is the single-process one. Stateful losses update every row's state on every
+    process, so the state stays identical everywhere.
     """
 
     stateful: bool = False
     uses_bias: bool = False
+    # Set only inside ``sharded()``, so nothing outside a training step (an evaluation on one process,
+    # say) ever waits on a collective.
+    sharding: Sharding | None = None
+    _local: slice | None = None
 
     def __init__(
         self,
@@ -124,16 +185,66 @@ class ContrastiveLoss(nn.Module):
         scale: Tensor | float | None = None,
         bias: Tensor | float | None = None,
     ) -> Tensor:
-        self._check_features(a, b)
+        sharding = self.sharding if self.sharding is not None and self.sharding.world_size > 1 else None
+        self._check_features(a, b, min_rows=2 if sharding is None else 1)
         index = self._check_index(index, a.shape[0])
         if bias is not None and not self.uses_bias:
             raise ValueError(f"bias is only used by the siglip loss; {type(self).__name__} takes none")
         if self.normalize:
             a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
-        return self._loss(a, b, index, self._resolve_scale(scale, a), bias)
+        scale = self._resolve_scale(scale, a)
+        if sharding is None:
+            return self._loss(a, b, index, scale, bias)
+        return self._sharded_loss(a, b, index, scale, bias, sharding)
+
+    def _sharded_loss(
+        self, a: Tensor, b: Tensor, index: Tensor | None, scale: Tensor, bias, sharding: Sharding
+    ) -> Tensor:
+        rows = a.shape[0]
+        # The losses see the whole batch and build only this process's anchors (``_local``).
+        a, b = sharding.gather(a), sharding.gather(b)
+        if a.shape[0] < 2:
+            raise ValueError(f"the global batch size must be >= 2 for a contrastive loss, got {a.shape[0]}")
+        if index is not None:
+            index = self._check_index(sharding.gather(index), a.shape[0])
+        self._local = slice(sharding.rank * rows, (sharding.rank + 1) * rows)
+        try:
+            return self._loss(a, b, index, scale, bias)
+        finally:
+            self._local = None
 
     def _loss(self, a: Tensor, b: Tensor, index: Tensor | None, scale: Tensor, bias) -> Tensor:
+        """The loss of the anchors of this call (all rows, or this process's share under a sharding)
+        scored against the whole batch ``a``, ``b`` (normalised; gathered from every process)."""
         raise NotImplementedError
+
+    @contextmanager
+    def sharded(self, sharding: Sharding | None) -> Iterator[ContrastiveLoss]:
+        """Within the block, calls compute this process's share of a batch split over processes.
+
+        Args:
+            sharding: this process's rank, the world size and the differentiable gather
+                (``workbench.distributed.loss_sharding()``); None (or a world of 1) leaves calls
+                single-process.
+        """
+        previous = self.sharding
+        self.sharding = sharding
+        try:
+            yield self
+        finally:
+            self.sharding = previous
+
+    def anchor_blocks(
+        self, a: Tensor, b: Tensor, negatives: str, include_positive: bool
+    ) -> list[AnchorBlock]:
+        """:func:`anchor_blocks` of this call's anchors: every row, or this process's under a sharding."""
+        return anchor_blocks(a, b, negatives, include_positive, self._local)
+
+    def local_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(rows of x that are this call's anchors, their positions in the batch)``."""
+        if self._local is None:
+            return x, torch.arange(x.shape[0], device=x.device)
+        return x[self._local], torch.arange(self._local.start, self._local.stop, device=x.device)
 
     def global_objective(self) -> ContrastiveLoss:
         """The stateless loss whose value on the whole dataset (B = N) is this loss's target."""
@@ -152,7 +263,7 @@ class ContrastiveLoss(nn.Module):
 
     # --- validation --------------------------------------------------------------------------------
     @staticmethod
-    def _check_features(a: Tensor, b: Tensor) -> None:
+    def _check_features(a: Tensor, b: Tensor, min_rows: int = 2) -> None:
         for name, x in (("a", a), ("b", b)):
             if not isinstance(x, Tensor):
                 raise ValueError(f"{name} must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
@@ -164,8 +275,10 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(
                 f"a and b must have the same shape (B, d); got {tuple(a.shape)} and {tuple(b.shape)}"
             )
-        if a.shape[0] < 2:
-            raise ValueError(f"batch size B must be >= 2 for a contrastive loss, got B={a.shape[0]}")
+        if a.shape[0] < min_rows:
+            raise ValueError(
+                f"batch size B must be >= {min_rows} for a contrastive loss, got B={a.shape[0]}"
+            )
         if a.shape[1] < 1:
             raise ValueError("feature dimension d must be >= 1")
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):

@@ -33,8 +33,8 @@ from torch import Tensor
 
 from workbench.losses._base import (
     NEGATIVES,
+    AnchorBlock,
     ContrastiveLoss,
-    anchor_blocks,
     check_choice,
     logsumexp_terms,
 )
@@ -106,22 +106,41 @@ class RunningPartitionLoss(ContrastiveLoss):
     def _loss(self, a: Tensor, b: Tensor, index: Tensor, scale: Tensor, bias) -> Tensor:
         losses = []
         population = self.population_terms()
-        for block in anchor_blocks(a, b, self.negatives, include_positive=False):
+        for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
             pos, lse = logsumexp_terms(block, scale, self.chunk_size)
             log_zhat = lse - math.log(block.num_terms)
             if self.include_positive:
                 log_zhat = torch.logaddexp(
                     pos - math.log(population), log_zhat + math.log((population - 1) / population)
                 )
-            rows = block.q.shape[0]
-            samples = index.repeat(rows // index.shape[0])
-            slots = torch.as_tensor(block.slot, device=index.device).expand(rows)
             with torch.no_grad():
-                log_u = self._log_weight(log_zhat.detach(), slots, samples)
+                log_u = self._block_weights(block, log_zhat.detach(), index)
             losses.append((torch.exp(log_zhat + log_u) - log_u - 1.0 - pos).mean())
         if self.training:
             self.steps += 1
         return sum(losses) / len(losses)
+
+    def _block_weights(self, block: AnchorBlock, log_zhat: Tensor, index: Tensor) -> Tensor:
+        """log u of the block's anchors, after folding every anchor of the whole batch into the state.
+
+        ``index`` holds the whole batch's dataset positions; anchor row r of a layout belongs to sample
+        ``index[r mod B]``. Under a sharding this process holds only some anchors: it gathers every
+        process's estimates so that all of them apply the same update, in the single-process row order.
+        """
+        rows = block.anchor_rows()
+        slots = torch.as_tensor(block.slot, device=rows.device).expand(rows.shape[0])
+        if self._local is None:
+            return self._log_weight(log_zhat, slots, index[rows % index.shape[0]])
+        gather = self.sharding.gather
+        all_rows = gather(rows)
+        order = torch.empty_like(all_rows)
+        order[all_rows] = torch.arange(all_rows.shape[0], device=all_rows.device)
+        log_zhat_all, slots_all = gather(log_zhat)[order], gather(slots)[order]
+        samples = index[torch.arange(order.shape[0], device=index.device) % index.shape[0]]
+        log_u = self._log_weight(log_zhat_all, slots_all, samples)
+        # Random weights (Bayesian Gamma draws) are taken from process 0, so that every process
+        # applies the same ones whatever its random stream.
+        return gather(log_u)[: log_u.shape[0]][rows]
 
     def population_terms(self) -> int:
         """P: terms in each anchor's partition sum over the whole dataset."""

@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, anchor_blocks, logsumexp_terms
+from workbench.losses._base import ContrastiveLoss, logsumexp_terms
 
 
 class ClipLoss(ContrastiveLoss):
@@ -39,7 +39,7 @@ class ClipLoss(ContrastiveLoss):
         self.symmetric = bool(symmetric)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
-        blocks = anchor_blocks(a, b, "cross", include_positive=True)
+        blocks = self.anchor_blocks(a, b, "cross", include_positive=True)
         if not self.symmetric:
             blocks = blocks[:1]
         terms = [logsumexp_terms(block, scale, self.chunk_size) for block in blocks]

@@ -10,7 +10,6 @@ from torch import Tensor
 from workbench.losses._base import (
     NEGATIVES,
     ContrastiveLoss,
-    anchor_blocks,
     check_choice,
     check_positive,
     logsumexp_terms,
@@ -51,11 +50,11 @@ class DCLLoss(ContrastiveLoss):
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         weights = self.positive_weights(a, b)
         losses = []
-        for block in anchor_blocks(a, b, self.negatives, include_positive=False):
+        for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
             pos, lse = logsumexp_terms(block, scale, self.chunk_size)
             if weights is not None:
                 # every row of a block is one pair; views blocks hold each pair twice
-                pos = pos * weights.repeat(block.q.shape[0] // weights.shape[0])
+                pos = pos * weights[block.anchor_rows() % weights.shape[0]]
             losses.append((lse - pos).mean())
         return sum(losses) / len(losses)
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, anchor_blocks, logsumexp_terms
+from workbench.losses._base import ContrastiveLoss, logsumexp_terms
 from workbench.losses._kernels import row_logsumexp
 
 
@@ -50,7 +50,7 @@ class MoCoLoss(ContrastiveLoss):
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
-        block = anchor_blocks(a, b, "cross", include_positive=True)[0]
+        block = self.anchor_blocks(a, b, "cross", include_positive=True)[0]
         pos, lse = logsumexp_terms(block, scale, self.chunk_size)
         filled = int(self.queue_filled)
         if filled > 0:
@@ -60,8 +60,9 @@ class MoCoLoss(ContrastiveLoss):
                 )
             # a copy: the queue is updated in place below, while the graph still needs these keys
             keys = self.queue[:filled].to(a.dtype, copy=True)
-            lse = torch.logaddexp(lse, row_logsumexp(a, keys, scale, None, self.chunk_size))
+            lse = torch.logaddexp(lse, row_logsumexp(block.q, keys, scale, None, self.chunk_size))
         loss = (lse - pos).mean()
+        # b is the whole batch (gathered under a sharding), so every process keeps the same queue
         self._enqueue(b.detach())
         return loss
 

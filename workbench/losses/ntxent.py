@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, anchor_blocks, logsumexp_terms
+from workbench.losses._base import ContrastiveLoss, logsumexp_terms
 
 
 class NTXentLoss(ContrastiveLoss):
@@ -30,7 +30,7 @@ class NTXentLoss(ContrastiveLoss):
         super().__init__(temperature, normalize, chunk_size)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
-        (block,) = anchor_blocks(a, b, "views", include_positive=True)
+        (block,) = self.anchor_blocks(a, b, "views", include_positive=True)
         pos, lse = logsumexp_terms(block, scale, self.chunk_size)
         return (lse - pos).mean()
 

@@ -45,5 +45,7 @@ class SigLipLoss(ContrastiveLoss):
         bias = torch.as_tensor(self.bias if bias is None else bias, device=a.device).to(scale.dtype)
         if bias.numel() != 1 or not torch.isfinite(bias):
             raise ValueError(f"bias must be a finite scalar, got {bias}")
-        rows = torch.arange(a.shape[0], device=a.device)
-        return pairwise_sigmoid_sum(a, b, scale, bias.reshape(()), rows, self.chunk_size) / a.shape[0]
+        # this call's anchors (a process's share under a sharding) against every column; dividing by
+        # their count makes the mean over processes the full-batch loss
+        q, rows = self.local_rows(a)
+        return pairwise_sigmoid_sum(q, b, scale, bias.reshape(()), rows, self.chunk_size) / q.shape[0]
