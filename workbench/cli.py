@@ -1,0 +1,290 @@
+"""The ``workbench`` command: train, measure gradient bias, inspect runs, run notebooks and sweeps, open the
+dashboard.
+
+Every subcommand has ``--help``. Bad input exits with status 2 and a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+# Subcommands that hand their arguments to a module's own command line, unchanged.
+PASSTHROUGH: dict[str, tuple[str, str]] = {
+    "train": ("workbench.train", "train one model and write it to the run store (resumable)"),
+    "gradbias": ("workbench.gradbias", "measure gradient bias, variance and MSE against batch size"),
+    "convergence": ("workbench.convergence", "the article's small-batch convergence experiment"),
+    "experiments": ("workbench.experiments", "modality-gap experiments: infogap, temperature, ablation..."),
+    "report": ("workbench.report", "regenerate RESULTS.md's tables from the run store"),
+}
+APP_FILE = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line."""
+
+
+def _fail(message: str) -> int:
+    print(f"workbench: error: {message}", file=sys.stderr)
+    return 2
+
+
+# -- runs -----------------------------------------------------------------------------------------------
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    from workbench.runs import runs_table
+
+    table = runs_table(args.root)
+    if table.empty:
+        print("no runs yet")
+        return 0
+    if args.status:
+        table = table[table["status"] == args.status]
+    if args.match:
+        table = table[table["run_id"].str.contains(args.match, regex=False)]
+    columns = [
+        c
+        for c in ("run_id", "status", "kind", "dataset", "loss", "batch_size", "step", "created")
+        if c in table.columns
+    ]
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
+        print(table[columns].tail(args.limit).to_string(index=False))
+    return 0
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    from workbench.runs import RUN_ID_PATTERN, load_run
+
+    if not re.fullmatch(RUN_ID_PATTERN, args.run_id):
+        raise UsageError(f"run_id {args.run_id!r} is not a run id; it must match {RUN_ID_PATTERN}")
+    run = load_run(args.run_id, root=args.root)
+    print(f"run {run.run_id}  [{run.status}]  step {run.step}  created {run.created}\n  {run.path}")
+    if run.error:
+        print(f"error: {run.error}")
+    print("config:", json.dumps(run.config, indent=2, default=str))
+    if run.summary:
+        print("summary:", json.dumps(run.summary, indent=2, default=str))
+    metrics = run.metrics
+    if not metrics.empty:
+        with pd.option_context("display.width", 200, "display.max_columns", 12):
+            print(f"metrics ({len(metrics)} rows, last 5):\n{metrics.tail(5).to_string(index=False)}")
+    if run.tables:
+        print("tables:", ", ".join(run.tables))
+    if run.snapshot_steps:
+        print(
+            f"snapshots: {len(run.snapshot_steps)} (steps {run.snapshot_steps[0]}..{run.snapshot_steps[-1]})"
+        )
+    for notebook in run.notebooks:
+        print(f"written by notebook: {notebook['path']}")
+    return 0
+
+
+# -- notebooks ------------------------------------------------------------------------------------------
+
+
+def _parameters(pairs: list[list[str]] | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, value in pairs or []:
+        if key in values:
+            raise UsageError(f"parameter {key!r} is given twice")
+        values[key] = value
+    return values
+
+
+def _notebook_list(args: argparse.Namespace) -> int:
+    from workbench.notebooks import notebook_names, notebook_parameters
+
+    for name in notebook_names():
+        print(name)
+        if args.verbose:
+            for p in notebook_parameters(name).values():
+                print(f"    {p.name}: {p.type} = {p.default!r}  # {p.help}")
+    return 0
+
+
+def _notebook_params(args: argparse.Namespace) -> int:
+    from workbench.notebooks import notebook_parameters, resolve_notebook
+
+    print(f"{resolve_notebook(args.name).stem}:")
+    for p in notebook_parameters(args.name).values():
+        print(f"  {p.name}: {p.type} = {p.default!r}  # {p.help}")
+    return 0
+
+
+def _notebook_run(args: argparse.Namespace) -> int:
+    from workbench.notebooks import run_notebook
+
+    output = run_notebook(
+        args.name, _parameters(args.parameter), args.home, progress=not args.quiet, log_output=args.log_output
+    )
+    print(f"executed notebook: {output}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from workbench.notebooks import parse_grid, run_sweep
+
+    grid = parse_grid(args.name, args.grid or [])
+    table = run_sweep(
+        args.name,
+        grid,
+        _parameters(args.parameter),
+        args.home,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+    )
+    shown = [c for c in table.columns if c.startswith("param.")] + ["status", "seconds", "notebook"]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        print(table[shown].to_string(index=False))
+    failed = table[table.status != "complete"]
+    for error in failed.error:
+        print(f"failed: {error}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+# -- app ------------------------------------------------------------------------------------------------
+
+
+def _app(args: argparse.Namespace) -> int:
+    if not APP_FILE.is_file():
+        raise UsageError(f"no dashboard at {APP_FILE}; `workbench app` needs the source checkout")
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_FILE),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    env = dict(os.environ)
+    if args.home:
+        env["WORKBENCH_HOME"] = str(Path(args.home).resolve())
+    print(f"dashboard on http://{args.address}:{args.port}  (Ctrl+C stops it)", flush=True)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, text) in PASSTHROUGH.items():
+        commands.add_parser(name, help=f"{text} (`workbench {name} --help`; same as python -m {module})")
+
+    runs = commands.add_parser("runs", help="list and inspect the run store").add_subparsers(
+        dest="runs_command", metavar="ACTION", required=True
+    )
+    listing = runs.add_parser("list", help="a table of runs")
+    listing.add_argument(
+        "--root", default=None, help="run-store root (default: $WORKBENCH_HOME/runs or data/runs)"
+    )
+    listing.add_argument("--status", choices=("running", "complete", "failed", "invalid"), default=None)
+    listing.add_argument("--match", default=None, help="only run ids containing this text")
+    listing.add_argument("--limit", type=int, default=50, help="show the newest N rows (default 50)")
+    listing.set_defaults(handler=_runs_list)
+    show = runs.add_parser("show", help="config, status, summary, metrics and provenance of one run")
+    show.add_argument("run_id")
+    show.add_argument("--root", default=None, help="run-store root")
+    show.set_defaults(handler=_runs_show)
+
+    home_help = "data home: runs go to HOME/runs, executed notebooks to HOME/notebook-runs (default: data/)"
+    notebook = commands.add_parser("notebook", help="list and run the parameterised notebooks headless")
+    nb = notebook.add_subparsers(dest="notebook_command", metavar="ACTION", required=True)
+    nb_list = nb.add_parser("list", help="the notebooks")
+    nb_list.add_argument("-v", "--verbose", action="store_true", help="with their parameters")
+    nb_list.set_defaults(handler=_notebook_list)
+    nb_params = nb.add_parser("params", help="a notebook's parameters, types, defaults and help")
+    nb_params.add_argument(
+        "name", help="notebook stem, slug or number, e.g. 01_gradient_bias, gradient_bias, 1"
+    )
+    nb_params.set_defaults(handler=_notebook_params)
+    nb_run = nb.add_parser("run", help="execute a notebook with papermill")
+    nb_run.add_argument("name", help="notebook stem, slug or number")
+    nb_run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="set a parameter (lists comma-separated); repeatable",
+    )
+    nb_run.add_argument("--home", default=None, help=home_help)
+    nb_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    nb_run.add_argument("--log-output", action="store_true", help="echo the notebook's output")
+    nb_run.set_defaults(handler=_notebook_run)
+
+    sweep = commands.add_parser("sweep", help="one notebook execution per grid point, in parallel")
+    sweep.add_argument("name", help="notebook stem, slug or number")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a swept parameter (repeatable; the grid is their product; ';' separates list values)",
+    )
+    sweep.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help="a parameter shared by every point; repeatable",
+    )
+    sweep.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes, or Ray tasks (fan out over a cluster)",
+    )
+    sweep.add_argument("--workers", type=int, default=None, help="concurrent executions (default: CPUs)")
+    sweep.add_argument(
+        "--ray-address", default=None, help="a running Ray cluster (default: start a local one)"
+    )
+    sweep.add_argument("--home", default=None, help=home_help)
+    sweep.set_defaults(handler=_sweep)
+
+    app = commands.add_parser("app", help="open the Streamlit dashboard on the run store")
+    app.add_argument("--address", default="localhost", help="bind address (default localhost only)")
+    app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--home", default=None, help="data home whose runs/ the dashboard reads")
+    app.set_defaults(handler=_app)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        module = __import__(PASSTHROUGH[argv[0]][0], fromlist=["main"])
+        run: Callable[[list[str]], int] = module.main
+        return run(argv[1:])
+    args = build_parser().parse_args(argv)
+    from workbench.notebooks import NotebookError
+
+    try:
+        return args.handler(args)
+    except (UsageError, NotebookError, ValueError, FileNotFoundError) as error:
+        return _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
