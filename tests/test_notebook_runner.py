@@ -165,3 +165,16 @@ def test_cli_help_and_usage_errors(capsys):
 def test_cli_passes_train_arguments_through(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"error: .*loss"):
         cli.main(["train", "--loss", "nope", "--steps", "1", "--root", str(tmp_path)])
+
+
+def test_cli_app_starts_streamlit_bound_to_localhost(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: calls.append((command, env)) or 0)
+    monkeypatch.setattr(cli, "APP_FILE", tmp_path / "streamlit_app.py")
+    (tmp_path / "streamlit_app.py").write_text("")
+    assert cli.main(["app", "--home", str(tmp_path), "--port", "8600"]) == 0
+    ((command, env),) = calls
+    assert command[1:4] == ["-m", "streamlit", "run"]
+    assert command[command.index("--server.address") + 1] == "localhost"
+    assert command[command.index("--server.port") + 1] == "8600"
+    assert env["WORKBENCH_HOME"] == str(tmp_path)
