@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.losses._kernels import accumulation_dtype, row_logsumexp
+from workbench.losses._kernels import accumulation_dtype, check_implementation, row_logsumexp
 
 NEGATIVES = ("views", "cross")
 
@@ -146,6 +146,10 @@ class ContrastiveLoss(nn.Module):
         chunk_size: if set, compute exactly in chunks of this many anchor rows so the similarity
             matrix is never held whole (memory linear in B).
         max_scale: clamp for a scale passed at call time (CLIP uses 100).
+        implementation: how the similarity matrix is reduced: "naive" (materialised), "chunked"
+            (``chunk_size`` rows at a time; 1024 if unset), "fused" (Triton kernels, never
+            materialised), or "auto" (fused for CUDA tensors where Triton is installed, else chunked
+            if ``chunk_size`` is set, else naive). See ``workbench.losses._kernels``.
 
     Multi-process training: inside ``with loss.sharded(sharding):`` each process passes its own shard
     of the batch (and of ``index``); the loss gathers every process's features with their gradient,
@@ -169,11 +173,13 @@ class ContrastiveLoss(nn.Module):
         normalize: bool = True,
         chunk_size: int | None = None,
         max_scale: float | None = 100.0,
+        implementation: str = "auto",
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = bool(normalize)
         self.chunk_size = check_chunk_size(chunk_size)
+        self.implementation = check_implementation(implementation, self.chunk_size)
         self.max_scale = None if max_scale is None else check_positive("max_scale", max_scale)
 
     # --- interface -----------------------------------------------------------------------------
@@ -259,7 +265,10 @@ class ContrastiveLoss(nn.Module):
         return None
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, normalize={self.normalize}, chunk_size={self.chunk_size}"
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, chunk_size={self.chunk_size}, "
+            f"implementation={self.implementation!r}"
+        )
 
     # --- validation --------------------------------------------------------------------------------
     @staticmethod
@@ -302,6 +311,9 @@ class ContrastiveLoss(nn.Module):
         return scale if self.max_scale is None else scale.clamp(max=self.max_scale)
 
 
-def logsumexp_terms(block: AnchorBlock, scale: Tensor, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+def logsumexp_terms(
+    block: AnchorBlock, scale: Tensor, chunk_size: int | None, implementation: str = "auto"
+) -> tuple[Tensor, Tensor]:
     """(positive logits, row log-sum-exp) of one anchor block."""
-    return positive_logits(block, scale), row_logsumexp(block.q, block.k, scale, block.exclude, chunk_size)
+    lse = row_logsumexp(block.q, block.k, scale, block.exclude, chunk_size, implementation)
+    return positive_logits(block, scale), lse

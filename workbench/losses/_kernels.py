@@ -8,24 +8,129 @@ Two reductions of the similarity matrix cover all of them:
 * ``pairwise_sigmoid_sum``: ``sum_{r,c} softplus(-z_rc * (scale * <q_r, k_c> + bias))`` with
   ``z_rc = +1`` on the positive pairs and -1 elsewhere (SigLIP).
 
-With ``chunk_size=None`` both are plain autograd over the whole (M, N) matrix. With an integer
-``chunk_size`` they run as custom autograd functions that visit ``chunk_size`` rows at a time in the
-forward pass, keep only the (M,) row statistics, and recompute each chunk's logits in the backward
-pass (the FlashAttention / Inf-CL recipe). Peak memory is then O(chunk_size * N) instead of O(M * N),
-and values and gradients equal the unchunked computation up to float round-off.
+Three implementations, picked with ``implementation=`` (see ``resolve_implementation``):
+
+* ``"naive"``: plain autograd over the whole (M, N) matrix.
+* ``"chunked"``: custom autograd functions that visit ``chunk_size`` rows at a time in the forward
+  pass, keep only the (M,) row statistics, and recompute each chunk's logits in the backward pass
+  (the FlashAttention / Inf-CL recipe). Peak memory is O(chunk_size * N) instead of O(M * N).
+* ``"fused"``: the Triton kernels of ``workbench.losses._triton``, tiled so the (M, N) matrix never
+  exists, forward or backward (memory O((M + N) d)).
+* ``"auto"`` (default): fused on CUDA where Triton is installed and the dtype is supported;
+  otherwise chunked when ``chunk_size`` is set and naive when not.
+
+All three give the same values and gradients up to float round-off.
 
 Logits are accumulated in float32 even for bf16/fp16 inputs (float64 inputs stay float64).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+
 import torch
 from torch import Tensor
+
+IMPLEMENTATIONS = ("auto", "naive", "chunked", "fused")
+DEFAULT_CHUNK_SIZE = 1024  # rows per chunk for implementation="chunked" without a chunk_size
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_FUSED_NEEDS = (
+    "implementation='fused' needs the triton package and CUDA tensors (or CPU tensors through the Triton "
+    "interpreter: TRITON_INTERPRET=1 set before the fused kernels are first used), with float32, bfloat16 "
+    "or float16 features; use implementation='auto', 'naive' or 'chunked' otherwise"
+)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half types and float32; float64 stays float64 (for gradcheck)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_implementation(implementation: str, chunk_size: int | None) -> str:
+    """Validate an ``implementation`` argument (and its combination with ``chunk_size``)."""
+    if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {', '.join(map(repr, IMPLEMENTATIONS))}; got {implementation!r}"
+        )
+    if implementation == "naive" and chunk_size is not None:
+        raise ValueError(
+            f"chunk_size={chunk_size} contradicts implementation='naive' (which materialises the whole "
+            "matrix): leave chunk_size=None, or use implementation='chunked' or 'auto'"
+        )
+    return implementation
+
+
+def _triton_problem() -> str | None:
+    """Why the Triton kernels cannot be imported here, or None."""
+    if "workbench.losses._triton" in sys.modules:
+        return None
+    try:
+        importlib.import_module("triton")
+    except ImportError as exc:
+        return f"triton is not importable ({exc}); install the 'fused' extra (pip install 'workbench[fused]')"
+    return None
+
+
+def _interpreted() -> bool:
+    """Whether the fused kernels are (or, once imported, will be) Triton-interpreter functions."""
+    module = sys.modules.get("workbench.losses._triton")
+    if module is not None:
+        return module.INTERPRET
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def fused_problem(*tensors: Tensor) -> str | None:
+    """Why ``implementation="fused"`` cannot run on these tensors, or None if it can."""
+    first = tensors[0]
+    if any(t.device != first.device for t in tensors):
+        return f"tensors are on different devices ({', '.join(str(t.device) for t in tensors)})"
+    if any(t.dtype != first.dtype for t in tensors):
+        return f"features have different dtypes ({', '.join(str(t.dtype) for t in tensors)})"
+    if first.dtype not in FUSED_DTYPES:
+        return f"features are {first.dtype}; the fused kernels take float32, bfloat16 or float16"
+    if first.device.type not in ("cuda", "cpu"):
+        return f"tensors are on {first.device.type}; the fused kernels run on CUDA"
+    problem = _triton_problem()
+    if problem is not None:
+        return problem
+    if first.device.type == "cpu" and not _interpreted():
+        if "workbench.losses._triton" in sys.modules:
+            return (
+                "tensors are on CPU and the fused kernels were built for CUDA (TRITON_INTERPRET was not set "
+                "when workbench.losses._triton was first imported)"
+            )
+        return "tensors are on CPU and TRITON_INTERPRET=1 is not set"
+    return None
+
+
+def resolve_implementation(implementation: str, chunk_size: int | None, *tensors: Tensor) -> str:
+    """The implementation that runs: ``"naive"``, ``"chunked"`` or ``"fused"``.
+
+    ``"auto"`` takes the fused kernels for CUDA tensors when they can run, and otherwise the chunked
+    path when ``chunk_size`` is set, else the naive one.
+
+    Raises:
+        RuntimeError: ``"fused"`` was asked for where it cannot run (the message says why).
+    """
+    if implementation == "auto":
+        if tensors[0].device.type == "cuda" and fused_problem(*tensors) is None:
+            return "fused"
+        return "naive" if chunk_size is None else "chunked"
+    if implementation == "fused":
+        problem = fused_problem(*tensors)
+        if problem is not None:
+            raise RuntimeError(f"{_FUSED_NEEDS}. Here: {problem}.")
+    elif implementation not in IMPLEMENTATIONS:
+        check_implementation(implementation, chunk_size)
+    return implementation
+
+
+def _fused():
+    from workbench.losses import _triton
+
+    return _triton
 
 
 def masked_similarities(q: Tensor, k: Tensor, exclude: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -105,7 +210,12 @@ class _ChunkedRowLSE(torch.autograd.Function):
 
 
 def row_logsumexp(
-    q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None, chunk_size: int | None = None
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    exclude: Tensor | None = None,
+    chunk_size: int | None = None,
+    implementation: str = "auto",
 ) -> Tensor:
     """Per-row log-sum-exp of ``scale * q @ k.T`` over the non-excluded columns.
 
@@ -114,12 +224,18 @@ def row_logsumexp(
         k: (N, d) candidates (may be the same tensor as ``q``).
         scale: 0-dim tensor, the inverse temperature (may require grad).
         exclude: (M, m) long tensor of column indices to leave out per row (-1 pads), or None.
-        chunk_size: rows per chunk for the exact memory-linear path; None materialises all (M, N).
+        chunk_size: rows per chunk of the chunked path (None: naive, unless ``implementation`` says
+            otherwise).
+        implementation: "auto", "naive", "chunked" or "fused" (see the module docstring).
 
     Returns:
         (M,) float32 tensor.
     """
-    if chunk_size is None or chunk_size >= q.shape[0]:
+    implementation = resolve_implementation(implementation, chunk_size, q, k)
+    if implementation == "fused":
+        return _fused().row_logsumexp(q, k, scale, exclude)
+    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+    if implementation == "naive" or chunk_size >= q.shape[0]:
         return _row_lse_full(q, k, scale, exclude)
     return _ChunkedRowLSE.apply(q, k, scale, exclude, chunk_size)
 
@@ -184,7 +300,13 @@ class _ChunkedSigmoidSum(torch.autograd.Function):
 
 
 def pairwise_sigmoid_sum(
-    q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor, chunk_size: int | None = None
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    bias: Tensor,
+    pos_col: Tensor,
+    chunk_size: int | None = None,
+    implementation: str = "auto",
 ) -> Tensor:
     """``sum_{r,c} -log sigmoid(z_rc * (scale * <q_r, k_c> + bias))``, z = +1 where ``c == pos_col[r]``.
 
@@ -192,9 +314,15 @@ def pairwise_sigmoid_sum(
         q: (M, d) rows. k: (N, d) columns.
         scale, bias: 0-dim tensors (may require grad).
         pos_col: (M,) long, the positive column of each row.
-        chunk_size: rows per chunk for the exact memory-linear path; None materialises all (M, N).
+        chunk_size: rows per chunk of the chunked path (None: naive, unless ``implementation`` says
+            otherwise).
+        implementation: "auto", "naive", "chunked" or "fused" (see the module docstring).
     """
-    if chunk_size is None or chunk_size >= q.shape[0]:
+    implementation = resolve_implementation(implementation, chunk_size, q, k)
+    if implementation == "fused":
+        return _fused().pairwise_sigmoid_sum(q, k, scale, bias, pos_col)
+    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+    if implementation == "naive" or chunk_size >= q.shape[0]:
         sims = (q @ k.T).to(accumulation_dtype(q.dtype))
         positive = _positive_mask(sims.shape[0], sims.shape[1], pos_col)
         return _sigmoid_terms(sims, scale, bias, positive).sum()

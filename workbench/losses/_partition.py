@@ -58,6 +58,7 @@ class RunningPartitionLoss(ContrastiveLoss):
         gamma: rate of the running average, in (0, 1]; gamma = 1 on a sample's first visit.
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     stateful = True
@@ -71,8 +72,9 @@ class RunningPartitionLoss(ContrastiveLoss):
         gamma: float,
         normalize: bool,
         chunk_size: int | None,
+        implementation: str = "auto",
     ):
-        super().__init__(temperature, normalize, chunk_size)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
             raise ValueError(f"num_samples (the dataset size) must be an integer >= 2, got {num_samples!r}")
         self.num_samples = num_samples
@@ -107,7 +109,7 @@ class RunningPartitionLoss(ContrastiveLoss):
         losses = []
         population = self.population_terms()
         for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
-            pos, lse = logsumexp_terms(block, scale, self.chunk_size)
+            pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
             log_zhat = lse - math.log(block.num_terms)
             if self.include_positive:
                 log_zhat = torch.logaddexp(
@@ -176,10 +178,17 @@ class RunningPartitionLoss(ContrastiveLoss):
         from workbench.losses.ntxent import NTXentLoss
 
         if not self.include_positive:
-            return DCLLoss(self.temperature, self.negatives, self.normalize, self.chunk_size)
+            return DCLLoss(
+                self.temperature, self.negatives, self.normalize, self.chunk_size, self.implementation
+            )
         if self.negatives == "cross":
-            return ClipLoss(self.temperature, normalize=self.normalize, chunk_size=self.chunk_size)
-        return NTXentLoss(self.temperature, self.normalize, self.chunk_size)
+            return ClipLoss(
+                self.temperature,
+                normalize=self.normalize,
+                chunk_size=self.chunk_size,
+                implementation=self.implementation,
+            )
+        return NTXentLoss(self.temperature, self.normalize, self.chunk_size, self.implementation)
 
     def log_normalizer(self, batch_size: int) -> float:
         # The surrogate already uses the mean over negatives.

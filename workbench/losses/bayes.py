@@ -58,6 +58,7 @@ class BayesLoss(RunningPartitionLoss):
         include_positive: keep the positive in the partition sum.
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     def __init__(
@@ -71,8 +72,12 @@ class BayesLoss(RunningPartitionLoss):
         include_positive: bool = True,
         normalize: bool = True,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size)
+        super().__init__(
+            num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size,
+            implementation,
+        )  # fmt: skip
         if isinstance(shape, bool) or not isinstance(shape, (int, float)) or math.isnan(shape) or shape <= 0:
             raise ValueError(f"shape (the Gamma shape k) must be > 0 or math.inf, got {shape!r}")
         self.shape = float(shape)

@@ -24,6 +24,7 @@ class ClipLoss(ContrastiveLoss):
         symmetric: average image-to-text and text-to-image; False keeps only a -> b (one-way InfoNCE).
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
         max_scale: clamp for a scale passed at call time.
     """
 
@@ -34,15 +35,16 @@ class ClipLoss(ContrastiveLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         max_scale: float = 100.0,
+        implementation: str = "auto",
     ):
-        super().__init__(temperature, normalize, chunk_size, max_scale)
+        super().__init__(temperature, normalize, chunk_size, max_scale, implementation)
         self.symmetric = bool(symmetric)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         blocks = self.anchor_blocks(a, b, "cross", include_positive=True)
         if not self.symmetric:
             blocks = blocks[:1]
-        terms = [logsumexp_terms(block, scale, self.chunk_size) for block in blocks]
+        terms = [logsumexp_terms(block, scale, self.chunk_size, self.implementation) for block in blocks]
         return sum((lse - pos).mean() for pos, lse in terms) / len(terms)
 
     def log_normalizer(self, batch_size: int) -> float:

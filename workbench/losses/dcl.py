@@ -32,6 +32,7 @@ class DCLLoss(ContrastiveLoss):
         negatives: "views" or "cross".
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     def __init__(
@@ -40,8 +41,9 @@ class DCLLoss(ContrastiveLoss):
         negatives: str = "views",
         normalize: bool = True,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(temperature, normalize, chunk_size)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
         self.negatives = check_choice("negatives", negatives, NEGATIVES)
 
     def positive_weights(self, a: Tensor, b: Tensor) -> Tensor | None:
@@ -51,7 +53,7 @@ class DCLLoss(ContrastiveLoss):
         weights = self.positive_weights(a, b)
         losses = []
         for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
-            pos, lse = logsumexp_terms(block, scale, self.chunk_size)
+            pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
             if weights is not None:
                 # every row of a block is one pair; views blocks hold each pair twice
                 pos = pos * weights[block.anchor_rows() % weights.shape[0]]
@@ -76,6 +78,7 @@ class DCLWLoss(DCLLoss):
         negatives: "views" or "cross".
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     def __init__(
@@ -85,8 +88,9 @@ class DCLWLoss(DCLLoss):
         negatives: str = "views",
         normalize: bool = True,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(temperature, negatives, normalize, chunk_size)
+        super().__init__(temperature, negatives, normalize, chunk_size, implementation)
         self.sigma = check_positive("sigma", sigma)
 
     def positive_weights(self, a: Tensor, b: Tensor) -> Tensor:

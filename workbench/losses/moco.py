@@ -29,6 +29,7 @@ class MoCoLoss(ContrastiveLoss):
         queue_size: number of past keys kept (>= 0).
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     stateful = True
@@ -39,8 +40,9 @@ class MoCoLoss(ContrastiveLoss):
         queue_size: int = 4096,
         normalize: bool = True,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(temperature, normalize, chunk_size)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
             raise ValueError(f"queue_size must be an integer >= 0, got {queue_size!r}")
         self.queue_size = queue_size
@@ -51,7 +53,7 @@ class MoCoLoss(ContrastiveLoss):
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         block = self.anchor_blocks(a, b, "cross", include_positive=True)[0]
-        pos, lse = logsumexp_terms(block, scale, self.chunk_size)
+        pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
         filled = int(self.queue_filled)
         if filled > 0:
             if self.queue.shape[1] != a.shape[1]:
@@ -60,7 +62,8 @@ class MoCoLoss(ContrastiveLoss):
                 )
             # a copy: the queue is updated in place below, while the graph still needs these keys
             keys = self.queue[:filled].to(a.dtype, copy=True)
-            lse = torch.logaddexp(lse, row_logsumexp(block.q, keys, scale, None, self.chunk_size))
+            queued = row_logsumexp(block.q, keys, scale, None, self.chunk_size, self.implementation)
+            lse = torch.logaddexp(lse, queued)
         loss = (lse - pos).mean()
         # b is the whole batch (gathered under a sharding), so every process keeps the same queue
         self._enqueue(b.detach())
@@ -95,7 +98,11 @@ class MoCoLoss(ContrastiveLoss):
         from workbench.losses.clip import ClipLoss
 
         return ClipLoss(
-            self.temperature, symmetric=False, normalize=self.normalize, chunk_size=self.chunk_size
+            self.temperature,
+            symmetric=False,
+            normalize=self.normalize,
+            chunk_size=self.chunk_size,
+            implementation=self.implementation,
         )
 
     def log_normalizer(self, batch_size: int) -> float:

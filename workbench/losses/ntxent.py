@@ -24,14 +24,21 @@ class NTXentLoss(ContrastiveLoss):
         temperature: tau > 0 (SimCLR / lightly default 0.5).
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True, chunk_size: int | None = None):
-        super().__init__(temperature, normalize, chunk_size)
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        normalize: bool = True,
+        chunk_size: int | None = None,
+        implementation: str = "auto",
+    ):
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         (block,) = self.anchor_blocks(a, b, "views", include_positive=True)
-        pos, lse = logsumexp_terms(block, scale, self.chunk_size)
+        pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
         return (lse - pos).mean()
 
     def log_normalizer(self, batch_size: int) -> float:

@@ -29,14 +29,20 @@ class SigLipLoss(ContrastiveLoss):
         bias: the logit bias b used when none is passed (default -10).
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     uses_bias = True
 
     def __init__(
-        self, scale: float = 10.0, bias: float = -10.0, normalize: bool = True, chunk_size: int | None = None
+        self,
+        scale: float = 10.0,
+        bias: float = -10.0,
+        normalize: bool = True,
+        chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(1.0 / check_positive("scale", scale), normalize, chunk_size, max_scale=None)
+        super().__init__(1.0 / check_positive("scale", scale), normalize, chunk_size, None, implementation)
         if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
             raise ValueError(f"bias must be a finite number, got {bias!r}")
         self.bias = float(bias)
@@ -48,4 +54,7 @@ class SigLipLoss(ContrastiveLoss):
         # this call's anchors (a process's share under a sharding) against every column; dividing by
         # their count makes the mean over processes the full-batch loss
         q, rows = self.local_rows(a)
-        return pairwise_sigmoid_sum(q, b, scale, bias.reshape(()), rows, self.chunk_size) / q.shape[0]
+        bias = bias.reshape(())
+        return (
+            pairwise_sigmoid_sum(q, b, scale, bias, rows, self.chunk_size, self.implementation) / q.shape[0]
+        )

@@ -42,6 +42,7 @@ class SogCLRLoss(RunningPartitionLoss):
         include_positive: keep the positive in the denominator.
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
+        implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
     """
 
     def __init__(
@@ -55,8 +56,12 @@ class SogCLRLoss(RunningPartitionLoss):
         include_positive: bool = True,
         normalize: bool = True,
         chunk_size: int | None = None,
+        implementation: str = "auto",
     ):
-        super().__init__(num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size)
+        super().__init__(
+            num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size,
+            implementation,
+        )  # fmt: skip
         self.gamma_schedule = check_choice("gamma_schedule", gamma_schedule, GAMMA_SCHEDULES)
         if gamma_schedule == "cosine" and (
             isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1

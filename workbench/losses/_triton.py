@@ -1,0 +1,389 @@
+"""Fused Triton kernels for the two reductions every loss is built on (``implementation="fused"``).
+
+``row_logsumexp`` and ``pairwise_sigmoid_sum`` here compute exactly what the functions of the same
+name in ``workbench.losses._kernels`` compute, without ever holding the (M, N) similarity matrix,
+forward or backward. The recipe is FlashAttention's (Dao et al., "FlashAttention: Fast and
+Memory-Efficient Exact Attention with IO-Awareness", NeurIPS 2022) applied to a contrastive loss, as
+Inf-CL does (Cheng et al., "Breaking the Memory Barrier: Near Infinite Batch Size Scaling for
+Contrastive Loss", 2024):
+
+* **Tiling.** A program owns ``BLOCK_M`` rows of ``q`` and walks over all columns of ``k`` in tiles
+  of ``BLOCK_N``. A tile of logits ``scale * q_tile @ k_tile.T`` is built in registers from chunks
+  of ``BLOCK_D`` features (so any feature size works), used, and dropped. Inputs may be float32,
+  bfloat16 or float16; the products are accumulated in float32.
+* **Online log-sum-exp.** Each row keeps a running maximum ``m`` and a running sum
+  ``l = sum exp(x - m)``; a new tile with row maximum ``m'`` updates them as
+  ``l <- l * exp(m - max(m, m')) + sum exp(x - max(m, m'))``, so nothing overflows and one pass over
+  the columns gives ``lse = m + log l`` (computed in base 2 with ``exp2``). Excluded columns (``-1``
+  pads the exclusion list) and the tile padding beyond N enter as ``-inf``.
+* **Sigmoid sum.** SigLIP's loss is a plain sum, so a program just adds up
+  ``softplus(-z * (scale * s + bias))`` over its tiles (``z = +1`` at ``pos_col[r]``).
+* **Saved for backward:** the inputs ``q``, ``k``, ``scale`` (and ``bias``, ``exclude``,
+  ``pos_col``) and, for the log-sum-exp, the (M,) float32 ``lse``: O((M + N) d) in all.
+* **Backward** recomputes each logits tile from ``q``, ``k`` and the saved ``lse``: the softmax
+  weight is ``exp(x - lse_r)`` (the sigmoid loss needs no statistic at all), times the incoming
+  gradient. One kernel over row blocks accumulates ``d q`` and per-program partial sums for
+  ``d scale`` (and ``d bias``); a second kernel over column blocks recomputes the same tiles
+  transposed and accumulates ``d k``. No atomics: every output element has one owner and a fixed
+  summation order, so gradients are deterministic run to run. The feature axis of the gradient
+  accumulators is split over the grid in chunks of ``BLOCK_DO`` (each chunk recomputes the tile),
+  which bounds register use for large d.
+
+Memory is linear in the batch: besides inputs and gradients (O((M + N) d)) the kernels write only
+(M,) row statistics and a few partial sums per program; the (M, N) logits exist one
+``BLOCK_M x BLOCK_N`` tile at a time in registers. Arithmetic per direction is one similarity
+product forward and three backward (recompute for ``d q``, recompute for ``d k``, and the two
+gradient products), i.e. about ``10 M N d`` FLOPs when d <= ``BLOCK_DO``.
+
+Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then, they run
+on CPU tensors through Triton's interpreter (slow, for tests); otherwise they compile for CUDA.
+``INTERPRET`` records which. Callers go through ``workbench.losses._kernels``, which checks that the
+fused path can run before importing this module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+_LSE = 0  # kernel MODE: per-row log-sum-exp
+_SIGMOID = 1  # kernel MODE: pairwise sigmoid (SigLIP)
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x * LOG2E)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+# --- device code ----------------------------------------------------------------------------------
+@triton.jit
+def _similarity_tile(
+    q_ptr, k_ptr, rows, cols, M, N, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """``q[rows] @ k[cols].T`` in float32, summed over the features in chunks of BLOCK_D."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    row_off = rows.to(tl.int64)[:, None] * D
+    col_off = cols.to(tl.int64)[:, None] * D
+    for start in range(0, D, BLOCK_D):
+        dims = start + tl.arange(0, BLOCK_D)
+        in_d = dims[None, :] < D
+        q_tile = tl.load(q_ptr + row_off + dims[None, :], mask=(rows[:, None] < M) & in_d, other=0.0)
+        k_tile = tl.load(k_ptr + col_off + dims[None, :], mask=(cols[:, None] < N) & in_d, other=0.0)
+        if UPCAST:  # the interpreter multiplies bfloat16 tiles as raw integers; the products are exact anyway
+            q_tile = q_tile.to(tl.float32)
+            k_tile = k_tile.to(tl.float32)
+        acc = tl.dot(q_tile, tl.trans(k_tile), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def _candidates(ex_ptr, rows, cols, M, N, NUM_EX: tl.constexpr):
+    """Boolean tile: column ``c`` is in the sum of row ``r`` (in range and not excluded)."""
+    keep = (rows[:, None] < M) & (cols[None, :] < N)
+    for j in tl.static_range(NUM_EX):
+        excluded = tl.load(ex_ptr + rows.to(tl.int64) * NUM_EX + j, mask=rows < M, other=-1)
+        keep = keep & (cols[None, :] != excluded[:, None])
+    return keep
+
+
+@triton.jit
+def _softplus(x):
+    """log(1 + exp(x)) without overflow, accurate where exp(-|x|) is tiny."""
+    small = tl.exp(-tl.abs(x))
+    log1p = tl.where(small < 1e-4, small - 0.5 * small * small, tl.log(1.0 + small))
+    return tl.maximum(x, 0.0) + log1p
+
+
+@triton.jit
+def _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr,
+             MODE: tl.constexpr, NUM_EX: tl.constexpr):  # fmt: skip
+    """d loss / d logit for a tile of raw similarities ``s`` (zero outside the sum)."""
+    if MODE == 0:
+        keep = _candidates(ex_ptr, rows, cols, M, N, NUM_EX)
+        lse2 = tl.load(stat_ptr + rows, mask=rows < M, other=0.0) * LOG2E
+        grad = tl.load(grad_ptr + rows, mask=rows < M, other=0.0)
+        weight = tl.exp2(s * (scale * LOG2E) - lse2[:, None])  # softmax over the row
+        return tl.where(keep, weight * grad[:, None], 0.0)
+    else:
+        keep = (rows[:, None] < M) & (cols[None, :] < N)
+        positive = cols[None, :] == tl.load(pos_ptr + rows, mask=rows < M, other=-1)[:, None]
+        x = s * scale + bias
+        # the term is softplus(-z x), z = +1 on the positive: its derivative is -z sigmoid(-z x)
+        sig = tl.sigmoid(tl.where(positive, -x, x))
+        return tl.where(keep, tl.where(positive, -sig, sig) * tl.load(grad_ptr), 0.0)
+
+
+@triton.jit
+def _forward_kernel(
+    q_ptr, k_ptr, scale_ptr, bias_ptr, ex_ptr, pos_ptr, out_ptr, M, N, D,
+    MODE: tl.constexpr, NUM_EX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One program per BLOCK_M rows: MODE 0 writes each row's log-sum-exp, MODE 1 its sigmoid sum."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    running_max = tl.full((BLOCK_M,), -1e30, dtype=tl.float32)  # finite: exp2(-inf - -inf) is nan
+    running_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    bias = 0.0
+    positive_col = rows
+    if MODE == 1:
+        bias = tl.load(bias_ptr).to(tl.float32)
+        positive_col = tl.load(pos_ptr + rows, mask=rows < M, other=-1)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        s = _similarity_tile(q_ptr, k_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
+        if MODE == 0:
+            keep = _candidates(ex_ptr, rows, cols, M, N, NUM_EX)
+            x = tl.where(keep, s * (scale * LOG2E), float("-inf"))
+            new_max = tl.maximum(running_max, tl.max(x, axis=1))
+            running_sum = running_sum * tl.exp2(running_max - new_max) + tl.sum(
+                tl.exp2(x - new_max[:, None]), axis=1
+            )
+            running_max = new_max
+        else:
+            keep = (rows[:, None] < M) & (cols[None, :] < N)
+            x = s * scale + bias
+            terms = _softplus(tl.where(cols[None, :] == positive_col[:, None], -x, x))
+            running_sum += tl.sum(tl.where(keep, terms, 0.0), axis=1)
+    if MODE == 0:
+        # a row with every column excluded gets log(0) = -inf, as torch.logsumexp does
+        out = (running_max + tl.log2(tl.where(rows < M, running_sum, 1.0))) * LN2
+    else:
+        out = running_sum
+    tl.store(out_ptr + rows, out, mask=rows < M)
+
+
+@triton.jit
+def _backward_rows_kernel(
+    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr,
+    dq_ptr, partial_ptr, M, N, D,
+    MODE: tl.constexpr, NUM_EX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Grid (row blocks, feature chunks): ``dq[rows, chunk]`` and partial sums for d scale, d bias.
+
+    ``partial_ptr`` gets two floats per program: sum(dlogit * s) and sum(dlogit).
+    """
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    bias = 0.0
+    if MODE == 1:
+        bias = tl.load(bias_ptr).to(tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
+    d_scale = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    d_bias = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        s = _similarity_tile(q_ptr, k_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
+        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, MODE, NUM_EX)
+        d_scale += tl.sum(dx * s, axis=1)
+        d_bias += tl.sum(dx, axis=1)
+        k_tile = tl.load(
+            k_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :],
+            mask=(cols[:, None] < N) & (dims[None, :] < D),
+            other=0.0,
+        )
+        d_sim = (dx * scale).to(k_tile.dtype)  # the input dtype, for the tensor cores
+        if UPCAST:
+            d_sim = d_sim.to(tl.float32)
+            k_tile = k_tile.to(tl.float32)
+        acc = tl.dot(d_sim, k_tile, acc, input_precision=PRECISION)
+    out_mask = (rows[:, None] < M) & (dims[None, :] < D)
+    tl.store(dq_ptr + rows.to(tl.int64)[:, None] * D + dims[None, :], acc, mask=out_mask)
+    program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    tl.store(partial_ptr + 2 * program, tl.sum(d_scale, axis=0))
+    tl.store(partial_ptr + 2 * program + 1, tl.sum(d_bias, axis=0))
+
+
+@triton.jit
+def _backward_cols_kernel(
+    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr, dk_ptr, M, N, D,
+    MODE: tl.constexpr, NUM_EX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Grid (column blocks, feature chunks): ``dk[cols, chunk]``, the tiles recomputed column-wise."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    bias = 0.0
+    if MODE == 1:
+        bias = tl.load(bias_ptr).to(tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
+    for start in range(0, M, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        s = _similarity_tile(q_ptr, k_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
+        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, MODE, NUM_EX)
+        q_tile = tl.load(
+            q_ptr + rows.to(tl.int64)[:, None] * D + dims[None, :],
+            mask=(rows[:, None] < M) & (dims[None, :] < D),
+            other=0.0,
+        )
+        d_sim = (dx * scale).to(q_tile.dtype)
+        if UPCAST:
+            d_sim = d_sim.to(tl.float32)
+            q_tile = q_tile.to(tl.float32)
+        acc = tl.dot(tl.trans(d_sim), q_tile, acc, input_precision=PRECISION)
+    out_mask = (cols[:, None] < N) & (dims[None, :] < D)
+    tl.store(dk_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :], acc, mask=out_mask)
+
+
+# --- host code ------------------------------------------------------------------------------------
+# Under the interpreter every tile operation costs Python overhead, so fewer, larger tiles are faster;
+# tests shrink them (this dict is read at each launch) to exercise many tiles on small inputs.
+INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 32, "BLOCK_DO": 32}
+
+
+def _blocks(dim: int) -> dict:
+    """Tile sizes and launch options; the CUDA ones are a starting point for H100-class cards, untuned."""
+    width = max(16, triton.next_power_of_2(dim))
+    if INTERPRET:
+        return {**INTERPRETER_BLOCKS, "num_warps": 4}
+    return {
+        "BLOCK_M": 64,
+        "BLOCK_N": 64,
+        "BLOCK_D": min(width, 64),
+        "BLOCK_DO": min(width, 128),
+        "num_warps": 4,
+        "num_stages": 2,
+    }
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # float32 inputs get exact float32 products unless torch itself was told TF32 is acceptable
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _common(q: Tensor) -> dict:
+    return {"PRECISION": _precision(q.dtype), "UPCAST": INTERPRET and q.dtype == torch.bfloat16}
+
+
+def _scalar(x: Tensor, like: Tensor) -> Tensor:
+    return x.detach().reshape(1).to(device=like.device, dtype=torch.float32).contiguous()
+
+
+def _forward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, exclude: Tensor | None,
+             pos_col: Tensor | None, mode: int) -> Tensor:  # fmt: skip
+    rows, dim = q.shape
+    blocks = _blocks(dim)
+    out = torch.empty(rows, dtype=torch.float32, device=q.device)
+    scale_t = _scalar(scale, q)
+    bias_t = scale_t if bias is None else _scalar(bias, q)
+    _forward_kernel[(triton.cdiv(rows, blocks["BLOCK_M"]),)](
+        q, k, scale_t, bias_t,
+        q if exclude is None else exclude, q if pos_col is None else pos_col, out,
+        rows, k.shape[0], dim,
+        MODE=mode, NUM_EX=0 if exclude is None else exclude.shape[1],
+        **{key: v for key, v in blocks.items() if key != "BLOCK_DO"}, **_common(q),
+    )  # fmt: skip
+    return out
+
+
+def _backward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, stat: Tensor, grad: Tensor,
+              exclude: Tensor | None, pos_col: Tensor | None, mode: int, need_q: bool, need_k: bool,
+              ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:  # fmt: skip
+    """(dq float32 or None, dk float32 or None, d scale, d bias) for d loss / d logit given by MODE."""
+    rows, dim = q.shape
+    cols = k.shape[0]
+    blocks = _blocks(dim)
+    chunks = triton.cdiv(dim, blocks["BLOCK_DO"])
+    scale_t = _scalar(scale, q)
+    bias_t = scale_t if bias is None else _scalar(bias, q)
+    # unused pointer arguments get any tensor: the MODE / NUM_EX branches never read them
+    ex_arg, pos_arg = (q if exclude is None else exclude), (q if pos_col is None else pos_col)
+    args = (q, k, scale_t, bias_t, stat, grad, ex_arg, pos_arg)
+    meta = {"MODE": mode, "NUM_EX": 0 if exclude is None else exclude.shape[1], **blocks, **_common(q)}
+    # The row kernel also yields the scalar gradients, so it runs even when q needs none.
+    dq = torch.empty(rows, dim, dtype=torch.float32, device=q.device)
+    row_blocks = triton.cdiv(rows, blocks["BLOCK_M"])
+    partial = torch.empty(row_blocks, chunks, 2, dtype=torch.float32, device=q.device)
+    _backward_rows_kernel[(row_blocks, chunks)](*args, dq, partial, rows, cols, dim, **meta)
+    dk = None
+    if need_k:
+        dk = torch.empty(cols, dim, dtype=torch.float32, device=q.device)
+        grid = (triton.cdiv(cols, blocks["BLOCK_N"]), chunks)
+        _backward_cols_kernel[grid](*args, dk, rows, cols, dim, **meta)
+    # every feature chunk saw the same tiles: the scalar sums of the first chunk are the whole
+    sums = partial[:, 0].sum(dim=0)
+    return (dq if need_q else None), dk, sums[0], sums[1]
+
+
+def _prepare(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    return q.contiguous(), k.contiguous()
+
+
+class FusedRowLSE(torch.autograd.Function):
+    """``lse_r = log sum_{c not excluded} exp(scale * <q_r, k_c>)`` with the fused kernels."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None) -> Tensor:
+        q, k = _prepare(q, k)
+        exclude = None if exclude is None or exclude.numel() == 0 else exclude.to(torch.int64).contiguous()
+        lse = _forward(q, k, scale, None, exclude, None, _LSE)
+        ctx.has_exclude = exclude is not None
+        ctx.save_for_backward(q, k, scale, lse, *(() if exclude is None else (exclude,)))
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad_lse: Tensor):
+        q, k, scale, lse, *rest = ctx.saved_tensors
+        exclude = rest[0] if ctx.has_exclude else None
+        need_q, need_k, need_scale = ctx.needs_input_grad[:3]
+        grad = grad_lse.to(torch.float32).contiguous()
+        dq, dk, d_scale, _ = _backward(q, k, scale, None, lse, grad, exclude, None, _LSE, need_q, need_k)
+        return (
+            None if dq is None else dq.to(q.dtype),
+            None if dk is None else dk.to(k.dtype),
+            d_scale.to(scale.dtype) if need_scale else None,
+            None,
+        )
+
+
+class FusedSigmoidSum(torch.autograd.Function):
+    """``sum_{r,c} softplus(-z_rc (scale <q_r, k_c> + bias))``, z = +1 at ``pos_col[r]``, fused."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor) -> Tensor:
+        q, k = _prepare(q, k)
+        pos_col = pos_col.to(torch.int64).contiguous()
+        per_row = _forward(q, k, scale, bias, None, pos_col, _SIGMOID)
+        ctx.save_for_backward(q, k, scale, bias, pos_col)
+        return per_row.sum()
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        q, k, scale, bias, pos_col = ctx.saved_tensors
+        need_q, need_k, need_scale, need_bias = ctx.needs_input_grad[:4]
+        grad = grad_total.to(torch.float32).reshape(1).contiguous()
+        # the sigmoid loss needs no row statistic: ``grad`` fills that slot too
+        dq, dk, d_scale, d_bias = _backward(
+            q, k, scale, bias, grad, grad, None, pos_col, _SIGMOID, need_q, need_k
+        )
+        return (
+            None if dq is None else dq.to(q.dtype),
+            None if dk is None else dk.to(k.dtype),
+            d_scale.to(scale.dtype) if need_scale else None,
+            d_bias.to(bias.dtype) if need_bias else None,
+            None,
+        )
+
+
+def row_logsumexp(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """Fused ``workbench.losses._kernels.row_logsumexp``: (M,) float32, differentiable in q, k, scale."""
+    return FusedRowLSE.apply(q, k, scale, exclude)
+
+
+def pairwise_sigmoid_sum(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor) -> Tensor:
+    """Fused ``workbench.losses._kernels.pairwise_sigmoid_sum``: a float32 scalar."""
+    return FusedSigmoidSum.apply(q, k, scale, bias, pos_col)
