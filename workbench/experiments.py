@@ -53,8 +53,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.losses import loss_names
+from workbench.losses import loss_names, loss_parameters
 from workbench.runs import RUN_ID_PATTERN, Run, RunWriter, load_run, runs_root
+from workbench.structures import REGULARIZERS
 from workbench.train import TrainConfig, train
 
 DEFAULT_TOWER: dict = {"hidden": 128, "depth": 2, "out_dim": 64}
@@ -96,6 +97,17 @@ ABLATION_METRICS = (
     "relative_modality_gap",
 )
 BATCH_METRICS = ("zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap")
+STRUCTURE_METRICS = (
+    "zero_shot_acc",
+    "linear_probe_acc",
+    "fewshot_5_acc",
+    "mean_R",
+    "centroid_gap",
+    "relative_modality_gap",
+    "alignment",
+    "uniformity",
+    "effective_rank",
+)
 
 _RUN_ID_RE = re.compile(RUN_ID_PATTERN)
 
@@ -330,17 +342,24 @@ def _run_grid(
     root: str | Path | None,
     post: Callable[[Run], dict[str, float]] | None = None,
     progress: bool = False,
+    first_seed: int = 0,
+    summary_id: str | None = None,
+    plan_only: bool = False,
 ) -> pd.DataFrame:
     """Train every (point, seed), then write and return the tables of the ``<tag>-summary`` run.
 
     ``metrics`` are read from the last row of each run's metrics (NaN where absent); ``post(run)``,
-    run in the worker after training, may add or override values."""
+    run in the worker after training, may add or override values. Seeds are ``first_seed, ...,
+    first_seed + seeds - 1``. ``summary_id`` replaces ``<tag>-summary`` (so grids that share their runs
+    can keep separate summaries). ``plan_only`` checks everything and returns the plan (one row per
+    run: coordinates, seed, run_id) without training or writing anything."""
     workers = workers or min(4, os.cpu_count() or 1)
     root_arg = None if root is None else str(root)
+    summary_id = summary_id or f"{tag}-summary"
     columns = list(metrics)
     jobs, rows = [], []
     for point in points:
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             config = dataclasses.replace(point.config, seed=seed)
             config.validate()
             run_id = f"{tag}-{point.slug}-s{seed}"
@@ -351,7 +370,9 @@ def _run_grid(
     summary_config = {"kind": kind, "tag": tag, "seeds": seeds, "metrics": columns, **settings}
     for run_id, config, *_ in jobs:
         _check_existing(run_id, config.to_dict(), root_arg, tag)
-    _check_existing(f"{tag}-summary", summary_config, root_arg, tag)
+    _check_existing(summary_id, summary_config, root_arg, tag)
+    if plan_only:
+        return pd.DataFrame(rows)
 
     results = _run_jobs(jobs, workers, progress)
     table = pd.DataFrame([{**row, **result} for row, result in zip(rows, results, strict=True)])
@@ -363,7 +384,7 @@ def _run_grid(
         aggregations[f"{name}_std"] = (name, "std")
     aggregations["runs"] = ("seed", "count")
     summary = table.groupby(coords, sort=False).agg(**aggregations).reset_index()
-    with RunWriter.create(summary_config, run_id=f"{tag}-summary", root=root) as writer:
+    with RunWriter.create(summary_config, run_id=summary_id, root=root) as writer:
         writer.save_table("runs", table)
         writer.save_table("summary", summary)
         writer.finish({"settings": len(summary), "runs": len(table), "seconds": float(table.seconds.sum())})
@@ -720,6 +741,159 @@ def ablation_experiment(
     )
 
 
+# ------------------------------------------------------------------------------------------ structures
+
+
+def structure_variants(
+    regularizers: Sequence[str] = REGULARIZERS, weights: Sequence[float] | None = None
+) -> dict[str, dict[str, float]]:
+    """The variants :func:`structure_experiment` trains: name -> regularizer weights.
+
+    ``"base"`` (the base loss alone), each listed regularizer alone under its own name, and ``"all"``
+    (every listed regularizer together) when more than one is listed.
+
+    Args:
+        regularizers: names from ``workbench.structures.REGULARIZERS`` (may be empty: base only).
+        weights: one weight > 0 per regularizer, in the same order; None gives 1.0 each.
+
+    Raises:
+        ValueError: an unknown or repeated regularizer, or weights of the wrong length or value.
+    """
+    if isinstance(regularizers, (str, bytes)) or not isinstance(regularizers, Sequence):
+        raise ValueError(f"regularizers must be a list of names from {', '.join(REGULARIZERS)}")
+    names = [_one_of(REGULARIZERS)("regularizers", name) for name in regularizers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"regularizers has duplicate values: {list(regularizers)!r}")
+    if weights is None:
+        weights = [1.0] * len(names)
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != len(names):
+        raise ValueError(
+            f"weights must hold one number per regularizer ({len(names)} for {names}), got {weights!r}"
+        )
+    chosen = {
+        name: _check_number(f"weights[{i}] ({name})", w, 0.0, open_low=True)
+        for i, (name, w) in enumerate(zip(names, weights, strict=True))
+    }
+    variants: dict[str, dict[str, float]] = {"base": {}}
+    variants.update({name: {name: w} for name, w in chosen.items()})
+    if len(chosen) > 1:
+        variants["all"] = dict(chosen)
+    return variants
+
+
+def structure_experiment(
+    regularizers: Sequence[str] = REGULARIZERS,
+    weights: Sequence[float] | None = None,
+    loss: str = "clip",
+    dataset: str = "digits_captions",
+    steps: int = 500,
+    batch_size: int = 128,
+    seed: int = 0,
+    seeds: int = 1,
+    snapshots: int = 10,
+    mode: str = "four_term",
+    text_encoder: str = "minilm",
+    lr: float = 1e-3,
+    temperature: float = 0.07,
+    learn_scale: bool = True,
+    tower: dict | None = None,
+    probe_size: int | None = None,
+    data_seed: int = 0,
+    workers: int | None = None,
+    tag: str = "structure",
+    root: str | Path | None = None,
+    progress: bool = False,
+    plan_only: bool = False,
+) -> pd.DataFrame:
+    """The modality-structure regularizers with any base loss, with geometry over training.
+
+    Like :func:`ablation_experiment`, but the base loss, the regularizers, their weights and the
+    seeds are free, and each run takes ``snapshots`` evenly spaced snapshots (probe embeddings,
+    downstream accuracies and the geometry report), so the geometry can be followed over training.
+    The variants are those of :func:`structure_variants`; run ids are ``<tag>-<variant>-s<seed>``.
+
+    Summary: ``variant``, ``regularizers`` ("+"-joined, "" for the base), then mean/std of
+    :data:`STRUCTURE_METRICS` at the last step.
+
+    Args:
+        regularizers, weights: see :func:`structure_variants`.
+        loss: the base loss, a registry name (``workbench.losses.loss_names()``).
+        dataset: "digits_captions" or "mnist_captions".
+        seed, seeds: the seeds ``seed, ..., seed + seeds - 1``.
+        snapshots: snapshots per run, 1 to ``steps``.
+        mode: the base, "four_term" (the paper's L_con) or "clip".
+        plan_only: validate and return the plan (variant, seed, run_id) without training.
+        Others as in :func:`ablation_experiment`.
+    """
+    variants = structure_variants(regularizers, weights)
+    for name, value, allowed in (("loss", loss, loss_names()), ("dataset", dataset, CAPTION_DATASETS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    tower = _check_common(
+        seeds, steps, batch_size, lr, temperature, learn_scale, tower, workers, tag, probe_size, data_seed
+    )
+    _check_int("seed", seed, 0)
+    _check_int("snapshots", snapshots, 1)
+    if snapshots > steps:
+        raise ValueError(f"snapshots must be <= steps ({steps}), got {snapshots}")
+    if mode not in ("four_term", "clip"):
+        raise ValueError(f"mode must be 'four_term' or 'clip'; got {mode!r}")
+    text_encoder = _check_encoder(text_encoder)
+    params = {"text_encoder": text_encoder, "seed": data_seed}
+    n_train, n_test, _ = _dataset_sizes(dataset, params)
+    if batch_size > n_train:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of {dataset}")
+    every = max(1, steps // snapshots)
+    points = []
+    for variant, chosen in variants.items():
+        config = _base_config(
+            dataset,
+            params,
+            steps,
+            batch_size,
+            lr,
+            tower,
+            probe_size or n_test,
+            loss=loss,
+            loss_params={"temperature": temperature} if "temperature" in loss_parameters(loss) else {},
+            learn_scale=learn_scale,
+            structure={"mode": mode, "weights": chosen},
+        )
+        config = dataclasses.replace(config, eval_every=every, snapshot_every=every, checkpoint_every=every)
+        constants = {"regularizers": "+".join(chosen)}
+        points.append(_Point({"variant": variant}, variant, config, constants))
+    settings = {
+        "variants": {name: chosen for name, chosen in variants.items()},
+        "loss": loss,
+        "dataset": dataset,
+        "steps": steps,
+        "batch_size": batch_size,
+        "first_seed": seed,
+        "snapshots": snapshots,
+        "mode": mode,
+        "text_encoder": text_encoder,
+        "lr": lr,
+        "temperature": temperature,
+        "learn_scale": learn_scale,
+        "tower": tower,
+        "probe_size": probe_size,
+        "data_seed": data_seed,
+    }
+    return _run_grid(
+        tag,
+        "structure",
+        points,
+        seeds,
+        STRUCTURE_METRICS,
+        settings,
+        workers,
+        root,
+        progress=progress,
+        first_seed=seed,
+        plan_only=plan_only,
+    )
+
+
 # ------------------------------------------------------------------------------------------ 4. batch size
 
 
@@ -738,6 +912,9 @@ def batch_size_experiment(
     tag: str = "batchsize",
     root: str | Path | None = None,
     progress: bool = False,
+    steps: int | None = None,
+    summary_id: str | None = None,
+    plan_only: bool = False,
 ) -> pd.DataFrame:
     """Downstream accuracy against batch size for the CLIP loss and the global-objective estimators.
 
@@ -746,7 +923,8 @@ def batch_size_experiment(
     and the same lr for every batch size. Every batch size trains for the same number of epochs, so
     it sees the same data: ``steps = max(1, int(epochs * train_rows) // batch_size)`` (1,348 training
     rows: 30 epochs are 2,527 steps at B = 16, 631 at 64, 157 at 256). The number of steps is a
-    column of the summary.
+    column of the summary. With ``steps`` given, every batch size trains that many steps instead
+    (equal updates; larger batches then see more data) and ``epochs`` is ignored.
 
     Summary: ``batch_size``, ``loss``, ``steps``, then mean/std of :data:`BATCH_METRICS`.
 
@@ -754,14 +932,20 @@ def batch_size_experiment(
         batch_sizes: each >= 2 and at most the training rows.
         losses: registry loss names (``workbench.losses.loss_names()``).
         epochs: passes over the training split (> 0; fractions allowed).
+        steps: None (equal epochs) or the steps of every run (>= 1).
+        summary_id: run id of the summary run (default ``<tag>-summary``); the per-run ids depend only
+            on ``tag``, batch size, loss and seed, so grids with one tag share their runs.
+        plan_only: validate and return the plan (one row per run) without training.
         Others as in :func:`information_gap_experiment`.
     """
     batch_sizes = _check_grid("batch_sizes", batch_sizes, lambda n, v: _check_int(n, v, 2))
     losses = _check_grid("losses", losses, _one_of(tuple(loss_names())))
     tower = _check_common(
-        seeds, None, None, lr, temperature, False, tower, workers, tag, probe_size, data_seed
+        seeds, steps, None, lr, temperature, False, tower, workers, tag, probe_size, data_seed
     )
     epochs = _check_number("epochs", epochs, 0.0, open_low=True)
+    if summary_id is not None and not (isinstance(summary_id, str) and _RUN_ID_RE.fullmatch(summary_id)):
+        raise ValueError(f"summary_id {summary_id!r} is not allowed: it must match {RUN_ID_PATTERN}")
     text_encoder = _check_encoder(text_encoder)
     params = {"text_encoder": text_encoder, "seed": data_seed}
     n_train, n_test, _ = _dataset_sizes("digits_captions", params)
@@ -769,12 +953,12 @@ def batch_size_experiment(
     for batch_size in batch_sizes:
         if batch_size > n_train:
             raise ValueError(f"batch_sizes must be <= the {n_train} training rows, got {batch_size}")
-        steps = max(1, int(epochs * n_train) // batch_size)
+        run_steps = steps if steps is not None else max(1, int(epochs * n_train) // batch_size)
         for loss in losses:
             config = _base_config(
                 "digits_captions",
                 params,
-                steps,
+                run_steps,
                 batch_size,
                 lr,
                 tower,
@@ -784,7 +968,7 @@ def batch_size_experiment(
                 learn_scale=False,
             )
             coords = {"batch_size": batch_size, "loss": loss}
-            points.append(_Point(coords, f"b{batch_size}-{loss}", config, {"steps": steps}))
+            points.append(_Point(coords, f"b{batch_size}-{loss}", config, {"steps": run_steps}))
     settings = {
         "batch_sizes": batch_sizes,
         "losses": losses,
@@ -797,8 +981,20 @@ def batch_size_experiment(
         "probe_size": probe_size,
         "data_seed": data_seed,
     }
+    if steps is not None:  # only when set, so summaries written before this option still match
+        settings["steps"] = steps
     return _run_grid(
-        tag, "batch_size", points, seeds, BATCH_METRICS, settings, workers, root, progress=progress
+        tag,
+        "batch_size",
+        points,
+        seeds,
+        BATCH_METRICS,
+        settings,
+        workers,
+        root,
+        progress=progress,
+        summary_id=summary_id,
+        plan_only=plan_only,
     )
 
 

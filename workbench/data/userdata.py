@@ -225,6 +225,159 @@ def user_embeddings(path, test_fraction: float = 0.25, seed: int = 0) -> Multimo
     )
 
 
+def save_paired_embeddings(
+    path,
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    labels: np.ndarray | None = None,
+    captions: list[str] | None = None,
+) -> Path:
+    """Write paired embeddings in the layout :func:`load_paired_embeddings` reads, and check it reads back.
+
+    Args:
+        path: a ``.npz`` or ``.parquet`` file (parent folders are created; the write is atomic).
+        image_emb, text_emb: (n, d_image) and (n, d_text) numbers.
+        labels: optional (n,) integers >= 0 or strings.
+        captions: optional n strings.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: an unsupported suffix, or data that :func:`load_paired_embeddings` rejects (the file
+            is then not left behind).
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".parquet", ".pq"):
+        raise ValueError(f"path must end in .npz or .parquet, got {path.name!r}")
+    arrays = {"image_emb": np.asarray(image_emb), "text_emb": np.asarray(text_emb)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    if captions is not None:
+        arrays["captions"] = np.asarray([str(c) for c in captions], dtype=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.stem}{suffix}")
+    try:
+        if suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        else:
+            import pandas as pd
+
+            columns = {k: (list(v) if v.ndim == 2 else v) for k, v in arrays.items()}
+            pd.DataFrame(columns).to_parquet(tmp)
+        load_paired_embeddings(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+EXAMPLE_STEPS = 300
+
+
+def example_embeddings_path(steps: int = EXAMPLE_STEPS, seed: int = 0, text_encoder: str = "auto") -> Path:
+    """Where :func:`make_example_embeddings` writes: ``<data home>/examples/digits_captions-clip-...npz``."""
+    from workbench.data.multimodal import resolve_text_encoder
+    from workbench.runs import data_home
+
+    encoder = resolve_text_encoder(text_encoder)
+    return data_home() / "examples" / f"digits_captions-clip-{encoder}-{steps}steps-s{seed}.npz"
+
+
+def make_example_embeddings(
+    path=None, steps: int = EXAMPLE_STEPS, seed: int = 0, text_encoder: str = "auto", overwrite: bool = False
+) -> Path:
+    """An example file of paired embeddings, made offline: a small CLIP model on captioned digits.
+
+    Trains a two-tower model (MLP towers, 64-d shared space, symmetric CLIP loss with a learnable
+    temperature, batch 128, Adam) on the training split of ``digits_captions`` for ``steps`` steps, then
+    writes the L2-normalised image and caption embeddings of all 1,797 digits, with their labels and
+    canonical captions, as an ``.npz`` in the layout of :func:`load_paired_embeddings`. Takes a few
+    seconds on a CPU (plus the one-off caption encoding). An existing file is reused unless
+    ``overwrite``.
+
+    Args:
+        path: output file; default :func:`example_embeddings_path`.
+        steps: training steps (>= 1).
+        seed: model and caption seed (>= 0).
+        text_encoder: "auto", "minilm" or "tokens" (see ``digits_captions``).
+        overwrite: retrain and rewrite an existing file.
+
+    Returns:
+        The file's path.
+    """
+    check_int("steps", steps, 1)
+    check_int("seed", seed, 0)
+    if path is None:
+        path = example_embeddings_path(steps, seed, text_encoder)
+    path = Path(path).expanduser()
+    if path.is_file() and not overwrite:
+        return path
+    from workbench.data import step_generator
+    from workbench.train import TrainConfig, make_trainer
+
+    tower = {"hidden": 128, "depth": 2, "out_dim": 64}
+    config = TrainConfig(
+        dataset="digits_captions",
+        dataset_params={"text_encoder": text_encoder, "seed": seed},
+        loss="clip",
+        learn_scale=True,
+        batch_size=128,
+        steps=steps,
+        seed=seed,
+        device="cpu",
+        image_tower=tower,
+        text_tower=tower,
+    )
+    trainer = make_trainer(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small is fastest on one thread, and a busy CPU punishes more
+    try:
+        for step in range(steps):
+            trainer.train_step(step)
+        dataset = trainer.dataset
+        batch = dataset.batch(torch.arange(len(dataset)), step_generator(seed, 0), augment=False)
+        trainer.model.eval()
+        with torch.no_grad():
+            out = trainer.model(batch, {"img", "txt"})
+    finally:
+        torch.set_num_threads(threads)
+    image = torch.nn.functional.normalize(out["img"], dim=1).numpy()
+    text = torch.nn.functional.normalize(out["txt"], dim=1).numpy()
+    captions = [row[0] for row in dataset.captions]
+    return save_paired_embeddings(path, image, text, labels=dataset.labels, captions=captions)
+
+
+def resolve_embeddings_path(value: str, name: str = "embeddings_path") -> Path:
+    """The paired-embeddings file a notebook parameter names; ``""`` means the offline example.
+
+    Args:
+        value: a path to a ``.npz`` / ``.parquet`` file, or "" for :func:`make_example_embeddings`.
+        name: the parameter's name, for error messages.
+
+    Raises:
+        ValueError: not a string, the file is missing, or its suffix is not .npz / .parquet (the
+            message names the parameter and what it accepts).
+    """
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"{name} must be a path string (or empty for the example), got {value!r}")
+    if str(value).strip() == "":
+        return make_example_embeddings()
+    path = Path(value).expanduser()
+    if path.suffix.lower() not in (".npz", ".parquet", ".pq"):
+        raise ValueError(
+            f"{name} must be a .npz or .parquet file (or empty for the example), got {str(value)!r}"
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"{name} {str(value)!r}: no such file; give a .npz or .parquet of paired embeddings "
+            "(keys image_emb, text_emb), or leave it empty for the example"
+        )
+    return path
+
+
 # ---------------------------------------------------------------------------------------- image folder
 
 
