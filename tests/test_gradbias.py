@@ -239,3 +239,82 @@ def test_default_warmup_passes():
     assert gradbias.default_warmup_passes(build_loss("sogclr", num_samples=N, gamma=0.9)) == 3
     passes = gradbias.default_warmup_passes(build_loss("bayes", num_samples=N, gamma=0.1))
     assert (1 - 0.1) ** (passes - 1) < 0.05 <= (1 - 0.1) ** (passes - 2)
+
+
+def test_samples_hold_one_row_per_full_gradient(data, clip_table):
+    x_a, x_b = data
+    table, samples = gradbias.measure(
+        tiny_model(),
+        x_a,
+        x_b,
+        ["clip"],
+        [4, 16, N],
+        repeats=100,
+        seed=0,
+        bias_repeats=500,
+        return_samples=True,
+    )
+    pd.testing.assert_frame_equal(table, clip_table, check_exact=True)
+    assert list(samples.columns) == gradbias.SAMPLE_COLUMNS
+    assert len(samples) == 3 * 100
+    full = samples[samples.batch_size == N]
+    assert full.cosine.min() > 1 - 1e-6 and full.rel_error.max() < 1e-5
+    small = samples[samples.batch_size == 4]
+    assert small.repeat.tolist() == list(range(100))
+    assert small.cosine.between(-1, 1).all() and small.cosine.std() > 0
+    # mean ||g_B - g*||^2 = variance of the same gradients + ||their mean - g*||^2 >= variance
+    norm = clip_table.bias.iloc[0] / clip_table.rel_bias.iloc[0]
+    assert (small.rel_error**2).mean() * norm**2 > clip_table.variance.iloc[0]
+
+
+def test_loss_specs_take_labels_only():
+    assert list(gradbias.loss_specs()) == list(gradbias.ALL_LOSSES)
+    assert gradbias.loss_specs(["bayes-point"]) == {"bayes-point": {"name": "bayes", "shape": math.inf}}
+    with pytest.raises(ValueError, match=r"losses has unknown label\(s\) \['nope'\]; allowed: clip, ntxent"):
+        gradbias.loss_specs(["clip", "nope"])
+    with pytest.raises(ValueError, match="losses must be a non-empty list"):
+        gradbias.loss_specs("clip")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(dataset="digits_captions"), "dataset must be one of synthetic, digits_views"),
+        (dict(batch_sizes=[4, 300]), r"batch_sizes must be integers in \[2, N=256\]"),
+        (dict(temperature=0.0), "temperature must be a number > 0"),
+        (dict(bias_repeats=1), "bias_repeats must be an integer >= 2"),
+        (dict(model_size="huge"), "model size must be one of"),
+        (dict(losses=["nope"]), "unknown loss name 'nope'"),
+    ],
+)
+def test_validate_gradbias_rejects_bad_input_before_training(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gradbias.validate_gradbias(**kwargs)
+
+
+def test_run_gradbias_stores_tables_and_reuses_a_complete_run(tmp_path, monkeypatch):
+    from workbench.runs import load_run
+
+    kwargs = dict(
+        losses=["clip", "bayes-point"],
+        batch_sizes=[4, 32],
+        repeats=3,
+        bias_repeats=5,
+        dataset_params={"num_samples": 32},
+        pretrain_steps=2,
+        run_id="gb",
+        root=tmp_path,
+    )
+    table = gradbias.run_gradbias(**kwargs)
+    run = load_run("gb", root=tmp_path)
+    assert run.is_complete and {"gradbias", "gradbias_samples"} <= set(run.tables)
+    assert run.config["losses"]["bayes-point"] == {"name": "bayes", "shape": math.inf, "temperature": 0.1}
+    assert len(run.table("gradbias_samples")) == (1 + 2) * 2 * 3  # (clip + bayes cold/warm) x B x repeats
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a complete run must not be measured again")
+
+    monkeypatch.setattr(gradbias, "measure", no_measuring)
+    again = gradbias.run_gradbias(**kwargs)
+    pd.testing.assert_frame_equal(again, table)
+    assert load_run("gb", root=tmp_path).is_complete

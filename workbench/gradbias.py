@@ -56,6 +56,8 @@ COLUMNS = [
     "repeats",
     "bias_repeats",
 ]
+# Per-minibatch rows of the ``repeats`` full gradients (``measure(..., return_samples=True)``).
+SAMPLE_COLUMNS = ["loss", "state", "batch_size", "repeat", "cosine", "rel_error", "value"]
 
 
 def _with_chunking(loss: ContrastiveLoss, chunk_size: int) -> ContrastiveLoss:
@@ -220,7 +222,8 @@ def measure(
     chunk_size: int = 1024,
     micro_batch: int | None = 1024,
     bias_repeats: int = 2000,
-) -> pd.DataFrame:
+    return_samples: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Bias, variance, MSE, cosine and Jensen gap of minibatch gradients, per loss and batch size.
 
     Args:
@@ -235,9 +238,12 @@ def measure(
             enough for a running average to forget its first visit (weight below 5%): about
             3 / gamma passes for SogCLR/Bayes, one pass to fill a MoCo queue.
         chunk_size, micro_batch: memory controls for the exact full gradient.
+        return_samples: also return one row per full-gradient minibatch (``SAMPLE_COLUMNS``):
+            ``cosine`` = cos(g_B, g*), ``rel_error`` = ||g_B - g*|| / ||g*||, ``value`` = L_B.
 
     Returns:
-        DataFrame with columns ``COLUMNS``; ``state`` is "stateless", "cold" or "warm".
+        DataFrame with columns ``COLUMNS``; ``state`` is "stateless", "cold" or "warm". With
+        ``return_samples``, the pair (that table, the per-batch table).
     """
     num_samples = x_a.shape[0]
     if x_b.shape[0] != num_samples:
@@ -257,7 +263,7 @@ def measure(
     model.eval()
     with torch.no_grad():
         z_a, z_b = model(x_a, x_b)
-    rows = []
+    rows, samples = [], []
     for label, loss in resolved.items():
         g_star, value = full_gradient(model, x_a, x_b, loss, chunk_size, micro_batch, return_value=True)
         objective = loss.global_objective()
@@ -279,7 +285,7 @@ def measure(
                         passes = default_warmup_passes(loss) if warmup_passes is None else warmup_passes
                         warm_up(model, x_a, x_b, loss, batch_size, passes, seed)
                 saved = copy.deepcopy(loss.state_dict())
-                grads = []
+                grads, batch_values = [], []
                 for repeat in range(repeats):
                     loss.load_state_dict(saved)
                     index = _batch_index(num_samples, batch_size, seed, repeat)
@@ -287,17 +293,43 @@ def measure(
                     def loss_fn(z_a: Tensor, z_b: Tensor, index=index, loss=loss) -> Tensor:
                         return loss(z_a, z_b, index=index)
 
-                    grad, _ = _gradient(model, x_a[index], x_b[index], loss_fn, micro_batch)
+                    grad, batch_value = _gradient(model, x_a[index], x_b[index], loss_fn, micro_batch)
                     grads.append(grad)
+                    batch_values.append(batch_value)
                 mean, values = _mean_gradient(
                     model, x_a, x_b, z_a, z_b, loss, saved, batch_size, bias_repeats, seed, micro_batch
                 )
                 stats = _stats(torch.stack(grads), mean, bias_repeats, g_star, values, offset)
                 rows.append({"loss": label, "state": state, "batch_size": batch_size, **stats})
+                if return_samples:
+                    samples.extend(
+                        _sample_rows(torch.stack(grads), g_star, batch_values, label, state, batch_size)
+                    )
         if loss.stateful:
             loss.reset_state()
     model.train(was_training)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return (table, pd.DataFrame(samples, columns=SAMPLE_COLUMNS)) if return_samples else table
+
+
+def _sample_rows(
+    grads: Tensor, g_star: Tensor, values: list[float], loss: str, state: str, batch_size: int
+) -> list[dict]:
+    norm = float(g_star.norm())
+    cosines = torch.nn.functional.cosine_similarity(grads, g_star.unsqueeze(0), dim=1)
+    errors = (grads - g_star).norm(dim=1) / norm if norm > 0 else torch.full((len(grads),), math.nan)
+    return [
+        {
+            "loss": loss,
+            "state": state,
+            "batch_size": batch_size,
+            "repeat": repeat,
+            "cosine": float(cosines[repeat]) if norm > 0 else math.nan,
+            "rel_error": float(errors[repeat]),
+            "value": values[repeat],
+        }
+        for repeat in range(len(grads))
+    ]
 
 
 ALL_LOSSES: dict[str, dict] = {
@@ -312,6 +344,84 @@ ALL_LOSSES: dict[str, dict] = {
     "bayes-point": {"name": "bayes", "shape": math.inf},
     "bayes-batch": {"name": "bayes", "shape": math.inf, "estimator": "batch"},
 }
+
+
+# Pair datasets the lab can probe (the image-text datasets need the multimodal trainer's towers).
+GRADBIAS_DATASETS = ("synthetic", "digits_views")
+
+
+def loss_specs(labels: Sequence[str] | None = None) -> dict[str, dict]:
+    """Specs of :data:`ALL_LOSSES` for ``labels`` (all of them when None), in the given order.
+
+    Raises:
+        ValueError: ``labels`` is empty, a plain string, or names a label outside ``ALL_LOSSES``.
+    """
+    if labels is None:
+        return {label: dict(spec) for label, spec in ALL_LOSSES.items()}
+    allowed = ", ".join(ALL_LOSSES)
+    if isinstance(labels, str) or not list(labels):
+        raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
+    unknown = [label for label in labels if label not in ALL_LOSSES]
+    if unknown:
+        raise ValueError(f"losses has unknown label(s) {unknown}; allowed: {allowed}")
+    return {label: dict(ALL_LOSSES[label]) for label in labels}
+
+
+def validate_gradbias(
+    losses: Mapping[str, dict] | Sequence[str] | None = None,
+    batch_sizes: Sequence[int] = (4, 16, 64, 256),
+    repeats: int = 50,
+    dataset: str = "synthetic",
+    dataset_params: Mapping | None = None,
+    model_size: str = "tiny",
+    pretrain_steps: int = 100,
+    temperature: float = 0.1,
+    bias_repeats: int = 2000,
+):
+    """Check :func:`run_gradbias`'s arguments before any training; return ``(loss specs, dataset)``.
+
+    A list of ``losses`` takes labels of :data:`ALL_LOSSES` (``bayes-point`` ...) or registry names.
+    Every spec gets ``temperature`` where its loss takes one and none is given, and is built once so a
+    bad loss parameter fails here.
+
+    Raises:
+        ValueError: naming the parameter and its allowed values.
+    """
+    from workbench.data import build_dataset
+    from workbench.losses import loss_parameters
+    from workbench.models import model_size as size_config
+
+    if dataset not in GRADBIAS_DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(GRADBIAS_DATASETS)}; got {dataset!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int) or pretrain_steps < 0:
+        raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
+    for name, value in (("repeats", repeats), ("bias_repeats", bias_repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
+    size_config(model_size)
+    if losses is None:
+        specs = loss_specs()
+    elif isinstance(losses, Mapping):
+        specs = {label: dict(spec) for label, spec in losses.items()}
+    else:
+        if isinstance(losses, str) or not list(losses):
+            raise ValueError(f"losses must be a non-empty list of labels or names; got {losses!r}")
+        specs = {name: dict(ALL_LOSSES.get(name, {"name": name})) for name in losses}
+    for label, spec in specs.items():
+        spec.setdefault("name", label)
+        if "temperature" in loss_parameters(spec["name"]):
+            spec.setdefault("temperature", temperature)
+    data = build_dataset(dataset, **dict(dataset_params or {}))
+    num_samples = len(data)
+    bad = [
+        b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= num_samples
+    ]
+    if bad or not list(batch_sizes):
+        raise ValueError(f"batch_sizes must be integers in [2, N={num_samples}], got {list(batch_sizes)}")
+    _resolve_losses(specs, num_samples)
+    return specs, data
 
 
 def run_gradbias(
@@ -333,46 +443,37 @@ def run_gradbias(
 
     The model is first trained for ``pretrain_steps`` full-batch ``clip`` steps (bias at the random
     initialisation is rarely the interesting case), then :func:`measure` runs on one fixed draw of
-    the paired inputs. The table lands in the run's ``gradbias`` table.
+    the paired inputs. The run holds the tables ``gradbias`` (``COLUMNS``) and ``gradbias_samples``
+    (``SAMPLE_COLUMNS``, one row per full-gradient minibatch). A complete run with the same id and
+    config is returned from the store without measuring again.
 
     Args:
-        losses: labels -> {"name": ..., params} (default :data:`ALL_LOSSES`), or a list of names.
-            ``temperature`` is filled in where a loss takes one and none is given.
+        losses: labels -> {"name": ..., params} (default :data:`ALL_LOSSES`), or a list of labels of
+            ``ALL_LOSSES`` or registry names. ``temperature`` is filled in where a loss takes one and
+            none is given.
         batch_sizes: batch sizes to probe (the dataset size is the natural last one).
         repeats, seed, warmup_passes: as in :func:`measure`.
-        dataset, dataset_params, model_size: what to build (see ``workbench.data``).
+        dataset, dataset_params, model_size: what to build (``GRADBIAS_DATASETS``, ``workbench.data``).
         pretrain_steps: full-batch clip steps before measuring (0 measures at initialisation).
         temperature: default temperature for the losses.
         run_id, root: where to store the run (a new id by default).
     """
-    from workbench.data import build_dataset, step_generator
-    from workbench.losses import loss_parameters
+    from workbench.data import step_generator
     from workbench.models import build_pair_model
     from workbench.models import model_size as size_config
-    from workbench.runs import RunWriter, new_run_id
+    from workbench.runs import RunWriter, load_run, new_run_id
 
-    specs = dict(ALL_LOSSES) if losses is None else losses
-    if not isinstance(specs, Mapping):
-        specs = {name: {"name": name} for name in specs}
-    specs = {label: dict(spec) for label, spec in specs.items()}
-    for label, spec in specs.items():
-        spec.setdefault("name", label)
-        if "temperature" in loss_parameters(spec["name"]):
-            spec.setdefault("temperature", temperature)
-    data = build_dataset(dataset, **dict(dataset_params or {}))
-    if isinstance(pretrain_steps, bool) or not isinstance(pretrain_steps, int) or pretrain_steps < 0:
-        raise ValueError(f"pretrain_steps must be an integer >= 0, got {pretrain_steps!r}")
-    x_a, x_b = data.batch(torch.arange(len(data)), step_generator(seed, 0, stream=2))
-    torch.manual_seed(seed)
-    in_a, in_b = data.in_dims
-    model = build_pair_model("siamese" if data.views else "two_tower", in_a, in_b, size_config(model_size))
-    if pretrain_steps:
-        pretrain = build_loss("clip", temperature=temperature, chunk_size=1024)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for _ in range(pretrain_steps):
-            optimizer.zero_grad()
-            cached_backward(model, x_a, x_b, lambda z_a, z_b: pretrain(z_a, z_b), micro_batch=1024)
-            optimizer.step()
+    specs, data = validate_gradbias(
+        losses,
+        batch_sizes,
+        repeats,
+        dataset,
+        dataset_params,
+        model_size,
+        pretrain_steps,
+        temperature,
+        bias_repeats,
+    )
     config = {
         "kind": "gradbias",
         "losses": specs,
@@ -388,12 +489,45 @@ def run_gradbias(
         "bias_repeats": bias_repeats,
         "num_samples": len(data),
     }
-    # The writer is created first so a clashing run id fails before minutes of measuring.
-    with RunWriter.create(config, run_id=run_id or new_run_id(f"gradbias-{dataset}"), root=root) as writer:
-        table = measure(
-            model, x_a, x_b, specs, batch_sizes, repeats, seed, warmup_passes, bias_repeats=bias_repeats
+    run_id = run_id or new_run_id(f"gradbias-{dataset}")
+    try:
+        previous = load_run(run_id, root=root)
+        done = previous.is_complete and {"gradbias", "gradbias_samples"} <= set(previous.tables)
+        summary = previous.summary
+    except FileNotFoundError:
+        done = False
+    # The writer is created first so a clashing run id or config fails before minutes of measuring.
+    with RunWriter.create(config, run_id=run_id, root=root) as writer:
+        if done:
+            # Reopening records the notebook that asked again; the measurement itself is reused.
+            writer.finish(summary)
+            return previous.table("gradbias")
+        x_a, x_b = data.batch(torch.arange(len(data)), step_generator(seed, 0, stream=2))
+        torch.manual_seed(seed)
+        in_a, in_b = data.in_dims
+        kind = "siamese" if data.views else "two_tower"
+        model = build_pair_model(kind, in_a, in_b, size_config(model_size))
+        if pretrain_steps:
+            pretrain = build_loss("clip", temperature=temperature, chunk_size=1024)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            for _ in range(pretrain_steps):
+                optimizer.zero_grad()
+                cached_backward(model, x_a, x_b, lambda z_a, z_b: pretrain(z_a, z_b), micro_batch=1024)
+                optimizer.step()
+        table, samples = measure(
+            model,
+            x_a,
+            x_b,
+            specs,
+            batch_sizes,
+            repeats,
+            seed,
+            warmup_passes,
+            bias_repeats=bias_repeats,
+            return_samples=True,
         )
         writer.save_table("gradbias", table)
+        writer.save_table("gradbias_samples", samples)
         small = table[table.batch_size == min(batch_sizes)]
         writer.finish(
             {f"rel_bias_b{min(batch_sizes)}.{r.loss}.{r.state}": r.rel_bias for r in small.itertuples()}
@@ -420,11 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None)
     args = parser.parse_args(argv)
     try:
-        if args.losses is not None:
-            unknown = sorted(set(args.losses) - set(ALL_LOSSES))
-            if unknown:
-                raise ValueError(f"unknown loss label(s) {unknown}; known: {', '.join(ALL_LOSSES)}")
-        losses = None if args.losses is None else {label: ALL_LOSSES[label] for label in args.losses}
+        losses = None if args.losses is None else loss_specs(args.losses)
         table = run_gradbias(
             losses=losses,
             batch_sizes=args.batch_sizes,
