@@ -1,0 +1,1 @@
+"""The workbench dashboard (Streamlit): ``streamlit run app/streamlit_app.py`` or ``workbench app``."""

@@ -1,0 +1,60 @@
+"""Your own embeddings: upload a paired embedding file, check it, and explore it with the geometry views."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.common import MAX_UPLOAD_BYTES, UPLOAD_KEY, UPLOAD_TYPES, page_header, upload_source, validate_upload
+from app.views import bridge_view, embedding_view, gap_view
+
+page_header(
+    "Your embeddings",
+    "Upload paired image/text embeddings and look at them the way the run pages look at training runs.",
+)
+with st.expander("File format", expanded=UPLOAD_KEY not in st.session_state):
+    st.markdown(
+        f"""
+* **`.npz`** with `image_emb` (n × d) and `text_emb` (n × d), row i of both one pair; optional `labels`
+  (n integers ≥ 0 or strings) and `captions` (n strings). Saved with `np.savez`; nothing is unpickled.
+* **`.parquet`**, one row per pair: list columns `image_emb` and `text_emb`, or wide columns
+  `image_emb_0, image_emb_1, …` and `text_emb_0, …`; optional `labels` and `captions`.
+* Both modalities in one space (same d), no NaN or inf, at least 2 pairs, at most
+  {MAX_UPLOAD_BYTES // 2**20} MB. Rows are L2-normalised before anything is measured.
+"""
+    )
+uploaded = st.file_uploader("Paired embeddings", type=list(UPLOAD_TYPES), key="upload-file")
+if uploaded is not None:
+    current = st.session_state.get(UPLOAD_KEY)
+    # Validate each new file once; reruns with the same file reuse the checked arrays.
+    if current is None or current.get("file_id") != uploaded.file_id:
+        try:
+            checked = validate_upload(uploaded.name, uploaded.getvalue())
+        except ValueError as err:
+            st.session_state.pop(UPLOAD_KEY, None)
+            st.error(f"This file cannot be used: {err}")
+        else:
+            st.session_state[UPLOAD_KEY] = {**checked, "file_id": uploaded.file_id}
+
+source = upload_source()
+if source is None:
+    st.info(
+        "Upload a file to explore it. It stays in this browser session and is never written to the run store."
+    )
+    st.stop()
+upload = st.session_state[UPLOAD_KEY]
+extras = [k for k in ("labels", "captions") if k in upload["arrays"]]
+st.success(
+    f"`{upload['name']}`: {upload['n']} pairs in d = {upload['d']}"
+    + (f", with {' and '.join(extras)}" if extras else "")
+    + ". It is also offered on the geometry, modality-gap and bridge pages."
+)
+if st.button("Forget this file", key="upload-forget"):
+    st.session_state.pop(UPLOAD_KEY, None)
+    st.rerun()
+tab_geometry, tab_gap, tab_bridges = st.tabs(["Embedding geometry", "Modality gap", "Bridges"])
+with tab_geometry:
+    embedding_view(source, "upload-geometry")
+with tab_gap:
+    gap_view(source, "upload-gap")
+with tab_bridges:
+    bridge_view(source, "upload-bridges")

@@ -1,0 +1,320 @@
+"""The geometry views, shared by the run pages and the upload page: each takes a :class:`Source`.
+
+Widget keys carry a ``prefix`` so the same view can appear on several pages without clashes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.common import (
+    METHOD_LABELS,
+    Source,
+    data_guard,
+    open_run,
+    run_ids_with,
+    run_warnings,
+    source_for_run,
+    step_slider,
+)
+from workbench.geometry import bridge_paths
+from workbench.viz import embedding as emb
+
+# Pairs used by the what-if curve: the loss is O(n^2) per shift, so large sets are subsampled.
+WHATIF_MAX_PAIRS = 2000
+WHATIF_SHIFTS = np.round(np.linspace(-1.0, 2.0, 25), 3)
+DEFAULT_GAP_METRICS = [
+    "centroid_gap",
+    "relative_modality_gap",
+    "modality_separability",
+    "alignment",
+    "uniformity",
+    "cone",
+    "effective_rank",
+]
+
+
+def _plot(fig, key: str) -> None:
+    # theme=None keeps the figures' own template, so they look as they do in the notebooks.
+    st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False})
+
+
+def _projection_controls(source: Source, prefix: str, animate: bool) -> dict:
+    snap = source.snapshot(source.steps[-1])
+    has_labels = "labels" in snap and (np.asarray(snap["labels"]) >= 0).any()
+    cols = st.columns(4)
+    method = cols[0].selectbox(
+        "Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key=f"{prefix}-method"
+    )
+    dims = cols[1].radio("Dimensions", [2, 3], horizontal=True, key=f"{prefix}-dims")
+    color_by = cols[2].radio(
+        "Colour by",
+        ["modality", "class"] if has_labels else ["modality"],
+        horizontal=True,
+        key=f"{prefix}-color",
+    )
+    pair_lines = cols[3].slider("Lines between pairs", 0, 500, 100, step=10, key=f"{prefix}-pairs")
+    cols = st.columns(4)
+    keys = ("a", "b")
+    if "a_aug" in snap and cols[0].checkbox("Augmented images", key=f"{prefix}-aug"):
+        keys = ("a", "b", "a_aug")
+    fit_on = "all"
+    if method == "frozen_pca":
+        fit_on = cols[1].radio(
+            "Fit the basis on", ["all", "last"], horizontal=True, key=f"{prefix}-fit",
+            help="all checkpoints together, or the last one only",
+        )  # fmt: skip
+    play = animate and len(source.steps) > 1 and cols[2].toggle("Animate (play)", True, key=f"{prefix}-play")
+    if method in ("umap", "aligned_umap"):
+        st.caption(
+            "UMAP is fitted once per run and cached in the run folder; the first fit takes a while "
+            "(numba compiles umap-learn's code on first use)."
+        )
+    return {"method": method, "dims": dims, "color_by": color_by, "pair_lines": pair_lines, "keys": keys,
+            "fit_on": fit_on, "play": play}  # fmt: skip
+
+
+def embedding_view(source: Source, prefix: str) -> None:
+    """Projection of every checkpoint with a step slider (and play), plus the unit-sphere view."""
+    with data_guard("the embedding controls") as guard:
+        opts = _projection_controls(source, prefix, animate=True)
+        step = step_slider(source, key=f"{prefix}-step")
+    if not guard.ok:
+        return
+    with data_guard("the projection"):
+        proj = source.projection(opts["method"], opts["dims"], opts["keys"], opts["fit_on"])
+        info = source.info(step)
+        title = f"{source.label}: {METHOD_LABELS[opts['method']]}"
+        if opts["play"]:
+            fig = emb.animated_figure(
+                proj, info, opts["color_by"], opts["pair_lines"], start_step=step, title=title
+            )
+        else:
+            axis = "PC" if "pca" in opts["method"] else "UMAP"
+            fig = emb.scatter_figure(
+                proj.at(step), info, opts["color_by"], opts["pair_lines"], f"{title}, step {step}",
+                proj.bounds(), axis,
+            )  # fmt: skip
+        _plot(fig, f"{prefix}-scatter")
+        if proj.explained is not None:
+            shares = ", ".join(f"{v:.1%}" for v in proj.explained[proj.index(step)])
+            st.caption(f"Variance explained by the axes at step {step}: {shares}.")
+    with data_guard("the unit-sphere view"):
+        snap = source.snapshot(step)
+        d = np.shape(snap["a"])[1]
+        st.subheader("Unit sphere")
+        if d == 3:
+            arrays = {k: snap[k] for k in opts["keys"]}
+            sphere = emb.sphere_figure(arrays, info, opts["color_by"], opts["pair_lines"], f"step {step}")
+            _plot(sphere, f"{prefix}-sphere")
+        else:
+            st.caption(f"The embeddings are {d}-dimensional; the unit-sphere view is for 3-d embeddings.")
+
+
+# --------------------------------------------------------------------------------------------- modality gap
+def _gap_tables(source: Source, others: list[str]) -> dict[str, pd.DataFrame]:
+    tables = {}
+    with data_guard(f"the measures of {source.label}"):
+        tables[source.label] = source.geometry_table()
+    for run_id in others:
+        if run_id == source.label:
+            continue
+        run = open_run(run_id)
+        if run is None or not run_warnings(run):
+            continue
+        with data_guard(f"the measures of {run_id}"):
+            tables[run_id] = source_for_run(run).geometry_table()
+    return tables
+
+
+@st.cache_data(max_entries=32, show_spinner="Recomputing the loss along the gap vector ...")
+def _whatif_curve(
+    key: str, a: np.ndarray, b: np.ndarray, loss: str, params: dict, scale: float | None
+) -> pd.DataFrame:
+    return emb.gap_shift_curve(a, b, WHATIF_SHIFTS, loss, params, scale)
+
+
+def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> None:
+    """Measures over training (runs overlaid), the gap on the projection, per-dimension gap, spectrum,
+    and the what-if slider."""
+    step = step_slider(source, key=f"{prefix}-step")
+    if source.run is not None:
+        st.subheader("Geometry over training")
+        options = [r for r in run_ids_with("snapshots") if r != source.label]
+        others = st.multiselect(
+            "Compare with runs", options, default=[r for r in (compare or []) if r in options],
+            key=f"{prefix}-compare",
+        )  # fmt: skip
+        tables = _gap_tables(source, others)
+        available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
+        chosen = st.multiselect(
+            "Measures", available, default=[m for m in DEFAULT_GAP_METRICS if m in available],
+            key=f"{prefix}-measures",
+        )  # fmt: skip
+        if chosen and tables:
+            _plot(emb.metrics_figure(tables, chosen, marker_step=step), f"{prefix}-metrics")
+    with data_guard("the snapshot") as guard:
+        snap = source.snapshot(step)
+        a, b = snap["a"], snap["b"]
+    if not guard.ok:
+        return
+
+    st.subheader(f"The gap vector at step {step}")
+    cols = st.columns(2)
+    method = cols[0].selectbox(
+        "Projection", ["frozen_pca", "pca"], format_func=METHOD_LABELS.get, key=f"{prefix}-gap-method"
+    )
+    dims = cols[1].radio("Dimensions", [2, 3], horizontal=True, key=f"{prefix}-gap-dims")
+    with data_guard("the gap vector"):
+        proj = source.projection(method, dims, ("a", "b"))
+        fig = emb.scatter_figure(
+            proj.at(step), source.info(step), pair_lines=50, title="image and text embeddings, gap vector",
+            bounds=proj.bounds(), axis_title="PC",
+        )  # fmt: skip
+        unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        emb.add_gap_arrow(fig, proj.place(step, unit_b.mean(0)), proj.place(step, unit_a.mean(0)))
+        _plot(fig, f"{prefix}-gap-scatter")
+    cols = st.columns(2)
+    with cols[0], data_guard("the per-dimension gap"):
+        top = st.slider(
+            "Dimensions shown", 1, int(np.shape(a)[1]), min(32, int(np.shape(a)[1])), key=f"{prefix}-top"
+        )
+        _plot(emb.per_dimension_gap_figure(a, b, top=top, title="Gap per dimension"), f"{prefix}-perdim")
+    with cols[1], data_guard("the singular spectrum"):
+        _plot(emb.singular_spectrum_figure(a, b, title="Singular spectrum"), f"{prefix}-spectrum")
+    whatif_view(source, step, a, b, prefix)
+
+
+def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix: str) -> None:
+    """Shift the embeddings along the gap vector and recompute the contrastive loss."""
+    from workbench.losses import loss_names, loss_parameters
+
+    st.subheader("What if the gap were smaller?")
+    st.caption(
+        "Image embeddings move by −shift·g/2 and text embeddings by +shift·g/2 along the gap vector "
+        "g = mean image − mean text, then every row is re-normalised (Liang et al. 2022). Shift 0 is the "
+        "trained model, 1 brings the two centroids together."
+    )
+    names = loss_names()
+    config = source.config
+    default_loss = config.get("loss") if config.get("loss") in names else "clip"
+    temperature = (config.get("loss_params") or {}).get("temperature", 0.07)
+    cols = st.columns(3)
+    loss = cols[0].selectbox("Loss", names, index=names.index(default_loss), key=f"{prefix}-wi-loss")
+    params = {}
+    if "temperature" in loss_parameters(loss):
+        params["temperature"] = cols[1].number_input(
+            "Temperature τ", 0.001, 10.0, float(temperature), format="%.3f", key=f"{prefix}-wi-temp"
+        )
+    scale = source.scale_at(step)
+    if scale is not None and not cols[2].checkbox(
+        f"Use the run's learned scale 1/τ = {scale:.1f}", True, key=f"{prefix}-wi-scale"
+    ):
+        scale = None
+    shift = st.slider("Shift along the gap vector", -1.0, 2.0, 0.0, 0.05, key=f"{prefix}-wi-shift")
+    with data_guard("the what-if curve"):
+        n = np.shape(a)[0]
+        rows = np.arange(n)
+        if n > WHATIF_MAX_PAIRS:
+            rows = np.sort(np.random.default_rng(0).choice(n, WHATIF_MAX_PAIRS, replace=False))
+            st.caption(
+                f"The loss is computed on {WHATIF_MAX_PAIRS} of the {n} pairs (a fixed random sample)."
+            )
+        key = f"{source.label}:{step}:{n}"
+        curve = _whatif_curve(key, a[rows], b[rows], loss, params, scale)
+        here = emb.gap_shift_curve(a[rows], b[rows], [shift], loss, params, scale)
+        base = curve.loc[np.isclose(curve["shift"], 0.0), "loss"]
+        cols = st.columns(3)
+        delta = None if base.empty else f"{here.loss[0] - float(base.iloc[0]):+.4f} vs shift 0"
+        cols[0].metric("Loss at this shift", f"{here.loss[0]:.4f}", delta, delta_color="inverse")
+        cols[1].metric("Centroid gap", f"{here.centroid_gap[0]:.4f}")
+        cols[2].metric("Mean pair cosine", f"{here.mean_pair_cosine[0]:.4f}")
+        _plot(
+            emb.whatif_figure(curve, current=shift, title=f"{loss} loss along the gap vector"), f"{prefix}-wi"
+        )
+
+
+# --------------------------------------------------------------------------------------------- bridges
+def bridge_settings(source: Source) -> tuple[bool, float]:
+    """Whether the source was trained with the bridge loss, and its bridge time t."""
+    structure = source.config.get("structure") or {}
+    weights = structure.get("weights") or {}
+    trained = isinstance(weights, dict) and float(weights.get("bridge", 0) or 0) > 0
+    return trained, float(structure.get("bridge_t", 0.25))
+
+
+def bridge_view(source: Source, prefix: str) -> None:
+    """Brownian-bridge paths between chosen pairs, drawn in the projection of the embeddings."""
+    step = step_slider(source, key=f"{prefix}-step")
+    with data_guard("the snapshot") as guard:
+        snap = source.snapshot(step)
+        a, b = snap["a"], snap["b"]
+    if not guard.ok:
+        return
+    n = int(np.shape(a)[0])
+    cols = st.columns(4)
+    n_pairs = cols[0].slider("Pairs", 1, min(64, n), min(8, n), key=f"{prefix}-npairs")
+    n_paths = cols[1].slider("Paths per pair", 1, 16, 4, key=f"{prefix}-npaths")
+    sigma = cols[2].slider("σ (bridge noise)", 0.0, 1.0, 0.1, 0.01, key=f"{prefix}-sigma")
+    n_steps = cols[3].slider("Points per path", 4, 64, 24, key=f"{prefix}-nsteps")
+    cols = st.columns(3)
+    method = cols[0].selectbox(
+        "Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key=f"{prefix}-m"
+    )
+    dims = cols[1].radio("Dimensions", [2, 3], horizontal=True, key=f"{prefix}-dims")
+    trained, t = bridge_settings(source)
+    has_aug = "a_aug" in snap
+    show_aug = has_aug and cols[2].checkbox(
+        f"Augmented images and bridge means (t = {t:g})", trained, key=f"{prefix}-aug"
+    )
+    if trained:
+        st.caption(f"This run was trained with the Brownian-bridge loss (bridge time t = {t:g}).")
+    elif has_aug:
+        st.caption(
+            "This run was not trained with the bridge loss; its augmented views are shown for comparison."
+        )
+    with data_guard("the bridge paths"):
+        keys = ("a", "b", "a_aug") if show_aug else ("a", "b")
+        proj = source.projection(method, dims, keys)
+        fitted = np.concatenate([snap[k] for k in keys])
+        pairs = np.unique(np.linspace(0, n - 1, n_pairs).round().astype(int))
+        paths = bridge_paths(a, b, n_paths=n_paths, n_steps=n_steps, sigma=sigma, seed=0, pairs=pairs)
+        axis = "PC" if "pca" in method else "UMAP"
+        fig = emb.scatter_figure(
+            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths at step {step}",
+            bounds=proj.bounds(), axis_title=axis, marker_size=4,
+        )  # fmt: skip
+        for trace in fig.data:
+            trace.marker.opacity = 0.25  # context; the chosen pairs are drawn on top
+        emb.add_paths(fig, proj.place(step, paths, fitted))
+        unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        labels = [f"pair {i}" for i in pairs]
+        emb.add_points(
+            fig, proj.place(step, unit_a[pairs], fitted), "chosen images", "#1f77b4", "circle", 11, labels
+        )
+        emb.add_points(
+            fig, proj.place(step, unit_b[pairs], fitted), "chosen texts", "#ff7f0e", "diamond", 11, labels
+        )
+        if show_aug:
+            means = emb.bridge_means(a, b, t)
+            aug = snap["a_aug"] / np.linalg.norm(snap["a_aug"], axis=1, keepdims=True)
+            placed_aug = proj.place(step, aug[pairs], fitted)
+            placed_mean = proj.place(step, means[pairs], fitted)
+            emb.add_paths(
+                fig, np.stack([placed_aug, placed_mean], axis=1), "augmented → bridge mean", "#2ca02c"
+            )
+            emb.add_points(fig, placed_aug, "augmented images", "#2ca02c", "x", 10, labels)
+            emb.add_points(fig, placed_mean, f"bridge means (t = {t:g})", "#9467bd", "star", 12, labels)
+            dist = float(((aug - means) ** 2).sum(axis=1).mean())
+            st.metric(
+                "Mean ‖a_aug − bridge mean‖² over all pairs (the bridge loss at fixed t)", f"{dist:.4f}"
+            )
+        _plot(fig, f"{prefix}-bridges")
+        st.caption(
+            "Paths W(t) = (1 − t)·x + t·y + σ·(B(t) − t·B(1)), projected back to the sphere, from each "
+            "chosen image x to its caption y (Jiang et al. 2023), drawn in the same projection as the points."
+        )

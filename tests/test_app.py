@@ -1,0 +1,495 @@
+"""The dashboard: every page under Streamlit's AppTest on a fixture store, uploads, and a real browser.
+
+The fixture store is built once per session with the real library: two tiny multimodal training runs
+(one trained with the bridge loss, one with 3-d embeddings for the unit-sphere view), a tiny
+gradient-bias run, and the broken cases a live store has: a run still being written, a failed run, a
+folder without a config, and a complete run whose snapshot file is damaged.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the app's package `app` lives at the repo root
+    sys.path.insert(0, str(REPO))
+APP = REPO / "app" / "streamlit_app.py"
+PAGES = {
+    "runs": "app_pages/runs.py",
+    "geometry": "app_pages/geometry.py",
+    "modality_gap": "app_pages/modality_gap.py",
+    "bridges": "app_pages/bridges.py",
+    "gradient_bias": "app_pages/gradient_bias.py",
+    "your_embeddings": "app_pages/your_embeddings.py",
+}
+BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
+RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
+TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
+
+
+def _tiny_config(**overrides) -> dict:
+    config = {
+        "dataset": "digits_captions",
+        "dataset_params": {"text_encoder": "tokens", "variants": 3},
+        "loss": "clip",
+        "learn_scale": True,
+        "model_size": "tiny",
+        "image_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
+        "text_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
+        "batch_size": 32,
+        "steps": 6,
+        "eval_every": 3,
+        "snapshot_every": 3,
+        "checkpoint_every": 3,
+        "probe_size": 64,
+    }
+    config.update(overrides)
+    return config
+
+
+def build_fixture_store(home: Path) -> Path:
+    """Write the fixture runs under ``home/runs`` with the real trainer and gradient-bias lab."""
+    from workbench.gradbias import run_gradbias
+    from workbench.runs import RunWriter
+    from workbench.train import train
+
+    root = home / "runs"
+    bridge = {"mode": "four_term", "weights": {"bridge": 1.0}}
+    train(_tiny_config(structure=bridge), run_id=BRIDGE_RUN, root=root, progress=False)
+    three = {"hidden": 32, "depth": 1, "out_dim": 3}
+    train(
+        _tiny_config(image_tower=three, text_tower=three, snapshot_every=2, eval_every=2, checkpoint_every=2),
+        run_id=SPHERE_RUN,
+        root=root,
+        progress=False,
+    )
+    run_gradbias(
+        losses=["clip", "sogclr"],
+        batch_sizes=(4, 16, 32),
+        repeats=4,
+        bias_repeats=16,
+        dataset_params={"num_samples": 32},
+        pretrain_steps=2,
+        run_id=GRADBIAS_RUN,
+        root=root,
+    )
+    rng = np.random.default_rng(0)
+    writer = RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=RUNNING_RUN, root=root)
+    writer.save_snapshot(1, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
+    writer.log(1, centroid_gap=0.5)
+    writer.flush()  # left "running", as a killed or live trainer leaves it
+    with RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=FAILED_RUN, root=root) as w:
+        w.fail("FloatingPointError: loss became nan at step 3")
+    (root / INVALID_RUN / "snapshots").mkdir(parents=True)
+    shutil.copy(root / BRIDGE_RUN / "snapshots" / "step_00000003.npz", root / INVALID_RUN / "snapshots")
+    with RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=DAMAGED_RUN, root=root) as w:
+        w.save_snapshot(2, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
+        w.finish({"train_loss": 1.0})
+    (root / DAMAGED_RUN / "snapshots" / "step_00000002.npz").write_bytes(b"not a zip file")
+    return root
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("workbench-home")
+    build_fixture_store(home)
+    return home
+
+
+@pytest.fixture()
+def home(store, monkeypatch) -> Path:
+    monkeypatch.setenv("WORKBENCH_HOME", str(store))
+    return store
+
+
+def _app(page: str | None = None, run: str | None = None):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if run is not None:
+        at.query_params["run"] = run
+    at.run()
+    if page is not None:
+        at.switch_page(PAGES[page]).run()
+    return at
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _no_errors(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+# --------------------------------------------------------------------------------------------- pages
+def test_runs_page_lists_filters_and_compares(home):
+    at = _app()
+    _no_errors(at)
+    table = at.dataframe[0].value
+    assert {BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN, RUNNING_RUN, FAILED_RUN, INVALID_RUN} <= set(table.run_id)
+    row = table.set_index("run_id").loc[BRIDGE_RUN]
+    assert row.dataset == "digits_captions" and row.loss == "clip" and "bridge=1" in row.regularizers
+    assert row.batch_size == "32" and row.snapshots == 2
+    assert "Not every run is complete" in _texts(at.warning)
+    at.multiselect(key="runs-filter-kind").select("gradbias").run()
+    assert list(at.dataframe[0].value.run_id) == [GRADBIAS_RUN]
+    at.multiselect(key="runs-filter-kind").unselect("gradbias").run()
+    at.multiselect(key="runs-compare").select(BRIDGE_RUN).select(SPHERE_RUN).run()
+    _no_errors(at)
+    assert at.session_state["selected_runs"] == [BRIDGE_RUN, SPHERE_RUN]
+    differing = at.dataframe[1].value
+    assert "image_tower.out_dim" in differing.index
+    assert len(at.get("plotly_chart")) == 1
+
+
+@pytest.mark.parametrize("page", ["geometry", "modality_gap", "bridges"])
+def test_geometry_pages_render_a_run(home, page):
+    at = _app(page, run=BRIDGE_RUN)
+    _no_errors(at)
+    assert not at.warning, _texts(at.warning)
+    assert at.query_params["run"] in (BRIDGE_RUN, [BRIDGE_RUN])
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_geometry_page_slider_dims_colour_and_projection(home):
+    at = _app("geometry", run=BRIDGE_RUN)
+    slider = at.select_slider(key="geometry-step")
+    assert slider.options == ["3", "6"] and slider.value == 6
+    at.toggle(key="geometry-play").set_value(False).run()
+    slider.set_value(3).run()
+    _no_errors(at)
+    assert "step 3" in str(at.get("plotly_chart")[0].proto.spec)
+    at.radio(key="geometry-dims").set_value(3).run()
+    at.radio(key="geometry-color").set_value("class").run()
+    at.checkbox(key="geometry-aug").check().run()
+    at.selectbox(key="geometry-method").set_value("pca").run()
+    at.slider(key="geometry-pairs").set_value(20).run()
+    _no_errors(at)
+    assert not at.warning
+    assert "3-d embeddings" in _texts(at.caption)  # 8-d run: no unit sphere
+    cache = home / "runs" / BRIDGE_RUN / "cache" / "projections"
+    assert len(list(cache.glob("*.npz"))) >= 2
+
+
+def test_geometry_page_animation_and_unit_sphere(home):
+    at = _app("geometry", run=SPHERE_RUN)
+    _no_errors(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # projection (animated) + unit sphere
+    spec = charts[0].proto.spec
+    assert '"frames"' in spec and '"method":"animate"' in spec.replace(" ", "")
+    assert '"surface"' in charts[1].proto.spec
+
+
+def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
+    at = _app("modality_gap", run=BRIDGE_RUN)
+    at.multiselect(key="gap-compare").select(SPHERE_RUN).run()
+    _no_errors(at)
+    metrics_spec = at.get("plotly_chart")[0].proto.spec
+    assert BRIDGE_RUN in metrics_spec and SPHERE_RUN in metrics_spec
+    before = at.metric[0].value
+    at.slider(key="gap-wi-shift").set_value(1.0).run()
+    _no_errors(at)
+    assert at.metric[0].value != before
+    at.selectbox(key="gap-wi-loss").set_value("siglip").run()
+    at.slider(key="gap-top").set_value(2).run()
+    at.radio(key="gap-gap-dims").set_value(3).run()
+    _no_errors(at)
+    assert not at.warning, _texts(at.warning)
+
+
+def test_bridges_page_paths_sigma_and_bridge_means(home):
+    at = _app("bridges", run=BRIDGE_RUN)
+    _no_errors(at)
+    assert at.checkbox(key="bridges-aug").value  # bridge-trained run: means shown by default
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "bridge means" in spec and "bridge paths" in spec
+    at.slider(key="bridges-npaths").set_value(2).run()
+    at.slider(key="bridges-sigma").set_value(0.5).run()
+    at.slider(key="bridges-npairs").set_value(3).run()
+    at.radio(key="bridges-dims").set_value(3).run()
+    _no_errors(at)
+    assert not at.warning
+    plain = _app("bridges", run=SPHERE_RUN)
+    _no_errors(plain)
+    assert not plain.checkbox(key="bridges-aug").value
+    assert "not trained with the bridge loss" in _texts(plain.caption)
+
+
+def test_gradient_bias_page(home):
+    at = _app("gradient_bias")
+    _no_errors(at)
+    assert at.multiselect(key="gb-runs").value == [GRADBIAS_RUN]
+    assert len(at.get("plotly_chart")) == 5  # bias, variance, MSE, relative bias, decomposition
+    assert '"type":"log"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")
+    at.multiselect(key="gb-losses").unselect("sogclr").run()
+    at.toggle(key="gb-band").set_value(False).run()
+    at.selectbox(key="gb-decomp-loss").set_value("clip").run()
+    _no_errors(at)
+
+
+@pytest.mark.parametrize(
+    ("run_id", "message"),
+    [
+        (RUNNING_RUN, "still running"),
+        (FAILED_RUN, "failed: FloatingPointError"),
+        (INVALID_RUN, "half-written or damaged"),
+        ("no-such-run", "not available"),
+        ("../../etc", "not a valid run id"),
+    ],
+)
+def test_broken_or_foreign_runs_warn_instead_of_failing(home, run_id, message):
+    at = _app("geometry", run=run_id)
+    assert not at.exception
+    assert message in _texts(at.warning)
+
+
+def test_a_damaged_snapshot_is_a_warning(home):
+    at = _app("geometry")
+    at.selectbox(key="geometry-source").set_value(DAMAGED_RUN).run()
+    assert not at.exception
+    assert "Could not show" in _texts(at.warning)
+
+
+def test_a_running_run_with_snapshots_is_drawn_with_a_warning(home):
+    at = _app("geometry")
+    at.selectbox(key="geometry-source").set_value(RUNNING_RUN).run()
+    _no_errors(at)
+    assert "still running" in _texts(at.warning)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_run_ids_cannot_reach_outside_the_store(home, tmp_path):
+    from app.common import check_run_id
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, home / "runs" / "escape")
+    try:
+        at = _app("geometry", run="escape")
+        assert not at.exception
+        assert "outside the runs root" in _texts(at.warning)
+    finally:
+        (home / "runs" / "escape").unlink()
+    assert check_run_id("../x") is None and check_run_id("a/b") is None and check_run_id("ok-1") == "ok-1"
+
+
+# --------------------------------------------------------------------------------------------- uploads
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _good_upload(n: int = 60, d: int = 5) -> bytes:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, d)) + 1.0
+    return _npz(
+        image_emb=x,
+        text_emb=x + 0.3 * rng.normal(size=(n, d)) - 1.0,
+        labels=np.array(["cat", "dog", "eel"])[np.arange(n) % 3],
+        captions=np.array([f"item {i}" for i in range(n)]),
+    )
+
+
+def test_validate_upload_accepts_npz_and_parquet():
+    from app.common import validate_upload
+
+    checked = validate_upload("mine.npz", _good_upload())
+    assert checked["n"] == 60 and checked["d"] == 5 and checked["class_names"] == ["cat", "dog", "eel"]
+    assert set(checked["arrays"]) == {"a", "b", "ids", "labels", "captions"}
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        {"image_emb": list(rng.normal(size=(4, 3))), "text_emb": list(rng.normal(size=(4, 3)))}
+    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    assert validate_upload("mine.parquet", buffer.getvalue())["n"] == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("x.csv", b"a,b\n1,2", "unsupported file type '.csv'"),
+        ("x.npz", b"", "the file is empty"),
+        ("x.npz", b"garbage", "x.npz"),
+        ("x.npz", _npz(image_emb=np.ones((3, 2))), "missing text_emb"),
+        ("x.npz", _npz(image_emb=np.ones((3, 2)), text_emb=np.ones((4, 2))), "same number of rows"),
+        ("x.npz", _npz(image_emb=np.full((3, 2), np.nan), text_emb=np.ones((3, 2))), "non-finite"),
+        ("x.npz", _npz(image_emb=np.ones((3, 2)), text_emb=np.ones((3, 4))), "same dimension"),
+        ("x.npz", _npz(image_emb=np.zeros((3, 2)), text_emb=np.ones((3, 2))), "all-zero embedding"),
+    ],
+)
+def test_validate_upload_rejects_bad_files_with_clear_messages(name, data, message):
+    from app.common import validate_upload
+
+    with pytest.raises(ValueError, match=message) as err:
+        validate_upload(name, data)
+    assert "workbench-upload-" not in str(err.value)  # the temporary path never leaks into messages
+    assert str(err.value).startswith(name)
+
+
+def test_validate_upload_size_limit():
+    from app.common import validate_upload
+
+    with pytest.raises(ValueError, match="over the 0 MB limit"):
+        validate_upload("big.npz", _good_upload(), max_bytes=100)
+
+
+def test_upload_page_good_then_bad_file(home):
+    at = _app("your_embeddings")
+    _no_errors(at)
+    assert "Upload a file" in _texts(at.info)
+    at.file_uploader(key="upload-file").set_value(
+        ("mine.npz", _good_upload(), "application/octet-stream")
+    ).run()
+    _no_errors(at)
+    assert "60 pairs in d = 5" in _texts(at.success)
+    assert len(at.get("plotly_chart")) >= 5  # projection, gap arrow, per-dim gap, spectrum, what-if, bridges
+    at.radio(key="upload-geometry-color").set_value("class").run()
+    at.slider(key="upload-bridges-sigma").set_value(0.3).run()
+    _no_errors(at)
+    # The upload is offered on the other geometry pages too.
+    at.switch_page(PAGES["geometry"]).run()
+    assert at.selectbox(key="geometry-source").options[0] == "upload: mine.npz"
+    at.switch_page(PAGES["your_embeddings"]).run()
+    bad = _npz(image_emb=np.ones((3, 2)), text_emb=np.full((3, 2), np.inf))
+    at.file_uploader(key="upload-file").set_value(("bad.npz", bad, "application/octet-stream")).run()
+    assert not at.exception
+    assert "bad.npz: text_emb has a non-finite value (NaN or inf) in row 0" in _texts(at.error)
+    assert "uploaded_embeddings" not in at.session_state
+
+
+def test_app_starts_from_another_working_directory(home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    at = _app()
+    _no_errors(at)
+
+
+# --------------------------------------------------------------------------------------------- browser
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _ensure_chromium() -> str | None:
+    """Path of a chromium binary, installing Debian's package when missing; None with the reason."""
+    if Path(CHROMIUM).exists():
+        return None
+    if shutil.which("apt-get") is None:
+        return "no chromium at /usr/bin/chromium and no apt-get to install it"
+    if os.geteuid() != 0:
+        return "no chromium at /usr/bin/chromium and not root, so apt-get cannot install it"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        subprocess.run(["apt-get", "update"], env=env, check=False, capture_output=True, timeout=300)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except subprocess.TimeoutExpired:
+        return "apt-get install chromium timed out"
+    if done.returncode != 0 or not Path(CHROMIUM).exists():
+        return f"apt-get install chromium failed: {done.stderr.strip()[-500:]}"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+@pytest.mark.slow
+def test_every_page_in_a_real_browser(store, tmp_path):
+    """Open each page in headless chromium, check there is no exception, save a screenshot."""
+    reason = _ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://localhost:{port}"
+    env = {**os.environ, "WORKBENCH_HOME": str(store), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true"]
+    cmd += [
+        "--server.port",
+        str(port),
+        "--server.address",
+        "localhost",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_server(url, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run",
+                      "--enable-unsafe-swiftshader"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            routes = {
+                "runs": "",
+                "geometry": f"geometry?run={SPHERE_RUN}",
+                "modality_gap": f"modality_gap?run={BRIDGE_RUN}",
+                "bridges": f"bridges?run={BRIDGE_RUN}",
+                "gradient_bias": "gradient_bias",
+                "your_embeddings": "your_embeddings",
+            }
+            for name, route in routes.items():
+                page.goto(f"{url}/{route}", wait_until="domcontentloaded", timeout=60_000)
+                page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
+                # Rendered = the title is there and the script has stopped running.
+                page.wait_for_selector("h1", timeout=90_000)
+                page.wait_for_function(
+                    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000
+                )
+                if name in ("geometry", "modality_gap", "bridges", "gradient_bias"):
+                    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+                errors = page.locator('[data-testid="stException"]')
+                assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{n}.png" for n in routes)
