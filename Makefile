@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo app test test-fast lint bench clean
 
 setup: $(VENV)/.setup-stamp
 
@@ -21,6 +21,9 @@ $(VENV)/.setup-stamp: pyproject.toml
 demo: setup
 	$(BIN)/python -m workbench.demo
 
+app: setup
+	$(BIN)/workbench app
+
 test: setup
 	$(BIN)/python -m pytest -n 2 -q
 
@@ -28,7 +31,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check workbench tests benchmarks app
+	$(BIN)/ruff check workbench tests benchmarks app notebooks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_losses.py
