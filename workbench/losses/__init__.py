@@ -3,6 +3,7 @@
 >>> from workbench.losses import build_loss
 >>> loss = build_loss("clip", temperature=0.1, chunk_size=1024)
 >>> value = loss(image_features, text_features)            # doctest: +SKIP
+>>> fused = build_loss("clip", implementation="fused")      # Triton kernels (CUDA)
 >>> bayes = build_loss("bayes", num_samples=len(dataset))
 >>> value = bayes(a, b, index=batch_positions)             # doctest: +SKIP
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import inspect
 
 from workbench.losses._base import ContrastiveLoss
+from workbench.losses._kernels import IMPLEMENTATIONS
 from workbench.losses.bayes import BayesLoss
 from workbench.losses.clip import ClipLoss
 from workbench.losses.dcl import DCLLoss, DCLWLoss
@@ -50,7 +52,12 @@ def build_loss(name: str, **params) -> ContrastiveLoss:
     Args:
         name: one of ``loss_names()``.
         **params: constructor arguments of that loss (e.g. ``temperature``, ``chunk_size``,
-            ``num_samples`` for the stateful ``sogclr`` and ``bayes``).
+            ``num_samples`` for the stateful ``sogclr`` and ``bayes``). Every loss takes
+            ``implementation``, one of ``IMPLEMENTATIONS``: "naive" (the similarity matrix is
+            materialised), "chunked" (exact, ``chunk_size`` rows at a time, memory linear in B), "fused"
+            (Triton kernels, the matrix is never materialised; CUDA, or CPU through the Triton
+            interpreter), or "auto" (default: fused on CUDA where Triton is installed, else chunked
+            when ``chunk_size`` is set, else naive).
 
     Raises:
         ValueError: unknown name or parameter, or an invalid value (the message names it).
@@ -75,6 +82,7 @@ def _lookup(name: str) -> type[ContrastiveLoss]:
 
 
 __all__ = [
+    "IMPLEMENTATIONS",
     "LOSSES",
     "BayesLoss",
     "ClipLoss",

@@ -130,7 +130,10 @@ def anchor_blocks(
 
 
 def positive_logits(block: AnchorBlock, scale: Tensor) -> Tensor:
-    return scale * (block.q * block.k[block.pos_col]).sum(dim=1).to(accumulation_dtype(block.q.dtype))
+    # products and sum in float32 for half inputs, like the log-sum-exp: rounding the positive logit
+    # to bfloat16 alone would bias lse - positive by up to scale * 2^-9
+    acc = accumulation_dtype(block.q.dtype)
+    return scale * (block.q.to(acc) * block.k[block.pos_col].to(acc)).sum(dim=1)
 
 
 class ContrastiveLoss(nn.Module):

@@ -26,7 +26,7 @@ Logits are accumulated in float32 even for bf16/fp16 inputs (float64 inputs stay
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import sys
 
@@ -62,23 +62,62 @@ def check_implementation(implementation: str, chunk_size: int | None) -> str:
     return implementation
 
 
+def _env_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _triton_interpreted(triton_module) -> bool:
+    """Whether an imported triton built its own library functions for the interpreter.
+
+    Triton decides at ``import triton`` (for its library) and at each ``@triton.jit`` (for ours) whether
+    functions are interpreted, from TRITON_INTERPRET at that moment; the two must agree.
+    """
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return isinstance(triton_module.language.zeros, InterpretedFunction)
+    except (ImportError, AttributeError):  # a triton laid out differently: trust the environment
+        return _env_interpret()
+
+
 def _triton_problem() -> str | None:
-    """Why the Triton kernels cannot be imported here, or None."""
+    """Why triton cannot be used here (without importing it), or None."""
     if "workbench.losses._triton" in sys.modules:
         return None
     try:
-        importlib.import_module("triton")
-    except ImportError as exc:
-        return f"triton is not importable ({exc}); install the 'fused' extra (pip install 'workbench[fused]')"
+        found = importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["triton"] is None
+        found = False
+    if not found:
+        return "triton is not importable: install the 'fused' extra (pip install 'workbench[fused]')"
+    return None
+
+
+def _interpreter_problem() -> str | None:
+    """Why the fused kernels cannot run on CPU tensors (through the Triton interpreter), or None."""
+    late = (
+        "triton was imported before TRITON_INTERPRET=1 was set, so its functions are built for CUDA; "
+        "set the variable before anything imports triton"
+    )
+    module = sys.modules.get("workbench.losses._triton")
+    if module is not None:
+        if not module.INTERPRET:
+            return (
+                "tensors are on CPU and the fused kernels were built for CUDA (TRITON_INTERPRET=1 was not "
+                "set when they were first used)"
+            )
+        return None if module.TRITON_INTERPRETED else late
+    if not _env_interpret():
+        return "tensors are on CPU and TRITON_INTERPRET=1 is not set"
+    if "triton" in sys.modules and not _triton_interpreted(sys.modules["triton"]):
+        return late
     return None
 
 
 def _interpreted() -> bool:
     """Whether the fused kernels are (or, once imported, will be) Triton-interpreter functions."""
     module = sys.modules.get("workbench.losses._triton")
-    if module is not None:
-        return module.INTERPRET
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    return module.INTERPRET if module is not None else _env_interpret()
 
 
 def fused_problem(*tensors: Tensor) -> str | None:
@@ -93,16 +132,9 @@ def fused_problem(*tensors: Tensor) -> str | None:
     if first.device.type not in ("cuda", "cpu"):
         return f"tensors are on {first.device.type}; the fused kernels run on CUDA"
     problem = _triton_problem()
-    if problem is not None:
-        return problem
-    if first.device.type == "cpu" and not _interpreted():
-        if "workbench.losses._triton" in sys.modules:
-            return (
-                "tensors are on CPU and the fused kernels were built for CUDA (TRITON_INTERPRET was not set "
-                "when workbench.losses._triton was first imported)"
-            )
-        return "tensors are on CPU and TRITON_INTERPRET=1 is not set"
-    return None
+    if problem is None and first.device.type == "cpu":
+        problem = _interpreter_problem()
+    return problem
 
 
 def resolve_implementation(implementation: str, chunk_size: int | None, *tensors: Tensor) -> str:
@@ -115,7 +147,8 @@ def resolve_implementation(implementation: str, chunk_size: int | None, *tensors
         RuntimeError: ``"fused"`` was asked for where it cannot run (the message says why).
     """
     if implementation == "auto":
-        if tensors[0].device.type == "cuda" and fused_problem(*tensors) is None:
+        # never the interpreter on its own: it is orders of magnitude slower than the torch paths
+        if tensors[0].device.type == "cuda" and fused_problem(*tensors) is None and not _interpreted():
             return "fused"
         return "naive" if chunk_size is None else "chunked"
     if implementation == "fused":

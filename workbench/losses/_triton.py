@@ -35,22 +35,21 @@ Memory is linear in the batch: besides inputs and gradients (O((M + N) d)) the k
 product forward and three backward (recompute for ``d q``, recompute for ``d k``, and the two
 gradient products), i.e. about ``10 M N d`` FLOPs when d <= ``BLOCK_DO``.
 
-Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then, they run
-on CPU tensors through Triton's interpreter (slow, for tests); otherwise they compile for CUDA.
-``INTERPRET`` records which. Callers go through ``workbench.losses._kernels``, which checks that the
-fused path can run before importing this module.
+Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then (and
+already when ``triton`` itself was first imported, which builds Triton's own library functions), they
+run on CPU tensors through Triton's interpreter (slow, for tests); otherwise they compile for CUDA.
+``INTERPRET`` and ``TRITON_INTERPRETED`` record which. Callers go through
+``workbench.losses._kernels``, which checks that the fused path can run before importing this module.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
 
-INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 _LSE = 0  # kernel MODE: per-row log-sum-exp
@@ -238,6 +237,11 @@ def _backward_cols_kernel(
 
 
 # --- host code ------------------------------------------------------------------------------------
+# How Triton built the kernels above (TRITON_INTERPRET=1 when this module was imported) and its own
+# library (the same variable when triton was first imported); the interpreter needs both.
+INTERPRET: bool = isinstance(_forward_kernel, InterpretedFunction)
+TRITON_INTERPRETED: bool = isinstance(tl.zeros, InterpretedFunction)
+
 # Under the interpreter every tile operation costs Python overhead, so fewer, larger tiles are faster;
 # tests shrink them (this dict is read at each launch) to exercise many tiles on small inputs.
 INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 32, "BLOCK_DO": 32}
