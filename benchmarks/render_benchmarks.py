@@ -42,6 +42,8 @@ def load_results(results_dir: Path) -> list[tuple[Path, dict]]:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"cannot read benchmark results {path}: {exc}") from exc
+        if isinstance(data, dict) and data.get("benchmark") == "app":
+            continue  # bench_app.py results: rendered by render_app_section
         if not isinstance(data, dict) or "results" not in data:
             raise SystemExit(f"{path} is not a bench_losses.py result file (no 'results')")
         loaded.append((path, data))
@@ -269,6 +271,52 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# --- dashboard timings (benchmarks/bench_app.py) -------------------------------------------------------
+def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
+    """Markdown for every ``bench_app.py`` result file (``"benchmark": "app"``) in ``results_dir``."""
+    lines: list[str] = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"cannot read benchmark results {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("benchmark") != "app":
+            continue
+        try:
+            shown = path.resolve().relative_to(repo_root)
+        except ValueError:
+            shown = path.name
+        setup, target = data.get("setup", {}), data.get("target_seconds", 2.0)
+        if not lines:
+            lines += ["## Dashboard", ""]
+        lines += [
+            f"### Page render times, {setup.get('points')} pairs x {setup.get('checkpoints')} checkpoints "
+            f"(`{shown}`)",
+            "",
+            f"- Command: `{data.get('command', '?')}`",
+            f"- Device: {data.get('device', '?')}, {data.get('host', {}).get('cpu_count', '?')} logical "
+            f"CPUs; d={setup.get('dim')}, median of {setup.get('repeats')} runs; "
+            f"created {data.get('created', '?')}",
+            f"- Load average (1/5/15 min) at start {data.get('loadavg_start')}, "
+            f"at end {data.get('loadavg_end')}",
+            f"- Animated figure sent to the browser: {setup.get('figure_json_mb', '?')} MB of JSON",
+            "- Pages run under Streamlit's AppTest (the page script as the server runs it, no browser "
+            "drawing). Target: a page renders in under "
+            f"{target:g} s once its projection is cached.",
+            "",
+            "| measurement | what | median s | all runs s |",
+            "|---|---|---:|---|",
+        ]
+        for record in data.get("results", []):
+            median = record.get("seconds_median")
+            slow = record["name"].startswith("render") and median is not None and median > target
+            flag = " ✗" if slow else ""
+            runs = ", ".join(f"{v:.3f}" for v in record.get("seconds_all", []))
+            lines.append(f"| {record['name']} | {record.get('what', '')} | {median:.3f}{flag} | {runs} |")
+        lines += ["", "Regenerate: `.venv/bin/python benchmarks/bench_app.py`, then this renderer.", ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -283,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = load_results(args.results_dir)
     existing = args.output.read_text() if args.output.exists() else None
-    write_atomic(args.output, splice(existing, render_generated(results, REPO_ROOT)))
+    generated = render_generated(results, REPO_ROOT)
+    app_lines = render_app_section(args.results_dir, REPO_ROOT)
+    if app_lines:  # the dashboard section goes last inside the generated block
+        generated = generated.replace(END, "\n" + "\n".join(app_lines) + "\n" + END)
+    write_atomic(args.output, splice(existing, generated))
     print(f"wrote {args.output} from {len(results)} result file(s)", file=sys.stderr)
     return 0
 
