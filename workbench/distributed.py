@@ -14,6 +14,7 @@ so the same code runs either way.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -25,6 +26,12 @@ from torch import Tensor, nn
 from workbench.losses._base import Sharding
 
 T = TypeVar("T")
+
+# torch 2.13 marks all_gather here as deprecated in favour of the private _functional_collectives
+# module; the public function is still the documented differentiable gather, so keep it quietly.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated", category=FutureWarning
+)
 
 
 # --- the process group --------------------------------------------------------------------------------

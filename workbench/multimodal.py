@@ -5,6 +5,10 @@ run store, checkpoints, resumption and config, with a step that embeds every vie
 needs (images, captions, their augmentations, the independent features of deep feature separation)
 and an evaluation that measures what the article cares about: zero-shot and linear-probe accuracy,
 retrieval, and the geometry of the embedding space (modality gap and friends) at every snapshot.
+
+Under torchrun the regularizers couple the rows of the batch too, so each process gathers every
+process's features (with their gradients) and computes the whole structured loss on the global batch:
+the same value on every process, and under DDP's averaging the single-process gradient.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from workbench import distributed
 from workbench.data import epoch_batch, step_generator
 from workbench.data.multimodal import MultimodalDataset
 from workbench.evaluate import few_shot_accuracy, linear_probe_accuracy, retrieval_recall, zero_shot_accuracy
@@ -49,7 +54,7 @@ class MultimodalTrainer(Trainer):
         self.config = config
         from workbench.train import resolve_device
 
-        self.device = resolve_device(config.device)
+        self.device = distributed.local_device(resolve_device(config.device))
         self.dataset = dataset
         self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
         if config.batch_size > len(self.train_rows):
@@ -100,6 +105,7 @@ class MultimodalTrainer(Trainer):
         order = torch.randperm(len(self.train_rows), generator=step_generator(config.seed, 0, stream=4))
         self.train_eval_index = self.train_rows[order[:EVAL_ROWS]].sort().values
         self.parts: list[dict[str, float]] = []
+        self._setup_distributed(shard_loss=False)
 
     def _parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -114,20 +120,22 @@ class MultimodalTrainer(Trainer):
         c = self.config
         local = epoch_batch(step, c.batch_size, len(self.train_rows), c.seed)
         index = self.train_rows[local]
-        batch = self._to_device(
-            self.dataset.batch(index, step_generator(c.seed, step, stream=0), augment=True)
-        )
+        batch = self.dataset.batch(index, step_generator(c.seed, step, stream=0), augment=True)
+        # the same global batch on every process, each embedding its own rows
+        batch = self._to_device({key: value[self.shard] for key, value in batch.items()})
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
         self.optimizer.zero_grad(set_to_none=True)
         self.model.train()
         with self.autocast:
-            outputs = self.model(batch, self.loss.requires | self.loss.optional)
-        outputs = {key: value.float() for key, value in outputs.items()}
+            outputs = self.train_model(batch, self.loss.requires | self.loss.optional)
+        # identity in one process; in several, every process holds the whole batch's features
+        outputs = {key: distributed.gather_with_grad(outputs[key].float()) for key in sorted(outputs)}
         total, parts = self.loss(outputs, index=index.to(self.device), **self.loss_kwargs())
         total.backward()
         self.optimizer.step()
-        self.parts.append(parts)
+        if distributed.is_main():  # only process 0 evaluates, and so reads these
+            self.parts.append(parts)
         return float(total.detach())
 
     # --- evaluation -----------------------------------------------------------------------------

@@ -9,14 +9,21 @@ started again with the same ``run_id`` resumes from its last checkpoint.
 CPU recipe (2 cores, about a minute)::
 
     python -m workbench.train --dataset digits_views --loss ntxent --batch-size 128 --steps 300
+
+Several processes (``torchrun --nproc-per-node N -m workbench.train ...``): the model is wrapped in
+DistributedDataParallel and every process trains on its ``batch_size / N`` rows of the same global
+batch; the losses gather the features of all processes (see ``workbench.distributed``), so the
+gradient is the single-process one. Process 0 alone evaluates and writes the run store.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from workbench import distributed
 from workbench.data import PairDataset, build_dataset, sample_batch, step_generator
 from workbench.gradcache import cached_backward, embed
 from workbench.losses import ContrastiveLoss, build_loss, loss_names
@@ -50,8 +59,8 @@ class TrainConfig:
     loss: str = "ntxent"
     loss_params: dict = field(default_factory=dict)
     learn_scale: bool = False  # pass a learnable logit scale (and SigLIP bias) to the loss
-    batch_size: int = 256
-    micro_batch: int | None = None  # GradCache micro-batch; None = one forward/backward
+    batch_size: int = 256  # the global batch: split evenly over the processes under torchrun
+    micro_batch: int | None = None  # GradCache micro-batch (per process); None = one forward/backward
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -139,7 +148,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, dataset: PairDataset | None = None) -> None:
         config.validate()
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = distributed.local_device(resolve_device(config.device))
         self.dataset = (
             dataset if dataset is not None else build_dataset(config.dataset, **config.dataset_params)
         )
@@ -169,6 +178,7 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
         self.probe_index = self._probe_index()
         self.probe_views = self._probe_views()
+        self._setup_distributed(shard_loss=True)
 
     # --- construction ---------------------------------------------------------------------------
     def _parameters(self) -> list[nn.Parameter]:
@@ -176,6 +186,25 @@ class Trainer:
         if self.scale is not None:
             params += list(self.scale.parameters())
         return params
+
+    def _extra_parameters(self) -> list[nn.Parameter]:
+        """Trained parameters outside the model (DDP does not average their gradients)."""
+        return [] if self.scale is None else list(self.scale.parameters())
+
+    def _setup_distributed(self, shard_loss: bool) -> None:
+        """Shard the batch and wrap the model in DDP when running under a process group.
+
+        ``self.model`` stays the plain module (checkpoints, evaluation); ``self.train_model`` is what
+        a training step calls. ``shard_loss``: the loss scores local anchors against gathered columns
+        (a registry loss); otherwise the subclass gathers the features itself.
+        """
+        self.world_size = distributed.world_size()
+        self.shard = distributed.shard_slice(self.config.batch_size)
+        self.sharding = distributed.loss_sharding() if shard_loss else None
+        self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
@@ -209,9 +238,13 @@ class Trainer:
         return kwargs
 
     def train_step(self, step: int) -> float:
+        """One optimiser step on the batch of ``step``; returns its loss (the mean over processes)."""
         c = self.config
         index = sample_batch(self.dataset, step, c.batch_size, c.seed)
         x_a, x_b = self.dataset.batch(index, step_generator(c.seed, step, stream=0))
+        # Every process draws the same global batch and keeps its own rows, so the union of the
+        # shards is the single-process batch (a no-op slice in one process).
+        x_a, x_b, index = x_a[self.shard], x_b[self.shard], index[self.shard]
         x_a, x_b, index = x_a.to(self.device), x_b.to(self.device), index.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
@@ -221,9 +254,15 @@ class Trainer:
         def loss_fn(z_a: Tensor, z_b: Tensor) -> Tensor:
             return self.loss(z_a, z_b, index=index, **self.loss_kwargs())
 
-        value = cached_backward(self.model, x_a, x_b, loss_fn, c.micro_batch, self.autocast)
+        # DDP reduces gradients at the end of one backward pass; GradCache runs several, so it drives
+        # the plain module and its gradients are averaged below with the rest.
+        gradcache = c.micro_batch is not None and c.micro_batch < x_a.shape[0]
+        model = self.model if gradcache else self.train_model
+        with self.loss.sharded(self.sharding):
+            value = cached_backward(model, x_a, x_b, loss_fn, c.micro_batch, self.autocast)
+        distributed.average_gradients(self._parameters() if gradcache else self._extra_parameters())
         self.optimizer.step()
-        return float(value)
+        return distributed.average(float(value))
 
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -327,35 +366,38 @@ def train(
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
+    distributed.init_from_env()
     trainer = make_trainer(config)  # validates before anything is written
-    run_id = run_id or new_run_id(f"{config.dataset}-{config.loss}-b{config.batch_size}")
-    existing = runs_root(root) / run_id
-    if (existing / "status.json").exists() and load_run(existing).is_complete:
-        done = load_run(existing)
-        wanted = json.loads(json.dumps(config.to_dict()))
-        changed = sorted(
-            key for key in set(wanted) | set(done.config) if wanted.get(key) != done.config.get(key)
-        )
-        if changed:
-            raise ValueError(
-                f"run {run_id!r} is complete and its config differs (keys {changed}); "
-                "choose another run_id to train with this config"
-            )
-        return done
-    writer = RunWriter.create(config.to_dict(), run_id=run_id, root=root)
-    with writer:
+    # Process 0 names the run and owns the run store; the others follow its decisions.
+    run_id = distributed.run_on_main(
+        lambda: run_id or new_run_id(f"{config.dataset}-{config.loss}-b{config.batch_size}")
+    )
+    path = runs_root(root) / run_id
+    if distributed.run_on_main(lambda: _is_complete(path, config)):
+        return load_run(path)
+    main = distributed.is_main()
+    writer = distributed.run_on_main(
+        lambda: RunWriter.create(config.to_dict(), run_id=run_id, root=root), share=False
+    )
+    with writer if main else contextlib.nullcontext():
         start = 0
-        checkpoint = writer.load_checkpoint()
+        checkpoint = distributed.run_on_main(lambda: writer.load_checkpoint())
         if checkpoint is not None:
             start = trainer.load_state(checkpoint)
-            writer.truncate_metrics(start)
+            if main:
+                writer.truncate_metrics(start)
         started = time.perf_counter()
-        if start == 0:
+        if start == 0 and main:
             # Curves start at the initialisation, so progress can be measured against it.
             writer.log_metrics(0, trainer.evaluate(*trainer.probe_embeddings()))
+        distributed.sync_rng_state()
         recent: list[float] = []
         bar = tqdm(
-            range(start, config.steps), disable=not progress, desc=run_id, initial=start, total=config.steps
+            range(start, config.steps),
+            disable=not (progress and main),
+            desc=run_id,
+            initial=start,
+            total=config.steps,
         )
         for step in bar:
             value = trainer.train_step(step)
@@ -364,18 +406,13 @@ def train(
             recent.append(value)
             done = step + 1
             if done % config.eval_every == 0 or done == config.steps:
-                z_a, z_b = trainer.probe_embeddings()
-                metrics = {"train_loss": float(np.mean(recent)), "lr": trainer.lr_at(step)}
-                metrics.update(trainer.evaluate(z_a, z_b))
-                snapshot = done % config.snapshot_every == 0 or done == config.steps
-                if snapshot:
-                    metrics.update(trainer.downstream(z_a, z_b))
-                writer.log_metrics(done, metrics)
+                if main:
+                    train_loss = _record(trainer, writer, done, recent, trainer.lr_at(step))
+                    bar.set_postfix(loss=f"{train_loss:.3f}")
                 recent = []
-                bar.set_postfix(loss=f"{metrics['train_loss']:.3f}")
-                if snapshot:
-                    writer.save_snapshot(done, trainer.snapshot(z_a, z_b))
-            if done % config.checkpoint_every == 0 or done == config.steps:
+                # evaluation may have drawn random numbers on process 0 only
+                distributed.sync_rng_state()
+            if main and (done % config.checkpoint_every == 0 or done == config.steps):
                 # Metrics first: a kill between the two writes then only repeats work on resume
                 # (rows after the checkpoint are recomputed), it never loses rows.
                 writer.flush()
@@ -383,13 +420,47 @@ def train(
             if on_step is not None:
                 on_step(done, trainer)
             if stop_at_step is not None and done >= stop_at_step and done < config.steps:
-                writer.flush()
-                return load_run(writer.path)
-        final = load_run(writer.path).metrics
-        summary = {key: float(val) for key, val in final.iloc[-1].items() if key != "step"}
-        summary.update(steps=config.steps, seconds=time.perf_counter() - started)
-        writer.finish(summary)
-    return load_run(writer.path)
+                if main:
+                    writer.flush()
+                distributed.barrier()
+                return load_run(path)
+        if main:
+            final = load_run(writer.path).metrics
+            summary = {key: float(val) for key, val in final.iloc[-1].items() if key != "step"}
+            summary.update(steps=config.steps, seconds=time.perf_counter() - started)
+            writer.finish(summary)
+    distributed.barrier()  # the other processes read the run only once process 0 has finished it
+    return load_run(path)
+
+
+def _is_complete(path: Path, config: TrainConfig) -> bool:
+    """Whether the run at ``path`` is complete; raises if it is and its config differs."""
+    if not ((path / "status.json").exists() and load_run(path).is_complete):
+        return False
+    done = load_run(path)
+    wanted = json.loads(json.dumps(config.to_dict()))
+    changed = sorted(key for key in set(wanted) | set(done.config) if wanted.get(key) != done.config.get(key))
+    if changed:
+        raise ValueError(
+            f"run {path.name!r} is complete and its config differs (keys {changed}); "
+            "choose another run_id to train with this config"
+        )
+    return True
+
+
+def _record(trainer: Trainer, writer: RunWriter, done: int, recent: list[float], lr: float) -> float:
+    """Evaluate after step ``done``, write the metrics (and a snapshot when due); returns the train loss."""
+    config = trainer.config
+    z_a, z_b = trainer.probe_embeddings()
+    metrics = {"train_loss": float(np.mean(recent)), "lr": lr}
+    metrics.update(trainer.evaluate(z_a, z_b))
+    snapshot = done % config.snapshot_every == 0 or done == config.steps
+    if snapshot:
+        metrics.update(trainer.downstream(z_a, z_b))
+    writer.log_metrics(done, metrics)
+    if snapshot:
+        writer.save_snapshot(done, trainer.snapshot(z_a, z_b))
+    return metrics["train_loss"]
 
 
 def _parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -418,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         run = train(config, run_id=args.run_id, root=args.root)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    print(f"run {run.run_id}: {run.status} -> {run.path}")
+    finally:
+        distributed.cleanup()
+    if distributed.env_world_size() == 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(f"run {run.run_id}: {run.status} -> {run.path}")
     return 0
 
 
