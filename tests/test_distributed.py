@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from workbench import distributed
 from workbench.losses import build_loss, loss_names
 from workbench.runs import load_run
-from workbench.train import TrainConfig, Trainer, train
+from workbench.train import TrainConfig, Trainer, make_trainer, train
 
 WORLD = 2
 NUM_SAMPLES = 40
@@ -202,20 +202,61 @@ def _config(**overrides) -> TrainConfig:
     return TrainConfig(**fields)
 
 
+def _multimodal_config() -> TrainConfig:
+    structure = {"mode": "four_term", "weights": {"separation": 1.0, "bridge": 0.5, "consistency": 0.5}}
+    tower = {"hidden": 32, "depth": 1, "out_dim": 16}
+    return _config(
+        dataset="digits_captions",
+        dataset_params={"text_encoder": "tokens", "variants": 3},
+        loss="clip",
+        image_tower=tower,
+        text_tower=tower,
+        batch_size=32,
+        structure=structure,
+    )
+
+
+def _two_steps(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Parameters after two steps and the gradient of the second (a GradCache step with micro_batch)."""
+    trainer.train_step(0)
+    trainer.train_step(1)
+    params = trainer._parameters()
+    return {
+        "params": torch.cat([p.detach().reshape(-1) for p in params]),
+        "grad": torch.cat([p.grad.reshape(-1) for p in params]),
+    }
+
+
 def _trainer_worker(rank: int, port: int, root: str) -> None:
     _join_group(rank, port)
     # interrupted after 3 steps and resumed from the checkpoint, as a killed job would be
     train(_config(), run_id="ddp", root=root, progress=False, stop_at_step=3)
     run = train(_config(), run_id="ddp", root=root, progress=False)
     assert run.is_complete
+    steps = {
+        "gradcache": _two_steps(Trainer(_config(micro_batch=3))),
+        "multimodal": _two_steps(make_trainer(_multimodal_config())),
+    }
+    if rank == 0:
+        torch.save(steps, os.path.join(root, "steps.pt"))
     with pytest.raises(ValueError, match=r"batch_size=15 .* not divisible by the world size 2"):
         Trainer(_config(batch_size=15))
     _leave_group()
 
 
-def test_trainer_under_two_processes_resumes_and_matches_one_process(tmp_path):
+def test_trainer_under_two_processes_matches_one_process(tmp_path):
     _spawn(_trainer_worker, str(tmp_path / "ddp"))
-    torch.manual_seed(0)
+    got = torch.load(tmp_path / "ddp" / "steps.pt", weights_only=True)
+    want = {
+        "gradcache": _two_steps(Trainer(_config())),
+        "multimodal": _two_steps(make_trainer(_multimodal_config())),
+    }
+    for case in want:
+        for key in ("params", "grad"):
+            torch.testing.assert_close(
+                got[case][key], want[case][key], rtol=1e-4, atol=1e-5, msg=f"{case} {key}"
+            )
+
     single = train(_config(), run_id="single", root=tmp_path / "single", progress=False)
     run = load_run(tmp_path / "ddp" / "ddp")
     assert run.is_complete and run.config == single.config
@@ -233,13 +274,11 @@ def test_trainer_under_two_processes_resumes_and_matches_one_process(tmp_path):
 @pytest.mark.slow
 def test_torchrun_command_line_writes_one_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "workbench.train", "--dataset", "synthetic", "--dataset-params", '{"num_samples": 64}',
-        "--model-size", "tiny", "--loss", "clip", "--batch-size", "16", "--steps", "4",
-        "--eval-every", "2", "--snapshot-every", "4", "--checkpoint-every", "2", "--probe-size", "64",
-        "--root", str(tmp_path), "--run-id", "cli",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "workbench.train", "--dataset", "synthetic", "--dataset-params", '{"num_samples": 64}']
+    command += "--model-size tiny --loss clip --batch-size 16 --steps 4 --eval-every 2".split()
+    command += "--snapshot-every 4 --checkpoint-every 2 --probe-size 64 --run-id cli --root".split()
+    command.append(str(tmp_path))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run cli: complete") == 1, done.stdout

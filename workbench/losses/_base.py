@@ -288,9 +288,7 @@ class ContrastiveLoss(nn.Module):
                 f"a and b must have the same shape (B, d); got {tuple(a.shape)} and {tuple(b.shape)}"
             )
         if a.shape[0] < min_rows:
-            raise ValueError(
-                f"batch size B must be >= {min_rows} for a contrastive loss, got B={a.shape[0]}"
-            )
+            raise ValueError(f"batch size B must be >= {min_rows} for a contrastive loss, got B={a.shape[0]}")
         if a.shape[1] < 1:
             raise ValueError("feature dimension d must be >= 1")
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
