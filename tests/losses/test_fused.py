@@ -387,6 +387,51 @@ def test_fused_where_it_cannot_run_raises_a_clear_error():
     assert "Traceback" not in proc.stderr
 
 
+# --- compiled for a GPU ----------------------------------------------------------------------------------
+_COMPILE_FOR_SM90 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from workbench.losses import _triton as T
+
+assert not T.INTERPRET
+POINTERS = {
+    "forward": ("q", "k", "scale", "bias", "ex", "pos", "out"),
+    "rows": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dq", "partial"),
+    "cols": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dk"),
+}
+KERNELS = {"forward": T._forward_kernel, "rows": T._backward_rows_kernel, "cols": T._backward_cols_kernel}
+for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32", 1, 0, 128)):
+    for kernel, names in POINTERS.items():
+        blocks = T._blocks(dim, kernel)
+        types = {"q": "*" + dtype, "k": "*" + dtype, "ex": "*i64", "pos": "*i64"}
+        signature = {name + "_ptr": types.get(name, "*fp32") for name in names}
+        signature.update({"M": "i32", "N": "i32", "D": "i32"})
+        constants = {"MODE": mode, "NUM_EX": num_ex, "PRECISION": "ieee", "UPCAST": False}
+        sizes = ("BLOCK_M", "BLOCK_N", "BLOCK_D") + (() if kernel == "forward" else ("BLOCK_DO",))
+        constants.update({key: blocks[key] for key in sizes})
+        signature.update(dict.fromkeys(constants, "constexpr"))
+        options = {"num_warps": blocks["num_warps"], "num_stages": blocks["num_stages"]}
+        compiled = triton.compile(ASTSource(KERNELS[kernel], signature, constants), GPUTarget("cuda", 90, 32),
+                                  options)
+        assert compiled.asm["cubin"], (kernel, dtype)
+        print("compiled", kernel, dtype, mode, num_ex)
+"""
+
+
+@pytest.mark.slow  # about 10 s: nine kernel variants through Triton's whole pipeline and ptxas
+def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
+    """The interpreter accepts things the compiler does not; build every kernel for sm_90 (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, not from a cache
+    cmd = [sys.executable, "-c", _COMPILE_FOR_SM90]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    if proc.returncode != 0 and "ptxas" in proc.stderr and "No such file" in proc.stderr:
+        pytest.skip("this triton install has no ptxas")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("compiled") == 9
+
+
 # --- on a GPU ----------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

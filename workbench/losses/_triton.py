@@ -31,9 +31,14 @@ Contrastive Loss", 2024):
 
 Memory is linear in the batch: besides inputs and gradients (O((M + N) d)) the kernels write only
 (M,) row statistics and a few partial sums per program; the (M, N) logits exist one
-``BLOCK_M x BLOCK_N`` tile at a time in registers. Arithmetic per direction is one similarity
-product forward and three backward (recompute for ``d q``, recompute for ``d k``, and the two
-gradient products), i.e. about ``10 M N d`` FLOPs when d <= ``BLOCK_DO``.
+``BLOCK_M x BLOCK_N`` tile at a time in registers.
+
+Arithmetic, per call on an (M, d) x (N, d) pair and with c = ceil(d / BLOCK_DO) feature chunks:
+``2 M N d`` forward, ``(2 c + 2) M N d`` for each backward kernel, so ``(4 c + 6) M N d`` in all
+(10 M N d for d <= 128). A symmetric CLIP loss makes two such calls (a against b, b against a),
+about 20 B^2 d for d <= 128, where the matrix-multiply floor is 6 B^2 d (one product forward, two
+backward); fusing both directions into one pass over the tiles, and accumulating large-d gradients
+without recomputation, are the next steps towards that floor.
 
 Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then (and
 already when ``triton`` itself was first imported, which builds Triton's own library functions), they
@@ -247,17 +252,28 @@ TRITON_INTERPRETED: bool = isinstance(tl.zeros, InterpretedFunction)
 INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 32, "BLOCK_DO": 32}
 
 
-def _blocks(dim: int) -> dict:
-    """Tile sizes and launch options; the CUDA ones are a starting point for H100-class cards, untuned."""
-    width = max(16, triton.next_power_of_2(dim))
+def _blocks(dim: int, kernel: str) -> dict:
+    """Tile sizes and launch options of one kernel ("forward", "rows" or "cols").
+
+    The CUDA sizes were chosen without a GPU at hand, from what ``ptxas`` reports for sm_90 with
+    bfloat16 inputs: with them the forward (128 x 64 tiles, 8 warps) and the backward kernels (a
+    32-wide outer tile, BLOCK_DO = 128 features of gradient per program, 8 warps) spill no more than
+    16 bytes of registers. They are a starting point, not tuned on a card. For d > 128 the backward recomputes each logits
+    tile once per 128-feature chunk of the gradient.
+    """
     if INTERPRET:
         return {**INTERPRETER_BLOCKS, "num_warps": 4}
+    width = max(16, triton.next_power_of_2(dim))
+    if kernel == "forward":
+        rows, cols = 128, 64
+    else:  # the outer tile (rows for "rows", columns for "cols") carries the float32 gradient accumulator
+        rows, cols = (32, 64) if kernel == "rows" else (64, 32)
     return {
-        "BLOCK_M": 64,
-        "BLOCK_N": 64,
+        "BLOCK_M": rows,
+        "BLOCK_N": cols,
         "BLOCK_D": min(width, 64),
         "BLOCK_DO": min(width, 128),
-        "num_warps": 4,
+        "num_warps": 8,
         "num_stages": 2,
     }
 
@@ -280,7 +296,7 @@ def _scalar(x: Tensor, like: Tensor) -> Tensor:
 def _forward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, exclude: Tensor | None,
              pos_col: Tensor | None, mode: int) -> Tensor:  # fmt: skip
     rows, dim = q.shape
-    blocks = _blocks(dim)
+    blocks = _blocks(dim, "forward")
     out = torch.empty(rows, dtype=torch.float32, device=q.device)
     scale_t = _scalar(scale, q)
     bias_t = scale_t if bias is None else _scalar(bias, q)
@@ -300,24 +316,24 @@ def _backward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, stat: Te
     """(dq float32 or None, dk float32 or None, d scale, d bias) for d loss / d logit given by MODE."""
     rows, dim = q.shape
     cols = k.shape[0]
-    blocks = _blocks(dim)
-    chunks = triton.cdiv(dim, blocks["BLOCK_DO"])
+    row_tiles, col_tiles = _blocks(dim, "rows"), _blocks(dim, "cols")
+    chunks = triton.cdiv(dim, row_tiles["BLOCK_DO"])
     scale_t = _scalar(scale, q)
     bias_t = scale_t if bias is None else _scalar(bias, q)
     # unused pointer arguments get any tensor: the MODE / NUM_EX branches never read them
     ex_arg, pos_arg = (q if exclude is None else exclude), (q if pos_col is None else pos_col)
     args = (q, k, scale_t, bias_t, stat, grad, ex_arg, pos_arg)
-    meta = {"MODE": mode, "NUM_EX": 0 if exclude is None else exclude.shape[1], **blocks, **_common(q)}
+    meta = {"MODE": mode, "NUM_EX": 0 if exclude is None else exclude.shape[1], **_common(q)}
     # The row kernel also yields the scalar gradients, so it runs even when q needs none.
     dq = torch.empty(rows, dim, dtype=torch.float32, device=q.device)
-    row_blocks = triton.cdiv(rows, blocks["BLOCK_M"])
+    row_blocks = triton.cdiv(rows, row_tiles["BLOCK_M"])
     partial = torch.empty(row_blocks, chunks, 2, dtype=torch.float32, device=q.device)
-    _backward_rows_kernel[(row_blocks, chunks)](*args, dq, partial, rows, cols, dim, **meta)
+    _backward_rows_kernel[(row_blocks, chunks)](*args, dq, partial, rows, cols, dim, **meta, **row_tiles)
     dk = None
     if need_k:
         dk = torch.empty(cols, dim, dtype=torch.float32, device=q.device)
-        grid = (triton.cdiv(cols, blocks["BLOCK_N"]), chunks)
-        _backward_cols_kernel[grid](*args, dk, rows, cols, dim, **meta)
+        grid = (triton.cdiv(cols, col_tiles["BLOCK_N"]), chunks)
+        _backward_cols_kernel[grid](*args, dk, rows, cols, dim, **meta, **col_tiles)
     # every feature chunk saw the same tiles: the scalar sums of the first chunk are the whole
     sums = partial[:, 0].sum(dim=0)
     return (dq if need_q else None), dk, sums[0], sums[1]
