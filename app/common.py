@@ -163,7 +163,8 @@ def runs_frame(root: str) -> pd.DataFrame:
         rows.append(row)
     columns = ["run_id", "status", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
-    frame = pd.DataFrame(rows, columns=columns)
+    # Newest first: the run just trained is the one looked for.
+    frame = pd.DataFrame(rows[::-1], columns=columns)
     # Metrics no run reports are noise in the table.
     return frame.drop(columns=[c for c in SUMMARY_METRICS if frame[c].isna().all()])
 
@@ -317,7 +318,7 @@ def pick_source(key: str, allow_upload: bool = True) -> Source | None:
     """
     options = run_ids_with("snapshots")
     upload = upload_source() if allow_upload else None
-    labels = ([upload.label] if upload is not None else []) + options[::-1]
+    labels = ([upload.label] if upload is not None else []) + options
     if not labels:
         st.info("The run store has no runs with embedding snapshots yet, and no file was uploaded.")
         return None

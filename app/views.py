@@ -228,7 +228,8 @@ def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix:
         here = emb.gap_shift_curve(a[rows], b[rows], [shift], loss, params, scale)
         base = curve.loc[np.isclose(curve["shift"], 0.0), "loss"]
         cols = st.columns(3)
-        delta = None if base.empty else f"{here.loss[0] - float(base.iloc[0]):+.4f} vs shift 0"
+        change = None if base.empty else here.loss[0] - float(base.iloc[0])
+        delta = None if change is None or abs(change) < 5e-5 else f"{change:+.4f} vs shift 0"
         cols[0].metric("Loss at this shift", f"{here.loss[0]:.4f}", delta, delta_color="inverse")
         cols[1].metric("Centroid gap", f"{here.centroid_gap[0]:.4f}")
         cols[2].metric("Mean pair cosine", f"{here.mean_pair_cosine[0]:.4f}")

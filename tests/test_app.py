@@ -462,7 +462,10 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                       "--disable-component-update", "--disable-sync", "--no-first-run",
                       "--enable-unsafe-swiftshader"],
             )  # fmt: skip
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Streamlit scrolls inside its own container, so a tall window is what shows a whole page.
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
+            upload = tmp_path / "mine.npz"
+            upload.write_bytes(_good_upload())
             routes = {
                 "runs": "",
                 "geometry": f"geometry?run={SPHERE_RUN}",
@@ -476,10 +479,13 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
                 # Rendered = the title is there and the script has stopped running.
                 page.wait_for_selector("h1", timeout=90_000)
+                if name == "your_embeddings":
+                    page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(upload))
+                    page.wait_for_selector("text=60 pairs in d = 5", timeout=90_000)
                 page.wait_for_function(
                     "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000
                 )
-                if name in ("geometry", "modality_gap", "bridges", "gradient_bias"):
+                if name != "runs":
                     page.wait_for_selector(".js-plotly-plot", timeout=60_000)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(shots / f"{name}.png"), full_page=True)

@@ -22,7 +22,7 @@ if wanted is not None and wanted not in options:
 if not options:
     st.info("No run in the store has a gradient-bias table yet: run `python -m workbench.gradbias`.")
     st.stop()
-default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in options] or options[-1:]
+default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in options] or options[:1]
 chosen = st.sidebar.multiselect("Runs to overlay", options, default=default[:3], key="gb-runs")
 if not chosen:
     st.info("Pick at least one run in the sidebar.")

@@ -82,6 +82,8 @@ GEOMETRY_METRICS = (
     "mean_pair_cosine",
 )
 PAIR_LINE_COLOR = "rgba(120, 120, 120, 0.35)"
+# Legends of the small figures go under the plot, which keeps its full width in a narrow column.
+_LEGEND_BELOW = {"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"}
 # Above this many points per frame, 2-D scatters switch to WebGL (SVG gets slow in the browser).
 GL_THRESHOLD = 4000
 
@@ -408,7 +410,7 @@ def animated_figure(
                 "type": "buttons",
                 "direction": "left",
                 "x": 0.0,
-                "y": -0.02,
+                "y": -0.14,  # below the x-axis title
                 "xanchor": "left",
                 "yanchor": "top",
                 "showactive": False,
@@ -423,7 +425,7 @@ def animated_figure(
                 "active": start,
                 "x": 0.18,
                 "len": 0.82,
-                "y": -0.02,
+                "y": -0.12,
                 "yanchor": "top",
                 "currentvalue": {"prefix": "step "},
                 "steps": [
@@ -436,8 +438,8 @@ def animated_figure(
                 ],
             }
         ],
-        margin={"b": 90},
-        height=650,
+        margin={"b": 150},
+        height=700,
     )
     return fig
 
@@ -695,9 +697,13 @@ def per_dimension_gap_figure(
         secondary_y=True,
     )
     fig.update_layout(
-        title=title, template="plotly_white", height=400, margin={"l": 10, "r": 10, "t": 50, "b": 10}
+        title=title,
+        template="plotly_white",
+        height=430,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend=_LEGEND_BELOW,
     )
-    fig.update_xaxes(title=f"dimension (top {k} of {gap.shape[0]}, blue: image side larger)")
+    fig.update_xaxes(title=f"top {k} of {gap.shape[0]} dimensions (blue: image mean larger)")
     fig.update_yaxes(title="|gap| per dimension", secondary_y=False)
     fig.update_yaxes(title="cumulative share", range=[0, 1.02], secondary_y=True)
     return fig
@@ -727,7 +733,11 @@ def singular_spectrum_figure(x: np.ndarray, y: np.ndarray, title: str | None = N
             )
         )
     fig.update_layout(
-        title=title, template="plotly_white", height=400, margin={"l": 10, "r": 10, "t": 50, "b": 10}
+        title=title,
+        template="plotly_white",
+        height=430,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend=_LEGEND_BELOW,
     )
     fig.update_xaxes(title="index k")
     fig.update_yaxes(title="s_k / Σ s", type="log")
