@@ -176,6 +176,7 @@ def test_geometry_page_slider_dims_colour_and_projection(home):
     at.radio(key="geometry-dims").set_value(3).run()
     at.radio(key="geometry-color").set_value("class").run()
     at.checkbox(key="geometry-aug").check().run()
+    at.radio(key="geometry-fit").set_value("last").run()
     at.selectbox(key="geometry-method").set_value("pca").run()
     at.slider(key="geometry-pairs").set_value(20).run()
     _no_errors(at)

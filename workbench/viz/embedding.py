@@ -427,7 +427,7 @@ def animated_figure(
                 "len": 0.82,
                 "y": -0.12,
                 "yanchor": "top",
-                "currentvalue": {"prefix": "step "},
+                "currentvalue": {"prefix": "step ", "xanchor": "right"},
                 "steps": [
                     {
                         "label": str(step),
