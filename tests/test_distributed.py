@@ -69,13 +69,10 @@ def _join_group(rank: int, port: int) -> None:
 
 
 def _leave_group() -> None:
+    # A process that tears down its connections while the other still waits on the last collective
+    # leaves that one hanging: meet first.
     dist.barrier()
     dist.destroy_process_group()
-    # Skip interpreter finalisation, where torch's autograd and gloo threads can race the GIL
-    # teardown and hang (pytorch issue 190489); everything this process reports is on disk already.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def _spawn(worker, *args, timeout: float = 300.0) -> None:
@@ -253,8 +250,9 @@ def test_trainer_under_two_processes_matches_one_process(tmp_path):
     }
     for case in want:
         for key in ("params", "grad"):
+            # float32: the two processes only sum in another order (measured differences ~4e-7)
             torch.testing.assert_close(
-                got[case][key], want[case][key], rtol=1e-4, atol=1e-5, msg=f"{case} {key}"
+                got[case][key], want[case][key], rtol=1e-5, atol=2e-6, msg=f"{case} {key}"
             )
 
     single = train(_config(), run_id="single", root=tmp_path / "single", progress=False)
@@ -263,7 +261,7 @@ def test_trainer_under_two_processes_matches_one_process(tmp_path):
     got, want = run.metrics, single.metrics
     assert list(got["step"]) == list(want["step"]) == [0, 3, 6]
     for column in ("train_loss", "global_loss", "pos_cos", "scale"):
-        expected = pytest.approx(want[column].to_numpy(), rel=1e-4, abs=1e-5, nan_ok=True)
+        expected = pytest.approx(want[column].to_numpy(), rel=1e-5, abs=1e-6, nan_ok=True)
         assert got[column].to_numpy() == expected, column
     state = torch.load(run.path / "checkpoint.pt", weights_only=True)
     single_state = torch.load(single.path / "checkpoint.pt", weights_only=True)
