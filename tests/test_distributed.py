@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from workbench import distributed
 from workbench.losses import build_loss, loss_names
+from workbench.losses._base import anchor_blocks
 from workbench.runs import load_run
 from workbench.train import TrainConfig, Trainer, make_trainer, train
 
@@ -178,6 +179,44 @@ def test_every_loss_matches_the_single_process_gradient_and_state(tmp_path):
             assert r["state_ranks"] == 0.0, (rank, case, r)
             if case.split(":")[1] in ("sogclr", "bayes", "moco"):
                 assert r["state_size"] > 0, case
+
+
+# --- single-process pieces -----------------------------------------------------------------------------
+def test_shards_split_the_global_batch_and_refuse_a_remainder():
+    assert distributed.shard_slice(8, rank_=1, world=2) == slice(4, 8)
+    assert distributed.shard_slice(8) == slice(0, 8)  # no process group: the whole batch
+    with pytest.raises(ValueError, match=r"batch_size=10 .* not divisible by the world size 4"):
+        distributed.shard_size(10, 4)
+
+
+def test_outside_a_process_group_the_helpers_are_the_identity():
+    x = torch.randn(3, 2, requires_grad=True)
+    assert distributed.gather_with_grad(x) is x and distributed.all_gather_no_grad(x) is x
+    assert distributed.loss_sharding() is None and not distributed.is_distributed()
+    assert distributed.average(1.5) == 1.5 and distributed.run_on_main(lambda: 7) == 7
+
+
+@pytest.mark.parametrize("negatives", ["views", "cross"])
+@pytest.mark.parametrize("include_positive", [True, False])
+def test_local_anchor_blocks_are_rows_of_the_full_blocks(negatives, include_positive):
+    a, b = torch.randn(6, 3), torch.randn(6, 3)
+    full = anchor_blocks(a, b, negatives, include_positive)
+    halves = [anchor_blocks(a, b, negatives, include_positive, local=slice(s, s + 3)) for s in (0, 3)]
+    for number, block in enumerate(full):
+        parts = [blocks[number] for blocks in halves]
+        rows = torch.cat([part.rows for part in parts])
+        assert sorted(rows.tolist()) == list(range(block.q.shape[0]))
+        for part in parts:
+            assert torch.equal(part.k, block.k)
+            assert torch.equal(part.q, block.q[part.rows])
+            assert torch.equal(part.pos_col, block.pos_col[part.rows])
+            assert (part.exclude is None) == (block.exclude is None)
+            if part.exclude is not None:
+                assert torch.equal(part.exclude, block.exclude[part.rows])
+            slot = torch.as_tensor(block.slot).expand(block.q.shape[0])[part.rows]
+            assert torch.equal(torch.as_tensor(part.slot).expand(part.q.shape[0]), slot)
+    with pytest.raises(ValueError, match="local must be a non-empty slice"):
+        anchor_blocks(a, b, negatives, include_positive, local=slice(4, 8))
 
 
 # --- the trainer ----------------------------------------------------------------------------------------

@@ -355,6 +355,10 @@ def train(
 ) -> Run:
     """Train (or resume) a run and return it from the run store.
 
+    Under torchrun (``WORLD_SIZE`` > 1) this joins the process group and trains with DDP on shards of
+    the global batch. Process 0 evaluates and writes the run; every process returns it once process 0
+    has finished, so the run store must be on a file system all processes see (always so on one node).
+
     Args:
         config: a :class:`TrainConfig` or a dict of its fields.
         run_id: the run's id; a run with this id and the same config resumes from its last
