@@ -1,14 +1,23 @@
 #!/usr/bin/env python
-"""Benchmark the loss zoo: forward+backward wall time and peak memory, naive vs chunked.
+"""Benchmark the loss zoo: forward+backward wall time and peak memory of every implementation.
 
-Every (loss, impl, batch size) measurement runs in a fresh Python subprocess, so that the peak
-memory of one configuration cannot hide behind the high-water mark of another (see
-``benchmarks/README.md`` for the method). Results go to one JSON file per run; render them into
-``BENCHMARKS.md`` with ``benchmarks/render_benchmarks.py``.
+One run times every loss x implementation (``naive``, ``chunked``, ``fused``: the ``implementation=``
+of the losses) x batch size on the current device. On CUDA it adds the scale suite: ``clip`` at
+d=512 in bfloat16 from B=4,096 to B=1,048,576 (fused; naive, chunked and the peers open_clip
+``ClipLoss`` and ``inf_cl`` where installed, up to where they fit or stay under --max-seconds), with
+the fraction of the tensor-core bound (6 B^2 d FLOPs at the card's dense bf16 peak) and the peak extra
+memory against B. On CPU the fused kernels are not timed: they run there only through the Triton
+interpreter, a correctness check.
+
+Every measurement runs in a fresh Python subprocess, so that the peak memory of one configuration
+cannot hide behind the high-water mark of another (see ``benchmarks/README.md`` for the method).
+Results go to one JSON file per run; render them into ``BENCHMARKS.md`` with
+``benchmarks/render_benchmarks.py``.
 
     python benchmarks/bench_losses.py                       # all losses, CPU/CUDA defaults
     python benchmarks/bench_losses.py --losses clip --batch-sizes 1024,4096 --repeats 5
     python benchmarks/bench_losses.py --quick --losses clip,bayes --out /tmp/smoke.json
+    python benchmarks/bench_losses.py --scale only          # CUDA: just the clip scale suite
 """
 
 from __future__ import annotations
@@ -17,12 +26,14 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
 import re
 import resource
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,12 +48,33 @@ if str(REPO_ROOT) not in sys.path:  # the benchmark runs from a checkout; the pa
 import torch  # noqa: E402
 
 from workbench.losses import build_loss, loss_names  # noqa: E402
+from workbench.losses._kernels import fused_problem  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CPU_BATCH_SIZES = (256, 1024, 4096, 16384)
 CUDA_BATCH_SIZES = (*CPU_BATCH_SIZES, 65536)
 QUICK_BATCH_SIZES = (256, 1024)
-IMPLS = ("naive", "chunked")
+IMPLS = ("naive", "chunked", "fused")  # ContrastiveLoss(implementation=...)
+PEERS = {"open_clip": "open_clip", "inf_cl": "inf_cl"}  # other libraries' CLIP losses: impl -> module
+ALL_IMPLS = (*IMPLS, *PEERS)
+# The scale suite (CUDA): the issue's headline configuration and its memory growth.
+SCALE_BATCH_SIZES = (4096, 16384, 65536, 262144, 1048576)
+SCALE_DIM, SCALE_DTYPE = 512, "bfloat16"
+SCALE_HEADLINE_B = 65536
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, matched in order
+# against torch.cuda.get_device_name(): the first pattern contained in the name wins.
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM (e.g. "NVIDIA H100 80GB HBM3")
+    ("H200", 989.0),
+    ("GH200", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10G", 70.0),
+    ("L4", 121.0),
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 INDEXED_LOSSES = ("sogclr", "bayes")  # stateful: need num_samples=B and index=arange(B)
 # A naive run is skipped when (logit entries held by the loss) x 4 bytes x this factor exceeds
@@ -59,10 +91,42 @@ MIB = 2**20
 # --- what a configuration holds ---------------------------------------------------------------------
 def loss_params(name: str, impl: str, batch_size: int, chunk_size: int) -> dict:
     """Constructor arguments for one configuration (defaults of the loss otherwise)."""
-    params: dict = {"chunk_size": None if impl == "naive" else chunk_size}
+    params: dict = {"chunk_size": chunk_size if impl == "chunked" else None, "implementation": impl}
     if name in INDEXED_LOSSES:
         params["num_samples"] = batch_size
     return params
+
+
+def bf16_peak_tflops(name: str) -> float | None:
+    """Dense bf16 tensor-core peak of a CUDA device from its name, or None if not in the table."""
+    for pattern, tflops in BF16_PEAK_TFLOPS:
+        if pattern.lower() in name.lower():
+            return tflops
+    return None
+
+
+def clip_flops(batch_size: int, dim: int) -> float:
+    """The matrix-multiply work of a symmetric CLIP forward+backward: S = A B^T, dA = dS B, dB = dS^T A."""
+    return 6.0 * batch_size**2 * dim
+
+
+def impl_problem(name: str, impl: str, device: str, dtype: torch.dtype) -> str | None:
+    """Why (loss, impl) cannot be measured on this device, as a record status; None if it can."""
+    if impl in PEERS:
+        if name != "clip":
+            return "skipped: peers are CLIP losses"
+        if importlib.util.find_spec(PEERS[impl]) is None:
+            return f"skipped: {PEERS[impl]} not installed"
+        if impl == "inf_cl" and device != "cuda":
+            return "skipped: inf_cl needs CUDA"
+        return None
+    if impl == "fused":
+        if device != "cuda":
+            return "not measured: CPU (the fused kernels run on CPU only through the Triton interpreter)"
+        probe = torch.empty(1, 1, device=device, dtype=dtype)
+        problem = fused_problem(probe, probe)
+        return None if problem is None else f"skipped: {problem}"
+    return None
 
 
 def layout(name: str, batch_size: int) -> tuple[int, int]:
@@ -175,6 +239,52 @@ def _fill_moco_queue(loss, dim: int, device: str, dtype: torch.dtype) -> None:
             seed += 1
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peer_loss(impl: str, device: str):
+    """Another library's symmetric CLIP loss as ``fn(a, b, index=None)`` on raw features.
+
+    Both get L2-normalised features and the logit scale 1 / 0.07, as ``build_loss("clip")`` uses.
+    """
+    import torch.nn.functional as F
+
+    scale = torch.tensor(1 / 0.07, device=device)
+    if impl == "open_clip":
+        from open_clip.loss import ClipLoss
+
+        peer = ClipLoss()
+
+        def open_clip_loss(a, b, index=None):
+            return peer(F.normalize(a, dim=1), F.normalize(b, dim=1), scale)
+
+        return open_clip_loss
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # inf_cl's ring runs on a process group, here of one process
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group("nccl", rank=0, world_size=1)
+    from inf_cl import cal_inf_loss
+
+    def inf_cl_loss(a, b, index=None):
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+        return 0.5 * (cal_inf_loss(a, b, scale=scale).mean() + cal_inf_loss(b, a, scale=scale).mean())
+
+    return inf_cl_loss
+
+
+def make_loss(name: str, impl: str, batch_size: int, chunk_size: int, device: str):
+    """(callable ``fn(a, b, index=None)``, its constructor arguments) for one configuration."""
+    if impl in PEERS:
+        return peer_loss(impl, device), {"peer": impl}
+    params = loss_params(name, impl, batch_size, chunk_size)
+    return build_loss(name, **params).to(device), params
+
+
 def measure(spec: dict) -> dict:
     """Time ``repeats`` forward+backward passes of one configuration and record its peak memory."""
     name, impl, batch_size = spec["loss"], spec["impl"], spec["batch_size"]
@@ -188,14 +298,14 @@ def measure(spec: dict) -> dict:
         a.grad = b.grad = None
         loss(a, b, index=index if name in INDEXED_LOSSES else None).backward()
 
-    # Tiny warm-up on a separate instance: loads kernels and libraries (and, for "chunked", the
-    # chunked autograd path) before the memory baseline, without any large allocation.
-    tiny = loss_params(name, impl, WARMUP_ROWS, chunk_size=WARMUP_ROWS // 4)
-    step(build_loss(name, **tiny).to(device), *_inputs(WARMUP_ROWS, dim, device, dtype, seed=1))
+    # Tiny warm-up on a separate instance: loads kernels and libraries (for "chunked" the chunked
+    # autograd path, for "fused" the Triton compilation) before the memory baseline, without any
+    # large allocation.
+    tiny, _ = make_loss(name, impl, WARMUP_ROWS, WARMUP_ROWS // 4, device)
+    step(tiny, *_inputs(WARMUP_ROWS, dim, device, dtype, seed=1))
     sync()
 
-    params = loss_params(name, impl, batch_size, spec["chunk_size"])
-    loss = build_loss(name, **params).to(device)
+    loss, params = make_loss(name, impl, batch_size, spec["chunk_size"], device)
     a, b, index = _inputs(batch_size, dim, device, dtype, seed=0)
     extra: dict = {}
     if name == "moco":
@@ -310,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--impls",
-        type=_csv(str, IMPLS),
-        default=list(IMPLS),
-        help="naive = chunk_size None (materialise B x B); chunked = chunk_size from --chunk-size",
+        type=_csv(str, ALL_IMPLS),
+        default=None,
+        help="naive (materialise B x B), chunked (--chunk-size rows at a time), fused (Triton, CUDA); "
+        "open_clip, inf_cl: those libraries' CLIP losses, for clip only, where installed. Default: "
+        "naive,chunked,fused on CPU (fused recorded as not measured); all of them on CUDA",
     )
     parser.add_argument("--chunk-size", type=int, default=1024, help="anchor rows per chunk for 'chunked'")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per config (median reported)")
@@ -334,6 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"smoke run: B={','.join(map(str, QUICK_BATCH_SIZES))} only and 1 repeat",
     )
+    parser.add_argument(
+        "--scale",
+        choices=("auto", "on", "off", "only"),
+        default="auto",
+        help=f"the clip scale suite (d={SCALE_DIM}, {SCALE_DTYPE}, B up to {max(SCALE_BATCH_SIZES):,}, "
+        "fraction of the tensor-core bound, memory vs B): auto = on CUDA only; only = skip the grid",
+    )
+    parser.add_argument(
+        "--scale-batch-sizes",
+        type=_csv(int),
+        default=list(SCALE_BATCH_SIZES),
+        help="batch sizes of the scale suite",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -345,6 +470,13 @@ def resolve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error("--device cuda but torch.cuda.is_available() is False")
     if args.dtype != "float32" and args.device != "cuda":
         parser.error(f"--dtype {args.dtype} is only supported on CUDA")
+    if args.impls is None:
+        # on CPU the fused rows are recorded as not measured, so the file says why they are missing
+        args.impls = list(ALL_IMPLS if args.device == "cuda" else IMPLS)
+    if args.scale == "auto":
+        args.scale = "on" if args.device == "cuda" and not args.quick else "off"
+    if args.scale != "off" and args.device != "cuda":
+        parser.error("--scale needs CUDA (the suite measures tensor-core throughput)")
     if args.quick:
         args.batch_sizes, args.repeats = list(QUICK_BATCH_SIZES), 1
     elif args.batch_sizes is None:
@@ -388,9 +520,121 @@ def notes(args: argparse.Namespace) -> list[str]:
         f"chunked falls back to the naive code path when chunk_size ({args.chunk_size}) >= the anchor rows "
         "of a block (B for cross losses, 2B for ntxent/dcl/dclw): such rows carry a note.",
         f"naive runs are skipped ('skipped: memory') when logit entries x 4 bytes x {NAIVE_MEMORY_FACTOR} "
-        f"exceeds {MEMORY_FRACTION:.0%} of the memory available at start.",
+        f"exceeds {MEMORY_FRACTION:.0%} of the memory available at start (open_clip, which holds the "
+        "same matrices as naive clip, likewise).",
+        "implementation: naive, chunked and fused are build_loss(..., implementation=...); fused is not "
+        "timed on CPU, where it runs only through the Triton interpreter (a correctness check).",
     ]
+    if args.device == "cuda":
+        out.append(
+            "Peers (clip only): open_clip.loss.ClipLoss and inf_cl.cal_inf_loss (both directions, mean), "
+            "on L2-normalised features with logit scale 1/0.07, where the packages are installed."
+        )
+    if args.scale != "off":
+        out.append(
+            f"Scale suite: clip, d={SCALE_DIM}, {SCALE_DTYPE}; model FLOPs = 6 B^2 d (S = A B^T forward, dA "
+            "and dB backward); bound_fraction = (model FLOPs / dense bf16 peak) / measured time, the peak "
+            "read from a table keyed by the device name (bf16_peak_tflops in the JSON)."
+        )
     return out
+
+
+def base_record(name: str, impl: str, batch_size: int) -> dict:
+    rows, _ = layout(name, batch_size)
+    return {
+        "loss": name,
+        "impl": impl,
+        "batch_size": batch_size,
+        "seconds_median": None,
+        "seconds_all": [],
+        "peak_mem_mb": None,
+        "status": "ok",
+        "anchor_rows": rows,
+        "note": None,
+    }
+
+
+def measure_into(record: dict, spec: dict, args: argparse.Namespace, timeout: float) -> None:
+    """Run one configuration in a fresh process and copy its result into ``record``."""
+    result = run_config(spec, timeout)
+    record["status"] = result["status"]
+    if result["status"] != "ok":
+        return
+    record["seconds_all"] = result["seconds_all"]
+    record["seconds_median"] = statistics.median(result["seconds_all"])
+    record["seconds_warmup"] = result["seconds_warmup"]
+    record["cpu_seconds_all"] = result["cpu_seconds_all"]
+    if result["warmup_only"]:
+        record["note"] = (
+            f"one pass: the warm-up alone exceeded --max-seconds {args.max_seconds:g} "
+            "and is reported as the measurement"
+        )
+    record["peak_mem_mb"] = round(result["peak_mem_mb"], 1)
+    record["params"] = result["params"]
+    record["memory_method"] = result["memory_method"]
+    record["threads"] = result["threads"]
+
+
+def run_series(
+    name: str,
+    impl: str,
+    batch_sizes: list[int],
+    args: argparse.Namespace,
+    dim: int,
+    dtype: str,
+    available: int,
+    emit,
+) -> None:
+    """Measure one (loss, impl) at increasing B, skipping what cannot run, would not fit, or is too slow."""
+    problem = impl_problem(name, impl, args.device, DTYPES[dtype])
+    if problem == "skipped: peers are CLIP losses":
+        return
+    timeout = max(300.0, 20 * args.max_seconds)
+    too_slow_at = None
+    for batch_size in sorted(batch_sizes):
+        record = base_record(name, impl, batch_size)
+        rows, logits = record["anchor_rows"], layout(name, batch_size)[1]
+        estimate = logits * 4 * NAIVE_MEMORY_FACTOR
+        if impl == "chunked" and args.chunk_size >= rows:
+            record["note"] = "chunk_size >= anchor rows: same code path as naive"
+        if problem is not None:
+            record["status"] = problem
+        elif too_slow_at is not None:
+            record["status"] = "skipped: too slow"
+            record["note"] = f"median at B={too_slow_at} exceeded --max-seconds {args.max_seconds:g}"
+        elif impl in ("naive", "open_clip") and estimate > MEMORY_FRACTION * available:
+            record["status"] = "skipped: memory"
+            record["note"] = (
+                f"estimated {estimate / 2**30:.1f} GiB > {MEMORY_FRACTION:.0%} of "
+                f"{available / 2**30:.1f} GiB available"
+            )
+        else:
+            spec = {
+                "loss": name,
+                "impl": impl,
+                "batch_size": batch_size,
+                "dim": dim,
+                "device": args.device,
+                "dtype": dtype,
+                "chunk_size": args.chunk_size,
+                "repeats": args.repeats,
+                "max_seconds": args.max_seconds,
+            }
+            measure_into(record, spec, args, timeout)
+            if record["status"] == "ok" and record["seconds_median"] > args.max_seconds:
+                too_slow_at = batch_size
+        emit(record)
+
+
+def add_throughput(record: dict, dim: int, peak_tflops: float | None) -> None:
+    """Model TFLOP/s of a clip record and its fraction of the bf16 tensor-core bound."""
+    if record["status"] != "ok":
+        return
+    flops = clip_flops(record["batch_size"], dim)
+    record["model_tflops"] = round(flops / record["seconds_median"] / 1e12, 2)
+    if peak_tflops:
+        record["bound_seconds"] = flops / (peak_tflops * 1e12)
+        record["bound_fraction"] = round(record["bound_seconds"] / record["seconds_median"], 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,8 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     resolve(args, parser)
 
     available = available_memory_bytes(args.device)
+    name = device_name(args.device)
+    peak = bf16_peak_tflops(name) if args.device == "cuda" else None
     payload = {
-        "device": device_name(args.device),
+        "device": name,
         "device_type": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -411,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
         "chunk_size": args.chunk_size,
-        "batch_sizes": args.batch_sizes,
+        "batch_sizes": args.batch_sizes if args.scale != "only" else [],
+        "impls": args.impls,
         "repeats": args.repeats,
         "max_seconds": args.max_seconds,
         "quick": args.quick,
@@ -427,70 +674,57 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes(args),
         "complete": False,
         "results": [],
+        "scale": None
+        if args.scale == "off"
+        else {
+            "loss": "clip",
+            "dim": SCALE_DIM,
+            "dtype": SCALE_DTYPE,
+            "batch_sizes": args.scale_batch_sizes,
+            "headline_batch_size": SCALE_HEADLINE_B,
+            "bf16_peak_tflops": peak,
+            "results": [],
+        },
     }
-    timeout = max(300.0, 20 * args.max_seconds)
     started = time.perf_counter()
-    for name in args.losses:
-        for impl in args.impls:
-            too_slow_at = None
-            for batch_size in sorted(args.batch_sizes):
-                rows, logits = layout(name, batch_size)
-                record = {
-                    "loss": name,
-                    "impl": impl,
-                    "batch_size": batch_size,
-                    "seconds_median": None,
-                    "seconds_all": [],
-                    "peak_mem_mb": None,
-                    "status": "ok",
-                    "anchor_rows": rows,
-                    "note": None,
-                }
-                estimate = logits * 4 * NAIVE_MEMORY_FACTOR
-                if impl == "chunked" and args.chunk_size >= rows:
-                    record["note"] = "chunk_size >= anchor rows: same code path as naive"
-                if too_slow_at is not None:
-                    record["status"] = "skipped: too slow"
-                    record["note"] = f"median at B={too_slow_at} exceeded --max-seconds {args.max_seconds:g}"
-                elif impl == "naive" and estimate > MEMORY_FRACTION * available:
-                    record["status"] = "skipped: memory"
-                    record["note"] = (
-                        f"estimated {estimate / 2**30:.1f} GiB > {MEMORY_FRACTION:.0%} of "
-                        f"{available / 2**30:.1f} GiB available"
-                    )
-                else:
-                    spec = {
-                        "loss": name,
-                        "impl": impl,
-                        "batch_size": batch_size,
-                        "dim": args.dim,
-                        "device": args.device,
-                        "dtype": args.dtype,
-                        "chunk_size": args.chunk_size,
-                        "repeats": args.repeats,
-                        "max_seconds": args.max_seconds,
-                    }
-                    result = run_config(spec, timeout)
-                    record["status"] = result["status"]
-                    if result["status"] == "ok":
-                        record["seconds_all"] = result["seconds_all"]
-                        record["seconds_median"] = statistics.median(result["seconds_all"])
-                        record["seconds_warmup"] = result["seconds_warmup"]
-                        record["cpu_seconds_all"] = result["cpu_seconds_all"]
-                        if result["warmup_only"]:
-                            record["note"] = (
-                                f"one pass: the warm-up alone exceeded --max-seconds {args.max_seconds:g} "
-                                "and is reported as the measurement"
-                            )
-                        record["peak_mem_mb"] = round(result["peak_mem_mb"], 1)
-                        record["params"] = result["params"]
-                        payload["memory_method"] = result["memory_method"]
-                        payload["threads"] = result["threads"]
-                        if record["seconds_median"] > args.max_seconds:
-                            too_slow_at = batch_size
-                payload["results"].append(record)
-                write_json_atomic(args.out, payload)  # partial results survive an interruption
-                print(_progress(record, time.perf_counter() - started), file=sys.stderr, flush=True)
+
+    def emit_to(records: list):
+        def emit(record: dict) -> None:
+            if record.get("memory_method"):
+                payload["memory_method"] = record.pop("memory_method")
+                payload["threads"] = record.pop("threads")
+            records.append(record)
+            write_json_atomic(args.out, payload)  # partial results survive an interruption
+            print(_progress(record, time.perf_counter() - started), file=sys.stderr, flush=True)
+
+        return emit
+
+    if args.scale != "only":
+        for loss in args.losses:
+            for impl in args.impls:
+                run_series(
+                    loss,
+                    impl,
+                    args.batch_sizes,
+                    args,
+                    args.dim,
+                    args.dtype,
+                    available,
+                    emit_to(payload["results"]),
+                )
+    if args.scale != "off":
+        scale = payload["scale"]
+        emit = emit_to(scale["results"])
+
+        def emit_scale(record: dict) -> None:
+            add_throughput(record, SCALE_DIM, peak)
+            emit(record)
+
+        for impl in ("fused", *(i for i in ALL_IMPLS if i != "fused")):
+            if impl in args.impls:
+                run_series(
+                    "clip", impl, args.scale_batch_sizes, args, SCALE_DIM, SCALE_DTYPE, available, emit_scale
+                )
     payload["complete"] = True
     payload["loadavg_end"] = _loadavg()
     payload["total_seconds"] = round(time.perf_counter() - started, 1)

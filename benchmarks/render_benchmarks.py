@@ -22,7 +22,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = "<!-- generated:start -->"
 END = "<!-- generated:end -->"
-IMPLS = ("naive", "chunked")
+IMPLS = ("naive", "chunked", "fused")
+PEERS = ("open_clip", "inf_cl")
 DEFAULT_HEADER = """# Benchmarks
 
 Forward+backward time and peak memory of the contrastive losses in `workbench.losses`, with the
@@ -30,6 +31,7 @@ B x B similarity matrix materialised (`naive`, `chunk_size=None`) and with the e
 (`chunked`, memory linear in B). Method and caveats: [benchmarks/README.md](benchmarks/README.md).
 """
 STATUS_SHORT = {"skipped: memory": "skip (memory)", "skipped: too slow": "skip (slow)"}
+STATUS_PREFIX_SHORT = {"not measured": "n/m", "skipped": "skip"}
 FALLBACK_MARK = "†"
 WARMUP_MARK = "‡"
 
@@ -73,7 +75,9 @@ def cell(record: dict | None, key: str, fmt) -> str:
         return "–"
     status = record.get("status", "")
     if status != "ok":
-        return STATUS_SHORT.get(status, "error")
+        if status in STATUS_SHORT:
+            return STATUS_SHORT[status]
+        return STATUS_PREFIX_SHORT.get(status.split(":")[0], "error")
     text = fmt(record[key])
     note = record.get("note") or ""
     if record.get("impl") == "chunked" and "same code path" in note:
@@ -163,39 +167,14 @@ def render_file(path: Path, data: dict, repo_root: Path) -> list[str]:
     table: dict[str, dict[int, dict[str, dict]]] = {}
     for record in data["results"]:
         table.setdefault(record["loss"], {}).setdefault(record["batch_size"], {})[record["impl"]] = record
-    lines += [
-        "| loss | B | naive s | chunked s | time chunked/naive "
-        "| naive MiB | chunked MiB | mem chunked/naive |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    lines += impl_table(table, data["results"])
+    lines += peer_table(table)
+    lines += scale_section(data.get("scale"))
+    errors = [
+        r
+        for r in [*data["results"], *((data.get("scale") or {}).get("results") or [])]
+        if str(r.get("status", "")).startswith("error")
     ]
-    for loss, by_b in table.items():
-        for batch_size in sorted(by_b):
-            naive, chunked = by_b[batch_size].get("naive"), by_b[batch_size].get("chunked")
-            lines.append(
-                f"| {loss} | {batch_size} | {cell(naive, 'seconds_median', fmt_seconds)} "
-                f"| {cell(chunked, 'seconds_median', fmt_seconds)} "
-                f"| {fmt_ratio(ok_value(chunked, 'seconds_median'), ok_value(naive, 'seconds_median'))} "
-                f"| {cell(naive, 'peak_mem_mb', fmt_mib)} | {cell(chunked, 'peak_mem_mb', fmt_mib)} "
-                f"| {fmt_ratio(ok_value(chunked, 'peak_mem_mb'), ok_value(naive, 'peak_mem_mb'))} |"
-            )
-    lines += [
-        "",
-        f"{FALLBACK_MARK} chunk_size >= the anchor rows of a block, so `chunked` ran the same code as "
-        f"`naive` (the difference is noise). {WARMUP_MARK} one pass only: the warm-up alone exceeded "
-        "--max-seconds and is the reported time. skip (memory): the naive B x B matrices would not fit; "
-        "skip (slow): a smaller B of the same loss and impl already exceeded --max-seconds.",
-        "",
-        "Memory growth exponent (log-log slope of peak memory between the two largest B measured; "
-        "1 = linear, 2 = quadratic):",
-        "",
-        "| loss | naive | chunked |",
-        "|---|---|---|",
-    ]
-    for loss, by_b in table.items():
-        per_impl = {impl: {b: recs[impl] for b, recs in by_b.items() if impl in recs} for impl in IMPLS}
-        naive, chunked = growth_exponent(per_impl["naive"]), growth_exponent(per_impl["chunked"])
-        lines.append(f"| {loss} | {naive} | {chunked} |")
-    errors = [r for r in data["results"] if str(r.get("status", "")).startswith("error")]
     if errors:
         lines += ["", "Errors:", ""]
         lines += [f"- {r['loss']} {r['impl']} B={r['batch_size']}: {r['status']}" for r in errors]
@@ -204,6 +183,136 @@ def render_file(path: Path, data: dict, repo_root: Path) -> list[str]:
         lines += [f"- {note}" for note in data["notes"]]
     lines.append("")
     return lines
+
+
+def impl_table(table: dict[str, dict[int, dict[str, dict]]], results: list[dict]) -> list[str]:
+    """Time and memory of every implementation in the file, with ratios against naive."""
+    impls = [impl for impl in IMPLS if any(r["impl"] == impl for r in results)]
+    others = [impl for impl in impls if impl != "naive"]
+    head = ["loss", "B", *(f"{i} s" for i in impls), *(f"time {i}/naive" for i in others)]
+    head += [*(f"{i} MiB" for i in impls), *(f"mem {i}/naive" for i in others)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for loss, by_b in table.items():
+        for batch_size in sorted(by_b):
+            recs = by_b[batch_size]
+            row = [loss, str(batch_size)]
+            for key, fmt in (("seconds_median", fmt_seconds), ("peak_mem_mb", fmt_mib)):
+                row += [cell(recs.get(i), key, fmt) for i in impls]
+                naive = ok_value(recs.get("naive"), key)
+                row += [fmt_ratio(ok_value(recs.get(i), key), naive) for i in others]
+            # the column order above is times, time ratios, memories, memory ratios
+            lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        f"{FALLBACK_MARK} chunk_size >= the anchor rows of a block, so `chunked` ran the same code as "
+        f"`naive` (the difference is noise). {WARMUP_MARK} one pass only: the warm-up alone exceeded "
+        "--max-seconds and is the reported time. skip (memory): the naive B x B matrices would not fit; "
+        "skip (slow): a smaller B of the same loss and impl already exceeded --max-seconds"
+        + ("; n/m: not measured on this device (see the notes)." if "fused" in impls else "."),
+        "",
+        "Memory growth exponent (log-log slope of peak memory between the two largest B measured; "
+        "1 = linear, 2 = quadratic):",
+        "",
+        "| loss | " + " | ".join(impls) + " |",
+        "|---|" + "---|" * len(impls),
+    ]
+    for loss, by_b in table.items():
+        per_impl = {impl: {b: recs[impl] for b, recs in by_b.items() if impl in recs} for impl in impls}
+        lines.append(f"| {loss} | " + " | ".join(growth_exponent(per_impl[i]) for i in impls) + " |")
+    return lines
+
+
+def peer_table(table: dict[str, dict[int, dict[str, dict]]]) -> list[str]:
+    """clip against the other libraries' CLIP losses, where any were measured or tried."""
+    by_b = table.get("clip", {})
+    peers = [p for p in PEERS if any(p in recs for recs in by_b.values())]
+    if not peers:
+        return []
+    lines = [
+        "",
+        "clip against other libraries (same features, scale and device; ratio > 1: fused is faster):",
+        "",
+        "| B | fused s | " + " | ".join(f"{p} s | {p}/fused" for p in peers) + " |",
+        "|---:|---:|" + "---:|---:|" * len(peers),
+    ]
+    for batch_size in sorted(by_b):
+        recs = by_b[batch_size]
+        fused = ok_value(recs.get("fused"), "seconds_median")
+        row = [str(batch_size), cell(recs.get("fused"), "seconds_median", fmt_seconds)]
+        for p in peers:
+            row += [
+                cell(recs.get(p), "seconds_median", fmt_seconds),
+                fmt_ratio(ok_value(recs.get(p), "seconds_median"), fused),
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def scale_section(scale: dict | None) -> list[str]:
+    """The CUDA scale suite: clip at d=512 bf16, fraction of the tensor-core bound, memory against B."""
+    if not scale:
+        return []
+    peak = scale.get("bf16_peak_tflops")
+    dim = scale.get("dim")
+    lines = [
+        "",
+        f"#### Scale: clip, d={dim}, {scale.get('dtype')}, forward+backward",
+        "",
+        "Model FLOPs 6 B^2 d; bound = model FLOPs at the dense bf16 peak "
+        + (f"({peak:g} TFLOP/s for this device)." if peak else "(device not in the peak table: no bound)."),
+        "",
+        "| impl | B | s | time / fused | model TFLOP/s | fraction of bound | bound s | peak extra MiB "
+        "| MiB per 1k rows |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_impl: dict[str, dict[int, dict]] = {}
+    for r in scale.get("results", []):
+        by_impl.setdefault(r["impl"], {})[r["batch_size"]] = r
+    fused = by_impl.get("fused", {})
+    for r in scale.get("results", []):
+        ok = r.get("status") == "ok"
+        tflops = f"{r['model_tflops']:g}" if ok and r.get("model_tflops") else "–"
+        fraction = f"{r['bound_fraction']:.1%}" if ok and r.get("bound_fraction") else "–"
+        bound = fmt_seconds(r["bound_seconds"]) if ok and r.get("bound_seconds") else "–"
+        per_k = f"{1000 * r['peak_mem_mb'] / r['batch_size']:.1f}" if ok else "–"
+        fused_s = ok_value(fused.get(r["batch_size"]), "seconds_median")
+        versus = fmt_ratio(ok_value(r, "seconds_median"), fused_s)
+        lines.append(
+            f"| {r['impl']} | {r['batch_size']:,} | {cell(r, 'seconds_median', fmt_seconds)} | {versus} "
+            f"| {tflops} | {fraction} | {bound} | {cell(r, 'peak_mem_mb', fmt_mib)} | {per_k} |"
+        )
+    lines += [
+        "",
+        "Memory growth exponent of the scale suite: "
+        + ", ".join(f"{impl} {growth_exponent(recs)}" for impl, recs in by_impl.items())
+        + ".",
+    ]
+    return lines
+
+
+def gpu_not_measured() -> list[str]:
+    """The GPU section when no CUDA result file exists: what was not measured, and why."""
+    rows = [
+        "every loss x naive / chunked / fused x B (time, peak memory)",
+        "clip forward+backward at B=65,536, d=512, bf16: time and fraction of the tensor-core bound",
+        "clip at B=1,048,576 (fused)",
+        "peak extra memory against B (fused; linear growth)",
+        "clip against open_clip ClipLoss and inf-cl",
+    ]
+    return [
+        "### GPU",
+        "",
+        "GPU: not measured in this session (no GPU lent). The fused Triton kernels "
+        '(`implementation="fused"`) were built and checked on CPU only: against the naive path through '
+        "the Triton interpreter, and compiled for sm_90 (H100) without running "
+        "(`tests/losses/test_fused.py`). The interpreter is not a timing, so no fused time or memory is "
+        "reported; running `benchmarks/bench_losses.py` on a CUDA machine fills this section.",
+        "",
+        "| measurement | status |",
+        "|---|---|",
+        *(f"| {row} | not measured (no GPU) |" for row in rows),
+        "",
+    ]
 
 
 def render_generated(results: list[tuple[Path, dict]], repo_root: Path) -> str:
@@ -216,7 +325,7 @@ def render_generated(results: list[tuple[Path, dict]], repo_root: Path) -> str:
         "",
     ]
     if not any(data.get("device_type") == "cuda" for _, data in results):
-        lines += ["GPU: not measured in this session (no GPU lent).", ""]
+        lines += gpu_not_measured()
     if not results:
         lines += ["No result files yet: run `benchmarks/bench_losses.py` (see below).", ""]
     for path, data in results:

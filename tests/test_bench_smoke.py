@@ -39,7 +39,13 @@ def test_quick_benchmark_writes_schema_and_renders(tmp_path):
     assert "--quick" in data["command"]
     assert not list(out.parent.glob("*.tmp"))  # the atomic write left no temporary file behind
 
-    results = data["results"]
+    # the fused kernels are not timed on CPU: their rows say so instead of holding numbers
+    fused = [r for r in data["results"] if r["impl"] == "fused"]
+    assert {(r["loss"], r["batch_size"]) for r in fused} == {
+        (loss, b) for loss in ("clip", "bayes") for b in (256, 1024)
+    }
+    assert all(r["status"].startswith("not measured: CPU") and r["seconds_median"] is None for r in fused)
+    results = [r for r in data["results"] if r["impl"] != "fused"]
     configs = {(r["loss"], r["impl"], r["batch_size"]) for r in results}
     assert configs == {
         (loss, impl, b) for loss in ("clip", "bayes") for impl in ("naive", "chunked") for b in (256, 1024)
@@ -69,6 +75,7 @@ def test_quick_benchmark_writes_schema_and_renders(tmp_path):
     assert "\nold\n" not in text
     assert text.count("<!-- generated:start -->") == 1 and text.count("<!-- generated:end -->") == 1
     assert "| clip | 1024 |" in text and "| bayes | 256 |" in text
+    assert "| fused s |" in text and "n/m" in text
     assert data["command"] in text
     assert "GPU: not measured in this session (no GPU lent)" in text
     assert "How to regenerate" in text
