@@ -370,7 +370,9 @@ def train(
     """
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
-    distributed.init_from_env()
+    config.validate()
+    # gloo for CPU training even where a GPU exists (NCCL only moves CUDA tensors)
+    distributed.init_from_env("gloo" if resolve_device(config.device).type == "cpu" else None)
     trainer = make_trainer(config)  # validates before anything is written
     # Process 0 names the run and owns the run store; the others follow its decisions.
     run_id = distributed.run_on_main(
