@@ -29,9 +29,10 @@ the data at the current parameters, as later in training).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -424,6 +425,17 @@ def validate_gradbias(
     return specs, data
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_gradbias(
     losses: Mapping[str, dict] | Sequence[str] | None = None,
     batch_sizes: Sequence[int] = (4, 16, 64, 256),
@@ -438,6 +450,7 @@ def run_gradbias(
     bias_repeats: int = 2000,
     run_id: str | None = None,
     root=None,
+    threads: int | None = 1,
 ) -> pd.DataFrame:
     """Measure gradient bias for several losses at a partly trained model and store it as a run.
 
@@ -457,6 +470,8 @@ def run_gradbias(
         pretrain_steps: full-batch clip steps before measuring (0 measures at initialisation).
         temperature: default temperature for the losses.
         run_id, root: where to store the run (a new id by default).
+        threads: torch CPU threads while measuring, restored afterwards; None leaves them alone. The
+            thousands of tiny ops run fastest on one: two threads were 6x slower on a busy 2-core machine.
     """
     from workbench.data import step_generator
     from workbench.models import build_pair_model
@@ -497,7 +512,7 @@ def run_gradbias(
     except FileNotFoundError:
         done = False
     # The writer is created first so a clashing run id or config fails before minutes of measuring.
-    with RunWriter.create(config, run_id=run_id, root=root) as writer:
+    with _torch_threads(threads), RunWriter.create(config, run_id=run_id, root=root) as writer:
         if done:
             # Reopening records the notebook that asked again; the measurement itself is reused.
             writer.finish(summary)
