@@ -10,6 +10,7 @@ Layout of ``<root>/<run_id>/``::
     tables/<name>.parquet         named DataFrames
     summary.json                  written by ``RunWriter.finish``
     provenance.json               which executed notebooks wrote to the run (see ``NOTEBOOK_ENV``)
+    cache/projections/            2-D/3-D projections of the snapshots, cached by the dashboard
     artifacts/                    free-form files
 
 Every file is written to a ``.tmp-*`` sibling, fsynced and renamed over its target, so a killed process

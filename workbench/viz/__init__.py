@@ -1,1 +1,4 @@
-"""Plotly figures shared by the notebooks and the dashboard. They take data and return figures; they never train."""
+"""Plotly figures shared by the notebooks and the dashboard.
+
+They take data and return figures; they never train.
+"""
