@@ -280,6 +280,7 @@ def _trainer_worker(rank: int, port: int, root: str) -> None:
     _leave_group()
 
 
+@pytest.mark.slow
 def test_trainer_under_two_processes_matches_one_process(tmp_path):
     _spawn(_trainer_worker, str(tmp_path / "ddp"))
     got = torch.load(tmp_path / "ddp" / "steps.pt", weights_only=True)
