@@ -158,3 +158,41 @@ def test_experiment_config_targets_the_global_objective():
     assert config.schedule == "cosine" and config.seed == 3 and config.batch_size == 8
     assert config.eval_every == 10 and config.checkpoint_every == 50 and config.snapshot_every == 200
     config.validate()
+
+
+def test_loss_specs_take_labels_of_all_losses():
+    assert convergence.loss_specs() == convergence.DEFAULT_LOSSES
+    assert convergence.loss_specs(["bayes-g0.9", "clip"]) == {
+        "bayes-g0.9": {"name": "bayes", "gamma": 0.9},
+        "clip": {"name": "clip"},
+    }
+    with pytest.raises(ValueError, match=r"losses has unknown label\(s\) \['nope'\]; allowed: clip, sogclr"):
+        convergence.loss_specs(["nope"])
+    with pytest.raises(ValueError, match="losses must be a non-empty list"):
+        convergence.loss_specs([])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(losses={"x": {"name": "nope"}}), "unknown loss name 'nope'"),
+        (dict(losses={"x": {"name": "bayes", "shape": -1}}), "shape"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(steps=0), "steps and reference_steps must be integers >= 1"),
+        (dict(workers=0), "workers must be an integer >= 1"),
+        (dict(noise_levels=[]), "noise_levels and batch_sizes must each hold at least one value"),
+    ],
+)
+def test_validate_convergence_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        convergence.validate_convergence(**kwargs)
+
+
+def test_summary_id_names_the_summary_run(experiment, monkeypatch):
+    root, summary = experiment
+    monkeypatch.setattr(Trainer, "train_step", lambda self, step: pytest.fail("trained again"))
+    again = convergence.run_convergence(
+        losses={"clip": LOSSES["clip"]}, root=root, summary_id="other", **GRID
+    )
+    pd.testing.assert_frame_equal(again, summary[summary.loss == "clip"].reset_index(drop=True))
+    assert load_run("other", root=root).config["losses"] == {"clip": LOSSES["clip"]}

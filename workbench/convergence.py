@@ -36,6 +36,26 @@ DEFAULT_LOSSES: dict[str, dict] = {
     "bayes": {"name": "bayes"},
     "bayes-point": {"name": "bayes", "shape": math.inf},
 }
+# The defaults plus the ablation of RESULTS.md section 2: SogCLR's fast-tracking gamma, but the Gamma
+# rate still taken from the estimate before the batch.
+ALL_LOSSES: dict[str, dict] = {**DEFAULT_LOSSES, "bayes-g0.9": {"name": "bayes", "gamma": 0.9}}
+
+
+def loss_specs(labels: Sequence[str] | None = None) -> dict[str, dict]:
+    """Specs of :data:`ALL_LOSSES` for ``labels`` (:data:`DEFAULT_LOSSES` when None), in the given order.
+
+    Raises:
+        ValueError: ``labels`` is empty, a plain string, or names a label outside ``ALL_LOSSES``.
+    """
+    if labels is None:
+        return {label: dict(spec) for label, spec in DEFAULT_LOSSES.items()}
+    allowed = ", ".join(ALL_LOSSES)
+    if isinstance(labels, str) or not list(labels):
+        raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
+    unknown = [label for label in labels if label not in ALL_LOSSES]
+    if unknown:
+        raise ValueError(f"losses has unknown label(s) {unknown}; allowed: {allowed}")
+    return {label: dict(ALL_LOSSES[label]) for label in labels}
 
 
 def experiment_config(
@@ -89,6 +109,68 @@ def _slug(value: float) -> str:
     return f"{value:g}".replace(".", "p")
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_convergence(
+    noise_levels: Sequence[float] = (0.0, 0.25, 0.5),
+    batch_sizes: Sequence[int] = (4, 16),
+    losses: dict[str, dict] | None = None,
+    seeds: int = 10,
+    steps: int = 2000,
+    num_samples: int = 256,
+    lr: float = 0.01,
+    temperature: float = 0.1,
+    reference_seeds: int = 3,
+    reference_steps: int = 3000,
+    reach: float = 0.99,
+    workers: int | None = None,
+) -> dict[str, dict]:
+    """Check :func:`run_convergence`'s arguments before anything trains; return the loss specs.
+
+    Every loss is built once at ``num_samples`` and ``temperature``, so a bad loss parameter fails here.
+
+    Raises:
+        ValueError: naming the parameter and its allowed values.
+    """
+    from workbench.losses import build_loss
+
+    losses = dict(DEFAULT_LOSSES if losses is None else losses)
+    if not losses:
+        raise ValueError("losses must name at least one loss")
+    if not _is_int(num_samples) or num_samples < 4:
+        raise ValueError(f"num_samples must be an integer >= 4, got {num_samples!r}")
+    if not list(noise_levels) or not list(batch_sizes):
+        raise ValueError("noise_levels and batch_sizes must each hold at least one value")
+    for noise in noise_levels:
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 0.5:
+            raise ValueError(f"noise_levels must lie in [0, 0.5], got {noise!r}")
+    for batch_size in batch_sizes:
+        if not _is_int(batch_size) or not 2 <= batch_size <= num_samples:
+            raise ValueError(f"batch_sizes must lie in [2, num_samples={num_samples}], got {batch_size!r}")
+    if not _is_int(seeds) or not _is_int(reference_seeds) or seeds < 1 or reference_seeds < 1:
+        raise ValueError("seeds and reference_seeds must be >= 1")
+    if not _is_int(steps) or not _is_int(reference_steps) or steps < 1 or reference_steps < 1:
+        raise ValueError(
+            f"steps and reference_steps must be integers >= 1, got {steps!r}, {reference_steps!r}"
+        )
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not 0 < reach <= 1:
+        raise ValueError(f"reach must be in (0, 1], got {reach!r}")
+    if workers is not None and (not _is_int(workers) or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    for label, spec in losses.items():
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ValueError(f"losses[{label!r}] must be a dict with a 'name', got {spec!r}")
+        params = {key: value for key, value in spec.items() if key != "name"}
+        if spec["name"] in ("sogclr", "bayes"):
+            params["num_samples"] = num_samples
+        build_loss(spec["name"], **{**params, "temperature": temperature})
+    return losses
+
+
 def run_convergence(
     noise_levels: Sequence[float] = (0.0, 0.25, 0.5),
     batch_sizes: Sequence[int] = (4, 16),
@@ -105,6 +187,7 @@ def run_convergence(
     workers: int | None = None,
     tag: str = "convergence",
     root: str | Path | None = None,
+    summary_id: str | None = None,
 ) -> pd.DataFrame:
     """Run the experiment; return one row per (noise, batch size, loss) with mean/std over seeds.
 
@@ -118,20 +201,26 @@ def run_convergence(
         reference_seeds, reference_steps, reference_lr: full-batch runs that define L*.
         reach: final progress counted as reaching the optimum.
         workers: parallel processes (default: CPU count, at most 4).
-        tag: prefix of the run ids.
+        tag: prefix of the run ids. A training run's id names its noise, loss label, batch size and
+            seed, so the tag must change with anything else that changes its config (steps, lr, ...).
         root: run-store root.
+        summary_id: id of the summary run (default ``<tag>-summary``). Its config lists the whole grid,
+            so grids that share a tag but differ in their lists need distinct summary ids.
     """
-    losses = dict(DEFAULT_LOSSES if losses is None else losses)
-    for noise in noise_levels:
-        if not 0 <= noise <= 0.5:
-            raise ValueError(f"noise_levels must lie in [0, 0.5], got {noise!r}")
-    for batch_size in batch_sizes:
-        if not 2 <= batch_size <= num_samples:
-            raise ValueError(f"batch_sizes must lie in [2, num_samples={num_samples}], got {batch_size!r}")
-    if seeds < 1 or reference_seeds < 1:
-        raise ValueError("seeds and reference_seeds must be >= 1")
-    if not 0 < reach <= 1:
-        raise ValueError(f"reach must be in (0, 1], got {reach!r}")
+    losses = validate_convergence(
+        noise_levels,
+        batch_sizes,
+        losses,
+        seeds,
+        steps,
+        num_samples,
+        lr,
+        temperature,
+        reference_seeds,
+        reference_steps,
+        reach,
+        workers,
+    )
     workers = workers or min(4, os.cpu_count() or 1)
     root_arg = None if root is None else str(root)
     clip = {"name": "clip"}
@@ -204,7 +293,7 @@ def run_convergence(
         "reference": {"seeds": reference_seeds, "steps": reference_steps, "lr": reference_lr},
         "reach": reach,
     }
-    with RunWriter.create(config, run_id=f"{tag}-summary", root=root) as writer:
+    with RunWriter.create(config, run_id=summary_id or f"{tag}-summary", root=root) as writer:
         writer.save_table("runs", table)
         writer.save_table("summary", summary)
         writer.finish(
@@ -254,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "--with-ablation", action="store_true", help="add bayes with gamma=0.9 (a fast-tracking estimate)"
     )
     args = parser.parse_args(argv)
-    losses = dict(DEFAULT_LOSSES)
-    if args.with_ablation:
-        losses["bayes-g0.9"] = {"name": "bayes", "gamma": 0.9}
+    losses = dict(ALL_LOSSES if args.with_ablation else DEFAULT_LOSSES)
     try:
         summary = run_convergence(
             noise_levels=args.noise,
