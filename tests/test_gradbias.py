@@ -269,6 +269,7 @@ def test_samples_hold_one_row_per_full_gradient(data, clip_table):
 
 def test_loss_specs_take_labels_only():
     assert list(gradbias.loss_specs()) == list(gradbias.ALL_LOSSES)
+    assert gradbias.loss_specs(["all"]) == gradbias.loss_specs()
     assert gradbias.loss_specs(["bayes-point"]) == {"bayes-point": {"name": "bayes", "shape": math.inf}}
     with pytest.raises(ValueError, match=r"losses has unknown label\(s\) \['nope'\]; allowed: clip, ntxent"):
         gradbias.loss_specs(["clip", "nope"])

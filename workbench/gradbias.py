@@ -352,14 +352,14 @@ GRADBIAS_DATASETS = ("synthetic", "digits_views")
 
 
 def loss_specs(labels: Sequence[str] | None = None) -> dict[str, dict]:
-    """Specs of :data:`ALL_LOSSES` for ``labels`` (all of them when None), in the given order.
+    """Specs of :data:`ALL_LOSSES` for ``labels`` (all of them when None or ``["all"]``), in order.
 
     Raises:
         ValueError: ``labels`` is empty, a plain string, or names a label outside ``ALL_LOSSES``.
     """
-    if labels is None:
+    if labels is None or (not isinstance(labels, str) and list(labels) == ["all"]):
         return {label: dict(spec) for label, spec in ALL_LOSSES.items()}
-    allowed = ", ".join(ALL_LOSSES)
+    allowed = ", ".join(ALL_LOSSES) + ' (or ["all"])'
     if isinstance(labels, str) or not list(labels):
         raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
     unknown = [label for label in labels if label not in ALL_LOSSES]
