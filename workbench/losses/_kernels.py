@@ -134,6 +134,10 @@ def fused_problem(*tensors: Tensor) -> str | None:
     problem = _triton_problem()
     if problem is None and first.device.type == "cpu":
         problem = _interpreter_problem()
+    if problem is None and first.device.type == "cuda" and not _interpreted():
+        major, minor = torch.cuda.get_device_capability(first.device)
+        if major < 8:  # bfloat16 tensor cores and the tile sizes assume Ampere or newer
+            problem = f"the GPU has compute capability {major}.{minor}; the fused kernels need 8.0 or newer"
     return problem
 
 

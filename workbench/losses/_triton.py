@@ -258,8 +258,8 @@ def _blocks(dim: int, kernel: str) -> dict:
     The CUDA sizes were chosen without a GPU at hand, from what ``ptxas`` reports for sm_90 with
     bfloat16 inputs: with them the forward (128 x 64 tiles, 8 warps) and the backward kernels (a
     32-wide outer tile, BLOCK_DO = 128 features of gradient per program, 8 warps) spill no more than
-    16 bytes of registers. They are a starting point, not tuned on a card. For d > 128 the backward recomputes each logits
-    tile once per 128-feature chunk of the gradient.
+    16 bytes of registers. They are a starting point, not tuned on a card. For d > 128 the backward
+    recomputes each logits tile once per 128-feature chunk of the gradient.
     """
     if INTERPRET:
         return {**INTERPRETER_BLOCKS, "num_warps": 4}
