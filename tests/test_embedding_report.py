@@ -11,7 +11,7 @@ from workbench.data.userdata import (
     resolve_embeddings_path,
     save_paired_embeddings,
 )
-from workbench.embedding_report import embedding_report
+from workbench.embedding_report import embedding_report, subsample_rows
 from workbench.geometry import centroid_gap
 from workbench.runs import list_runs
 
@@ -102,3 +102,14 @@ def test_report_needs_one_shared_space(tmp_path):
     with pytest.raises(ValueError, match="image_emb has dimension 6 but text_emb has 3"):
         embedding_report(path, root=tmp_path / "runs")
     assert list_runs(tmp_path / "runs") == []
+
+
+def test_subsample_rows_is_seeded_and_checked():
+    rows = subsample_rows(100, 10, seed=3)
+    assert len(rows) == 10 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, subsample_rows(100, 10, seed=3))
+    np.testing.assert_array_equal(subsample_rows(5, 10), np.arange(5))
+    with pytest.raises(ValueError, match="max_points must be an integer >= 2"):
+        subsample_rows(100, 1)
+    with pytest.raises(ValueError, match="bridge_pairs must be an integer >= 1, got 0"):
+        subsample_rows(100, 0, name="bridge_pairs", minimum=1)

@@ -32,7 +32,7 @@ from workbench.evaluate import retrieval_recall
 from workbench.geometry import gap_vector, geometry_report, singular_spectrum
 from workbench.runs import Run, RunWriter, config_run_id, load_run, runs_root
 
-__all__ = ["embedding_report", "report_config"]
+__all__ = ["embedding_report", "report_config", "subsample_rows"]
 
 
 def _sha256(path: Path) -> str:
@@ -62,6 +62,25 @@ def report_config(path: str | Path, seed: int = 0, max_pairs: int = 2000) -> dic
         "seed": seed,
         "max_pairs": max_pairs,
     }
+
+
+def subsample_rows(
+    n: int, max_points: int, seed: int = 0, name: str = "max_points", minimum: int = 2
+) -> np.ndarray:
+    """Sorted row indices of a seeded subset of at most ``max_points`` of ``n`` rows (all when n is smaller).
+
+    Figures draw a subset so that the browser stays responsive; the measures use every row.
+
+    Raises:
+        ValueError: ``max_points`` < ``minimum`` (the message calls it ``name``) or ``seed`` < 0.
+    """
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {max_points!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(max_points), replace=False))
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
