@@ -130,7 +130,9 @@ summary
 # epochs on this task: every loss stays within about one standard deviation of itself from $B = 16$
 # to $256$ (zero-shot about 0.97, linear probe about 0.98). The default here trains far fewer epochs
 # to fit the notebook's time budget, so large batches get only a few dozen optimiser steps; a drop
-# at large $B$ here is under-training, not gradient bias.
+# at large $B$ here is under-training, not gradient bias. Of the three losses, `bayes` is the one to
+# watch at this short budget: its zero-shot accuracy is lower and varies more between seeds, and
+# its modality gap is large and unstable (RESULTS.md saw the same instability at 30 epochs).
 
 # %%
 from workbench.viz.downstream import batch_size_figure
