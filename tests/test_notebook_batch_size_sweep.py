@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from workbench.demo import TINY_PARAMETERS
 from workbench.notebooks import NotebookError, run_notebook
 from workbench.runs import list_runs
 
-TINY = {
-    "losses": ["clip"],
-    "batch_sizes": [16, 32],
-    "steps": 1,
-    "seeds": 1,
-    "text_encoder": "tokens",
-    "workers": 1,
-}
+TINY = TINY_PARAMETERS["04_batch_size_sweep"]
 
 
 def test_tiny_grid_lands_in_the_run_store(tmp_path):

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from workbench.demo import TINY_PARAMETERS
 from workbench.notebooks import NotebookError, run_notebook
 from workbench.runs import list_runs
 
-TINY = {
-    "regularizers": ["bridge"],
-    "weights": [0.5],
-    "steps": 2,
-    "snapshots": 2,
-    "batch_size": 32,
-    "seeds": 1,
-    "text_encoder": "tokens",
-    "workers": 1,
-}
+TINY = TINY_PARAMETERS["03_modality_structure"]
 
 
 def test_tiny_comparison_lands_in_the_run_store(tmp_path):

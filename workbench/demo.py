@@ -1,84 +1,87 @@
-"""The main job on bundled data (``make demo``): the two labs of the workbench, in small versions.
+"""The main job (``make demo``): run every notebook headless on the bundled data, then point to the dashboard.
 
-Each part writes a run into the run store (``data/runs`` or ``$WORKBENCH_HOME/runs``); the sizes are
-chosen so the whole demo takes a few minutes on a 2-core CPU. Run the full-size experiments with
-the commands in RESULTS.md.
+Each notebook runs with its default parameters, sized for a 2-core CPU, through the same papermill runner
+as ``workbench notebook run``. Runs land in the run store (``data/runs`` or ``$WORKBENCH_HOME/runs``) and
+the executed notebooks, outputs and figures included, in ``data/notebook-runs``. A notebook that fails
+does not stop the others; the demo exits 1 at the end if any failed. ``--quick`` uses each notebook's
+tiny parameters (``TINY_PARAMETERS``), the ones the tests use.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-import pandas as pd
+from workbench.notebooks import NotebookError, notebook_names, run_notebook
+from workbench.runs import data_home
 
-from workbench.convergence import run_convergence
-from workbench.experiments import ablation_experiment
-from workbench.gradbias import run_gradbias
-from workbench.runs import runs_root
-from workbench.train import TrainConfig, train
+# Parameters that run each notebook in seconds: for a smoke test of the whole chain, not for science.
+TINY_PARAMETERS: dict[str, dict[str, object]] = {
+    "01_gradient_bias": {
+        "losses": ["clip", "bayes"],
+        "batch_sizes": [4, 32],
+        "num_samples": 32,
+        "repeats": 3,
+        "bias_repeats": 5,
+        "pretrain_steps": 2,
+    },
+    "03_modality_structure": {
+        "regularizers": ["bridge"],
+        "weights": [0.5],
+        "steps": 2,
+        "snapshots": 2,
+        "batch_size": 32,
+        "seeds": 1,
+        "text_encoder": "tokens",
+        "workers": 1,
+    },
+    "04_batch_size_sweep": {
+        "losses": ["clip"],
+        "batch_sizes": [16, 32],
+        "steps": 1,
+        "seeds": 1,
+        "text_encoder": "tokens",
+        "workers": 1,
+    },
+    "05_your_embeddings": {"max_points": 40, "bridge_pairs": 2},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=None, help="run-store root")
-    parser.add_argument("--quick", action="store_true", help="a smaller demo (for tests)")
+    parser.add_argument("--home", default=None, help="data home (default: $WORKBENCH_HOME or data/)")
+    parser.add_argument("--quick", action="store_true", help="tiny parameters: a smoke test in seconds")
+    parser.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stem or number)")
     args = parser.parse_args(argv)
-    quick = args.quick
-    pd.set_option("display.width", 160)
+    home = Path(args.home).resolve() if args.home else data_home().resolve()
+    names = notebook_names() if args.only is None else args.only
     started = time.perf_counter()
+    failures = []
+    for position, name in enumerate(names, 1):
+        parameters = TINY_PARAMETERS.get(name, {}) if args.quick else {}
+        print(f"[{position}/{len(names)}] {name}", flush=True)
+        began = time.perf_counter()
+        try:
+            output = run_notebook(name, parameters, home, progress=True)
+        except NotebookError as error:
+            failures.append(name)
+            print(f"    FAILED: {error}", flush=True)
+            continue
+        print(f"    done in {time.perf_counter() - began:.0f} s -> {output}", flush=True)
 
-    print("1/4  SimCLR (ntxent) on sklearn digits, two augmented views")
-    config = TrainConfig(loss="ntxent", batch_size=128, steps=20 if quick else 300, model_size="small")
-    run = train(config, run_id="demo-digits-ntxent" + ("-quick" if quick else ""), root=args.root)
-    last = run.metrics.iloc[-1]
-    print(f"     {run.run_id}: kNN accuracy {last.knn_acc:.3f}, global loss {last.global_loss:.3f}")
-
-    print("2/4  gradient bias against batch size, every loss (synthetic pairs, N=256)")
-    table = run_gradbias(
-        losses=["clip", "ntxent", "sogclr", "bayes"] if quick else None,
-        batch_sizes=(4, 256) if quick else (4, 16, 64, 256),
-        repeats=5 if quick else 30,
-        bias_repeats=50 if quick else 500,
-        pretrain_steps=10 if quick else 100,
-        run_id="demo-gradbias" + ("-quick" if quick else ""),
-        root=args.root,
-    )
-    table["rel_floor"] = table.bias_floor / (table.bias / table.rel_bias)
-    view = table.pivot_table(
-        index=["loss", "state"], columns="batch_size", values=["rel_bias", "rel_floor"], sort=False
-    )
-    print("     relative bias ||E g_B - g*|| / ||g*|| (rel_floor: what sampling noise alone would show):")
-    print(view.round(3).to_string())
-
-    print("3/4  the article's small-batch experiment (reduced grid; RESULTS.md has the full one)")
-    summary = run_convergence(
-        noise_levels=(0.5,) if quick else (0.0, 0.5),
-        batch_sizes=(8,),
-        seeds=1 if quick else 3,
-        steps=30 if quick else 500,
-        reference_seeds=1 if quick else 2,
-        reference_steps=30 if quick else 1000,
-        tag="demo-convergence" + ("-quick" if quick else ""),
-        root=args.root,
-    )
+    elapsed = time.perf_counter() - started
+    print(f"\n{len(names) - len(failures)} of {len(names)} notebooks ran in {elapsed:.0f} s.")
+    print(f"Runs are in {home / 'runs'}; executed notebooks in {home / 'notebook-runs'}.")
+    home_flag = "" if args.home is None else f" --home {home}"
     print(
-        summary[["noise", "batch_size", "loss", "progress_mean", "progress_std", "reached", "runs"]].round(4)
+        "Open the dashboard:  make app   (or: .venv/bin/workbench app" + home_flag + ")\n"
+        "                     then browse to http://localhost:8501\n"
+        "Step through the notebooks:  .venv/bin/jupyter lab notebooks/"
     )
-
-    print("4/4  modality structures on captioned digits: CLIP and the three regularizers (1 seed)")
-    ablation = ablation_experiment(
-        seeds=1,
-        steps=10 if quick else 500,
-        text_encoder="tokens" if quick else "auto",
-        tag="demo-ablation" + ("-quick" if quick else ""),
-        root=args.root,
-    )
-    columns = ["variant", "zero_shot_acc_mean", "linear_probe_acc_mean", "centroid_gap_mean"]
-    print(ablation[columns].round(3).to_string(index=False))
-    print(f"\nDone in {time.perf_counter() - started:.0f} s. Runs are in {runs_root(args.root)}.")
-    print('Inspect them with: python -c "from workbench.runs import runs_table; print(runs_table())"')
-    return 0
+    if failures:
+        print(f"Failed: {', '.join(failures)}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
