@@ -48,6 +48,7 @@ def test_grid_values_are_coerced_to_the_declared_types():
     grid = parse_grid("echo", ["batch_sizes=4,16", "scale=0.5,2", "loss=clip"])
     assert grid == {"batch_sizes": [[4], [16]], "scale": [0.5, 2.0], "loss": ["clip"]}
     assert parse_grid("echo", ["batch_sizes=4,16;8"]) == {"batch_sizes": [[4, 16], [8]]}
+    assert parse_grid("echo", ["batch_size=4,16"]) == {"batch_sizes": [[4], [16]]}  # singular of a list
     assert len(expand_grid(grid)) == 4
     with pytest.raises(NotebookError, match=r"unknown grid parameter 'size'.*allowed: loss, batch_sizes"):
         parse_grid("echo", ["size=1,2"])

@@ -263,7 +263,8 @@ def parse_grid(name: str, specs: Sequence[str]) -> dict[str, list[Any]]:
     """Parse ``--grid key=v1,v2`` specs into ``{key: [values]}`` with values of the declared types.
 
     Points are separated by commas; for a list-typed parameter separate points with ``;`` so each point
-    can itself be a comma-separated list (``--grid "losses=clip;clip,bayes"``).
+    can itself be a comma-separated list (``--grid "losses=clip;clip,bayes"``). The singular of a list
+    parameter sweeps it over single values: ``--grid loss=clip,bayes`` is ``--grid losses=clip,bayes``.
     """
     declared = notebook_parameters(name)
     grid: dict[str, list[Any]] = {}
@@ -272,6 +273,9 @@ def parse_grid(name: str, specs: Sequence[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if not sep or not key or not raw.strip():
             raise NotebookError(f"grid spec must look like key=v1,v2; got {spec!r}")
+        plural = f"{key}es" if key.endswith("s") else f"{key}s"
+        if key not in declared and declared.get(plural) and declared[plural].type in LIST_TYPES:
+            key = plural  # "--grid loss=clip,bayes" sweeps the list parameter losses over [clip], [bayes]
         if key not in declared:
             raise NotebookError(
                 f"unknown grid parameter {key!r} for notebook {resolve_notebook(name).stem}; "
