@@ -319,3 +319,16 @@ def test_run_gradbias_stores_tables_and_reuses_a_complete_run(tmp_path, monkeypa
     again = gradbias.run_gradbias(**kwargs)
     pd.testing.assert_frame_equal(again, table)
     assert load_run("gb", root=tmp_path).is_complete
+
+
+def test_full_gradient_chunks_even_a_loss_built_naive(data):
+    naive = build_loss("clip", implementation="naive")
+    chunked = gradbias._with_chunking(naive, 8)
+    assert (chunked.chunk_size, chunked.implementation) == (8, "auto")
+    assert (naive.chunk_size, naive.implementation) == (None, "naive")  # the caller's loss is untouched
+    x_a, x_b = data
+    model = tiny_model()
+    assert_vectors_close(
+        gradbias.full_gradient(model, x_a, x_b, naive, chunk_size=5),
+        gradbias.full_gradient(model, x_a, x_b, build_loss("clip"), chunk_size=None),
+    )

@@ -62,10 +62,13 @@ SAMPLE_COLUMNS = ["loss", "state", "batch_size", "repeat", "cosine", "rel_error"
 
 
 def _with_chunking(loss: ContrastiveLoss, chunk_size: int) -> ContrastiveLoss:
-    if loss.chunk_size is not None:
+    """The same loss computed memory-linearly: the full gradient runs over all N rows at once."""
+    if loss.chunk_size is not None and loss.implementation != "naive":
         return loss
     chunked = copy.copy(loss)
     chunked.chunk_size = chunk_size
+    if chunked.implementation == "naive":  # equal values and gradients, without the N x N matrix
+        chunked.implementation = "auto"
     return chunked
 
 
