@@ -180,6 +180,8 @@ def test_loss_specs_take_labels_of_all_losses():
         (dict(temperature=0.0), "temperature"),
         (dict(steps=0), "steps and reference_steps must be integers >= 1"),
         (dict(workers=0), "workers must be an integer >= 1"),
+        (dict(reference_lr=0.0), "reference_lr must be a number > 0"),
+        (dict(lr="0.1"), "lr must be a number > 0"),
         (dict(noise_levels=[]), "noise_levels and batch_sizes must each hold at least one value"),
     ],
 )

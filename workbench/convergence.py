@@ -126,6 +126,7 @@ def validate_convergence(
     reference_steps: int = 3000,
     reach: float = 0.99,
     workers: int | None = None,
+    reference_lr: float = 0.02,
 ) -> dict[str, dict]:
     """Check :func:`run_convergence`'s arguments before anything trains; return the loss specs.
 
@@ -155,8 +156,9 @@ def validate_convergence(
         raise ValueError(
             f"steps and reference_steps must be integers >= 1, got {steps!r}, {reference_steps!r}"
         )
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    for name, value in (("lr", lr), ("reference_lr", reference_lr)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name} must be a number > 0, got {value!r}")
     if not 0 < reach <= 1:
         raise ValueError(f"reach must be in (0, 1], got {reach!r}")
     if workers is not None and (not _is_int(workers) or workers < 1):
@@ -220,6 +222,7 @@ def run_convergence(
         reference_steps,
         reach,
         workers,
+        reference_lr=reference_lr,
     )
     workers = workers or min(4, os.cpu_count() or 1)
     root_arg = None if root is None else str(root)
