@@ -80,10 +80,11 @@ settings = dict(
     temperature=temperature,
     reference_seeds=reference_seeds,
     reference_steps=reference_steps,
+    reference_lr=reference_lr,
     reach=reach,
     workers=workers,
 )
-validate_convergence(**settings, reference_lr=reference_lr)
+validate_convergence(**settings)
 
 shared = {
     "num_samples": num_samples,
@@ -155,13 +156,13 @@ print(f"run ids {tag}-n<noise>-<loss>-b<B>-s<seed>; summary run {summary_id}")
 # is the lowest final global loss of `reference_seeds` full-batch runs ($B = N$, where the minibatch
 # gradient *is* the global gradient, so no loss has an advantage there). A progress of 1.0 means a
 # run matches the best known optimum; a run "reaches" it when its final progress is at least
-# `reach` (0.99: within 1% of the way from the start). Progress can exceed 1 only if a minibatch
-# run finds a lower loss than every reference run. Each run trains for `steps` steps with Adam and
-# a cosine schedule. Runs at different noise levels have different optima $\mathcal L^*$, so
-# compare progress, not raw losses, across noise levels.
+# `reach` (0.99: the distance left to $\mathcal L^*$ is at most 1% of the distance at the start).
+# Progress can exceed 1 only if a minibatch run finds a lower loss than every reference run. Each
+# run trains for `steps` steps with Adam and a cosine schedule. Runs at different noise levels have
+# different optima $\mathcal L^*$, so compare progress, not raw losses, across noise levels.
 
 # %%
-summary = run_convergence(**settings, reference_lr=reference_lr, tag=tag, summary_id=summary_id)
+summary = run_convergence(**settings, tag=tag, summary_id=summary_id)
 summary_run = load_run(summary_id)
 runs_table = summary_run.table("runs")
 summary
@@ -257,15 +258,20 @@ _ = show_linked(final_figure, final_controls, box=widgets.HBox(list(final_contro
 # %% [markdown]
 # ## What this shows, and why the claim is not reproduced
 #
-# With the defaults (noise 0 and 0.5, $B = 4$, ten seeds, the same 2,000 steps as RESULTS.md) the
-# numbers above should match RESULTS.md section 2 up to small differences between processes:
+# The defaults (noise 0 and 0.5, $B = 4$, ten seeds, 2,000 steps) are a subset of the grid of
+# RESULTS.md section 2 with the same seeds and settings, so the numbers above should match its
+# rows:
 #
-# * **`clip` never reaches the optimum at $B = 4$** (0/10 at every noise level; progress about
-#   0.98). This part of the article's claim holds. At $B = 16$ all ten runs reach it.
-# * **`sogclr` comes closest to the article's picture**: 10/10 without noise, 5/10 at noise 0.5, and
-#   about half of InfoNCE's excess loss.
-# * **Our `bayes` does worse than both** (progress about 0.85 to 0.91 at $B = 4$, 0/10), and it
-#   varies more across seeds.
+# * **`clip` never reaches the optimum at $B = 4$**: 0/10 at both noise levels, progress about
+#   0.98. This part of the article's claim holds. (At $B = 16$ all ten runs reach it; add 16 to
+#   `batch_sizes` to see it.)
+# * **`sogclr` comes closest to the article's picture**: 10/10 without noise, 5/10 at noise 0.5,
+#   and less than half of InfoNCE's excess loss $\mathcal L - \mathcal L^*$.
+# * **Our `bayes` does worse than both**: 0/10, progress about 0.89 without noise and 0.85 at noise
+#   0.5, with the widest spread across seeds.
+#
+# Noise makes every loss a little worse but changes neither the order of the losses nor who
+# reaches the optimum.
 #
 # Why, as far as we could find out: the E-step draws $u_i$ from the running estimate $\tilde Z_i$
 # *before* the batch, so that $u_i$ is independent of the negatives it weights, which is what makes
@@ -273,9 +279,10 @@ _ = show_linked(final_figure, final_controls, box=widgets.HBox(list(final_contro
 # $\mathbb E[u_i] = \mathbb E[1/\tilde Z_i]$, not $1/Z_i$. $\tilde Z_i$ is an average of a few batch
 # estimates, each with only $B - 1$ negatives, and $1/x$ is convex. By Jensen's inequality,
 # $\mathbb E[1/\tilde Z_i] > 1/\mathbb E[\tilde Z_i] = 1/Z_i$, and the gap grows with the
-# variance of $\tilde Z_i$, so it is largest at small $B$. Inflated weights on the rare heavy
-# negatives bias the step, here more than InfoNCE's ratio bias. The estimate also goes stale:
-# a sample is revisited every $N/B$ steps, and $\gamma = 0.1$ averages about ten visits.
+# variance of $\tilde Z_i$, so it is largest at small $B$. The inflated weight pushes the negatives
+# away harder than the global gradient does: a bias, here larger than InfoNCE's ratio bias. The
+# estimate also goes stale: a sample is revisited every $N/B$ steps, and $\gamma = 0.1$ averages
+# about ten visits.
 #
 # The ablation separates the two explanations. **`bayes-g0.9`** has SogCLR's $\gamma$, so its
 # estimate is fresh but noisier (mostly the previous visit's batch). It is the *worst* variant
@@ -287,8 +294,8 @@ _ = show_linked(final_figure, final_controls, box=widgets.HBox(list(final_contro
 #
 # We did not tune anything towards the claim. The paper's full text was not available to us, so
 # its Gamma parameters, its estimator of $Z_i$ and its E-step schedule may differ from ours (see
-# `BayesLoss`'s docstring and /work/shared/reference/methods.md). This is a reconstruction that
-# fails to reproduce the figure, not a refutation of the paper.
+# the docstring of `workbench.losses.BayesLoss`). This is a reconstruction that fails to reproduce
+# the figure, not a refutation of the paper.
 #
 # ## Running the full-size experiment
 #
@@ -301,10 +308,13 @@ _ = show_linked(final_figure, final_controls, box=widgets.HBox(list(final_contro
 # # this notebook, one execution with the whole grid
 # .venv/bin/workbench notebook run 02_small_batch_convergence -p noise_levels 0,0.25,0.5 \
 #     -p batch_sizes 4,16 -p losses clip,sogclr,bayes,bayes-point,bayes-g0.9
-# # or one execution per noise level and batch size, in parallel
+# # or one execution per noise level, in parallel
 # .venv/bin/workbench sweep 02_small_batch_convergence --grid noise_levels=0,0.25,0.5 \
-#     --grid batch_sizes=4,16 -p losses clip,sogclr,bayes,bayes-point,bayes-g0.9 -p workers 1
+#     -p batch_sizes 4,16 -p losses clip,sogclr,bayes,bayes-point,bayes-g0.9 -p workers 1
 # ```
+#
+# Sweep over the noise levels only: the full-batch reference runs belong to a noise level, and two
+# executions that share one would train the same reference runs at the same time.
 #
 # The notebook's training run ids depend only on the shared settings, so the single execution
 # afterwards with the full lists reuses every run the sweep trained and only draws the figures.
