@@ -112,9 +112,10 @@ print(f"run ids {tag}-n<noise>-<loss>-b<B>-s<seed>; summary run {summary_id}")
 # $x^a_i = z_i A + \sigma\xi$ and $x^b_i = z_i B + \sigma\xi'$. The article's "noise" is not described
 # further, so we model it as **injected near-duplicates**: a fraction `noise` of the samples are
 # copies of another sample's latent plus a small perturbation, $z_j = z_i + \delta\nu$. A
-# near-duplicate is a hard negative that exists once in the population. A batch of $B$ rows contains
-# it with probability $(B-1)/(N-1)$, which is about 1% at $B = 4$. So small batches almost never see
-# the negatives that dominate the partition function below. This is the kind of mismatch
+# near-duplicate is a hard negative of its original that exists once in the population: a batch of
+# $B$ rows that holds the original holds its near-duplicate too with probability $(B-1)/(N-1)$,
+# about 1% at $B = 4$. So small batches almost never see the negatives that dominate the partition
+# function below. This is the kind of mismatch
 # between batch and population that the article says biases minibatch training.
 #
 # **Model and objective.** Two linear towers map the views to unit vectors $a_i, b_i$; with
