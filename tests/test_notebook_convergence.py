@@ -8,23 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from workbench.demo import TINY_PARAMETERS
 from workbench.notebooks import NotebookError, run_notebook
 from workbench.runs import list_runs
 
 NAME = "02_small_batch_convergence"
 # Seconds, not science: 4 training runs of 20 steps on 32 samples and one full-batch reference run.
 # workbench/demo.py keeps a copy in TINY_PARAMETERS.
-TINY = {
-    "noise_levels": [0.5],
-    "batch_sizes": [4],
-    "losses": ["clip", "bayes"],
-    "seeds": 2,
-    "steps": 20,
-    "num_samples": 32,
-    "reference_seeds": 1,
-    "reference_steps": 40,
-    "workers": 1,
-}
+TINY = TINY_PARAMETERS["02_small_batch_convergence"]
 
 
 def _outputs(executed: Path) -> list[dict]:

@@ -26,6 +26,17 @@ TINY_PARAMETERS: dict[str, dict[str, object]] = {
         "bias_repeats": 5,
         "pretrain_steps": 2,
     },
+    "02_small_batch_convergence": {
+        "noise_levels": [0.5],
+        "batch_sizes": [4],
+        "losses": ["clip", "bayes"],
+        "seeds": 2,
+        "steps": 20,
+        "num_samples": 32,
+        "reference_seeds": 1,
+        "reference_steps": 40,
+        "workers": 1,
+    },
     "03_modality_structure": {
         "regularizers": ["bridge"],
         "weights": [0.5],
