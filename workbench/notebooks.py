@@ -223,6 +223,8 @@ def run_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from workbench.notebook_engine import register as register_engine
+
     path = resolve_notebook(name)
     values = coerce_parameters(name, parameters)
     home = Path(root).resolve() if root is not None else data_home().resolve()
@@ -246,6 +248,8 @@ def run_notebook(
                 progress_bar=progress,
                 log_output=log_output,
                 request_save_on_cell_execute=True,
+                # widget cells can otherwise hang forever on a missed reply (workbench.notebook_engine)
+                engine_name=register_engine(),
             )
         except PapermillExecutionError as error:
             message = str(error.evalue).strip().splitlines()
