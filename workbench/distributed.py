@@ -14,9 +14,10 @@ so the same code runs either way.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -81,6 +82,18 @@ def cleanup() -> None:
     """Leave the process group (if any); call once at the end of a torchrun entry point."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a worker process now, after flushing its output, without running Python's destructors.
+
+    Why: a DDP Reducer or process group freed during interpreter shutdown destroys the gloo group while
+    holding the GIL, and gloo's worker thread may still need the GIL to release the tensors of the last
+    collective: both then wait forever (torch 2.13, gloo). Everything a run writes is on disk by then.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def is_distributed() -> bool:

@@ -497,9 +497,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {err}") from None
     finally:
         distributed.cleanup()
-    if distributed.env_world_size() == 1 or int(os.environ.get("RANK", "0")) == 0:
+    if distributed.env_world_size() == 1:
         print(f"run {run.run_id}: {run.status} -> {run.path}")
-    return 0
+        return 0
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run {run.run_id}: {run.status} -> {run.path}")
+    distributed.exit_process(0)  # see exit_process: interpreter shutdown can deadlock in gloo
 
 
 if __name__ == "__main__":
