@@ -181,10 +181,17 @@ display(Markdown(gradbias_table(run_id)))
 #   from $g^*$ as $g^*$ is long), fall with $B$, and drop to float round-off at $B = N$, where every
 #   "minibatch" is a permutation of the data. That drop is the bias vanishing, not a plotting
 #   artefact.
-# * `bayes-batch` lies well below `clip`: fixing the positive's weight removes a large share of
-#   InfoNCE's bias; what is left is the ratio bias.
-# * Warm `bayes` and `sogclr` are *above* their cold versions: at fixed parameters a running
-#   average of a few small-batch estimates is unbiased for $Z_i$ but not for $1/Z_i$ (Jensen again).
+# * `bayes-batch` lies below `clip`: fixing the positive's weight removes a large share of
+#   InfoNCE's bias; what is left is the ratio bias. At the default budget this is resolved at
+#   $B = 64$ (about 0.17 against 0.55); at $B = 4$ the band of `bayes-batch` is too wide to tell.
+# * Warm `bayes` is *above* its cold version at small $B$ (about 4 against 0.7 at $B = 4$ by
+#   default): at fixed parameters a running average of a few small-batch estimates is unbiased for
+#   $Z_i$ but not for $1/Z_i$ (Jensen again). Warm `sogclr` shows the same direction within its band.
+#
+# Read the stateful losses with care: their gradients are heavy-tailed, so the variance estimated
+# from `repeats` gradients (and with it the noise floor that the bias is corrected by) is itself
+# uncertain, more than the band says. RESULTS.md, section 1, repeats the measurement with 100
+# gradients and 4,000 averaged batches per cell (warm `bayes` at $B = 4$: $1.45 \pm 1.25$).
 # * `siglip` and a warm `moco` do not target the global InfoNCE gradient at all (SigLIP's minibatch
 #   objective weights negatives differently at every $B$; the queue repeats keys), so their "bias"
 #   is a change of objective; a warm `moco` stays biased even at $B = N$.
