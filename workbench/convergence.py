@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.losses import select_specs
 from workbench.runs import RunWriter, load_run
 from workbench.train import TrainConfig, train
 
@@ -47,15 +48,7 @@ def loss_specs(labels: Sequence[str] | None = None) -> dict[str, dict]:
     Raises:
         ValueError: ``labels`` is empty, a plain string, or names a label outside ``ALL_LOSSES``.
     """
-    if labels is None:
-        return {label: dict(spec) for label, spec in DEFAULT_LOSSES.items()}
-    allowed = ", ".join(ALL_LOSSES)
-    if isinstance(labels, str) or not list(labels):
-        raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
-    unknown = [label for label in labels if label not in ALL_LOSSES]
-    if unknown:
-        raise ValueError(f"losses has unknown label(s) {unknown}; allowed: {allowed}")
-    return {label: dict(ALL_LOSSES[label]) for label in labels}
+    return select_specs(labels, ALL_LOSSES, DEFAULT_LOSSES)
 
 
 def experiment_config(

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from workbench.gradcache import cached_backward, flat_grad
-from workbench.losses import ContrastiveLoss, build_loss
+from workbench.losses import ContrastiveLoss, build_loss, select_specs
 
 COLUMNS = [
     "loss",
@@ -360,15 +360,7 @@ def loss_specs(labels: Sequence[str] | None = None) -> dict[str, dict]:
     Raises:
         ValueError: ``labels`` is empty, a plain string, or names a label outside ``ALL_LOSSES``.
     """
-    if labels is None or (not isinstance(labels, str) and list(labels) == ["all"]):
-        return {label: dict(spec) for label, spec in ALL_LOSSES.items()}
-    allowed = ", ".join(ALL_LOSSES) + ' (or ["all"])'
-    if isinstance(labels, str) or not list(labels):
-        raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
-    unknown = [label for label in labels if label not in ALL_LOSSES]
-    if unknown:
-        raise ValueError(f"losses has unknown label(s) {unknown}; allowed: {allowed}")
-    return {label: dict(ALL_LOSSES[label]) for label in labels}
+    return select_specs(labels, ALL_LOSSES)
 
 
 def validate_gradbias(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 
 from workbench.losses._base import ContrastiveLoss
 from workbench.losses._kernels import IMPLEMENTATIONS
@@ -81,6 +82,30 @@ def _lookup(name: str) -> type[ContrastiveLoss]:
     return LOSSES[name]
 
 
+def select_specs(
+    labels: Sequence[str] | None, table: Mapping[str, dict], default: Mapping[str, dict] | None = None
+) -> dict[str, dict]:
+    """Copies of the loss specs of ``table`` named by ``labels``, in the given order (for the ``losses``
+    parameter of the labs, whose labels name configured losses such as ``bayes-g0.9``).
+
+    ``None`` selects ``default`` (all of ``table`` when that is None); ``["all"]`` selects all of ``table``.
+
+    Raises:
+        ValueError: ``labels`` is empty, a plain string, or names a label outside ``table``.
+    """
+    if labels is None:
+        return {label: dict(spec) for label, spec in (table if default is None else default).items()}
+    if not isinstance(labels, str) and list(labels) == ["all"]:
+        return {label: dict(spec) for label, spec in table.items()}
+    allowed = ", ".join(table) + ' (or ["all"])'
+    if isinstance(labels, str) or not list(labels):
+        raise ValueError(f"losses must be a non-empty list of labels among {allowed}; got {labels!r}")
+    unknown = [label for label in labels if label not in table]
+    if unknown:
+        raise ValueError(f"losses has unknown label(s) {unknown}; allowed: {allowed}")
+    return {label: dict(table[label]) for label in labels}
+
+
 __all__ = [
     "IMPLEMENTATIONS",
     "LOSSES",
@@ -96,4 +121,5 @@ __all__ = [
     "build_loss",
     "loss_names",
     "loss_parameters",
+    "select_specs",
 ]
