@@ -186,6 +186,10 @@ def _app(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------------------------
 
 
+def _add_parameter_option(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"), help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -221,14 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb_params.set_defaults(handler=_notebook_params)
     nb_run = nb.add_parser("run", help="execute a notebook with papermill")
     nb_run.add_argument("name", help="notebook stem, slug or number")
-    nb_run.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        metavar=("KEY", "VALUE"),
-        help="set a parameter (lists comma-separated); repeatable",
-    )
+    _add_parameter_option(nb_run, "set a parameter (lists comma-separated); repeatable")
     nb_run.add_argument("--home", default=None, help=home_help)
     nb_run.add_argument("--quiet", action="store_true", help="no progress bar")
     nb_run.add_argument("--log-output", action="store_true", help="echo the notebook's output")
@@ -242,14 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="a swept parameter (repeatable; the grid is their product; ';' separates list values)",
     )
-    sweep.add_argument(
-        "-p",
-        "--parameter",
-        nargs=2,
-        action="append",
-        metavar=("KEY", "VALUE"),
-        help="a parameter shared by every point; repeatable",
-    )
+    _add_parameter_option(sweep, "a parameter shared by every point; repeatable")
     sweep.add_argument(
         "--executor",
         choices=("local", "ray"),
