@@ -66,7 +66,12 @@ def _projection_controls(source: Source, prefix: str, animate: bool) -> dict:
             "Fit the basis on", ["all", "last"], horizontal=True, key=f"{prefix}-fit",
             help="all checkpoints together, or the last one only",
         )  # fmt: skip
-    play = animate and len(source.steps) > 1 and cols[2].toggle("Animate (play)", True, key=f"{prefix}-play")
+    # Off by default: the animation ships every checkpoint to the browser (2.9 MB of JSON for 5,000 pairs x
+    # 20 checkpoints), which takes seconds to draw; the step slider shows one checkpoint per rerun.
+    play = animate and len(source.steps) > 1 and cols[2].toggle(
+        "Animate (play)", False, key=f"{prefix}-play",
+        help="send every checkpoint to the browser and add play/pause and a step slider to the figure",
+    )  # fmt: skip
     if method in ("umap", "aligned_umap"):
         st.caption(
             "UMAP is fitted once per run and cached in the run folder; the first fit takes a while "

@@ -12,10 +12,14 @@ ids, labels, captions at every snapshot; the geometry measures logged at every s
 3. ``render``: the same page rerun in the same session (Streamlit's caches warm), the page in a new
    session after ``st.cache_data.clear()`` (only the on-disk cache: a restarted server), and the
    modality-gap and bridge pages after their first load;
-4. ``figure``: building the animated figure and serialising it to JSON (what the server sends).
+4. ``figure``: building the animated figure and serialising it to JSON (what the server sends);
+5. ``browser``: ``streamlit run`` on a free port and headless chromium (Playwright): the time from
+   navigating to the geometry, modality-gap and bridge pages until every plotly plot has drawn its
+   legend (plotly draws it after the traces) and the script has stopped, with the caches warm.
+   Skipped, with the reason recorded, when /usr/bin/chromium or Playwright is missing.
 
 The requirement is a render under 2 s after the first load. AppTest runs the page script as the
-server does but has no browser: the time to draw the points in the browser is not included.
+server does but has no browser; the ``browser_*`` rows include the drawing.
 
     .venv/bin/python benchmarks/bench_app.py                     # -> benchmarks/results/app-cpu.json
     .venv/bin/python benchmarks/bench_app.py --points 500 --checkpoints 4 --out /tmp/app.json  # smoke
@@ -27,7 +31,9 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +49,14 @@ if str(REPO_ROOT) not in sys.path:
 RUN_ID = "bench-app"
 APP = REPO_ROOT / "app" / "streamlit_app.py"
 TARGET_SECONDS = 2.0
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_PAGES = ("geometry", "modality_gap", "bridges")
+# Drawn = the script has stopped and every plotly plot on the page has its legend (drawn after the traces).
+DRAWN_JS = """() => {
+  if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  return plots.length > 0 && [...plots].every(p => p._fullLayout && p.querySelector('.main-svg .legend'));
+}"""
 
 
 def build_run(root: Path, points: int, checkpoints: int, dim: int, seed: int = 0) -> None:
@@ -202,7 +216,85 @@ def measure(points: int, checkpoints: int, dim: int, repeats: int) -> tuple[dict
             _record("figure_animated", _timed(figure, repeats), "animated_figure + to_json (no Streamlit)")
         )
         setup["figure_json_mb"] = round(size[-1] / 2**20, 2)
+        single = emb.scatter_figure(proj.at(proj.steps[-1]), info, pair_lines=100, bounds=proj.bounds())
+        setup["figure_single_json_mb"] = round(len(single.to_json()) / 2**20, 2)
+        browser, skipped = measure_browser(Path(home), repeats)
+        results += browser
+        if skipped:
+            setup["browser_skipped"] = skipped
     return setup, results
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+def measure_browser(home: Path, repeats: int) -> tuple[list[dict], str | None]:
+    """Navigation-to-drawn times of the figure pages in headless chromium; ([], reason) when skipped."""
+    if not Path(CHROMIUM).exists():
+        return [], f"no chromium at {CHROMIUM}"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return [], "the playwright package is not installed"
+    port = _free_port()
+    url = f"http://localhost:{port}"
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "localhost",
+           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = []
+    try:
+        _wait_for_server(url, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync", "--no-first-run",
+                      "--enable-unsafe-swiftshader"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+            def visit(name: str) -> None:
+                page.goto(f"{url}/{name}?run={RUN_ID}", wait_until="commit", timeout=120_000)
+                page.wait_for_selector("h1", timeout=120_000)
+                page.wait_for_function(DRAWN_JS, timeout=120_000, polling=20)
+                if page.locator('[data-testid="stException"]').count():
+                    raise RuntimeError(f"page {name} raised in the browser")
+
+            for name in BROWSER_PAGES:
+                visit(name)  # warms the server's caches and the browser's (JS bundles) for this page
+                results.append(
+                    _record(f"browser_{name}", _timed(lambda n=name: visit(n), repeats),
+                            f"{name} page in headless chromium: navigation until every plot is drawn")
+                )  # fmt: skip
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return results, None
 
 
 def main(argv: list[str] | None = None) -> int:

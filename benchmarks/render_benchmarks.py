@@ -408,17 +408,21 @@ def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
             f"created {data.get('created', '?')}",
             f"- Load average (1/5/15 min) at start {data.get('loadavg_start')}, "
             f"at end {data.get('loadavg_end')}",
-            f"- Animated figure sent to the browser: {setup.get('figure_json_mb', '?')} MB of JSON",
+            f"- Figure JSON sent to the browser: {setup.get('figure_single_json_mb', '?')} MB for one "
+            f"checkpoint (the default), {setup.get('figure_json_mb', '?')} MB animated (all checkpoints, "
+            "only when the user turns on 'Animate (play)')",
             "- Pages run under Streamlit's AppTest (the page script as the server runs it, no browser "
-            "drawing). Target: a page renders in under "
+            "drawing); the `browser_*` rows are `streamlit run` in headless chromium (software rendering, "
+            "no GPU): navigation until every plot has drawn its legend. Target: a page renders in under "
             f"{target:g} s once its projection is cached.",
-            "",
-            "| measurement | what | median s | all runs s |",
-            "|---|---|---:|---|",
         ]
+        if setup.get("browser_skipped"):
+            lines.append(f"- Browser timings skipped: {setup['browser_skipped']}")
+        lines += ["", "| measurement | what | median s | all runs s |", "|---|---|---:|---|"]
         for record in data.get("results", []):
             median = record.get("seconds_median")
-            slow = record["name"].startswith("render") and median is not None and median > target
+            timed_page = record["name"].startswith(("render", "browser"))
+            slow = timed_page and median is not None and median > target
             flag = " ✗" if slow else ""
             runs = ", ".join(f"{v:.3f}" for v in record.get("seconds_all", []))
             lines.append(f"| {record['name']} | {record.get('what', '')} | {median:.3f}{flag} | {runs} |")

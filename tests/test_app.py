@@ -165,11 +165,21 @@ def test_geometry_pages_render_a_run(home, page):
     assert len(at.get("plotly_chart")) >= 1
 
 
+def test_geometry_page_sends_animation_frames_only_when_asked(home):
+    at = _app("geometry", run=BRIDGE_RUN)
+    assert at.toggle(key="geometry-play").value is False
+    spec = str(at.get("plotly_chart")[0].proto.spec)
+    assert '"frames":' not in spec.replace(" ", "") and "step 6" in spec
+    at.toggle(key="geometry-play").set_value(True).run()
+    _no_errors(at)
+    spec = str(at.get("plotly_chart")[0].proto.spec).replace(" ", "")
+    assert '"frames":' in spec and '"name":"3"' in spec
+
+
 def test_geometry_page_slider_dims_colour_and_projection(home):
     at = _app("geometry", run=BRIDGE_RUN)
     slider = at.select_slider(key="geometry-step")
     assert slider.options == ["3", "6"] and slider.value == 6
-    at.toggle(key="geometry-play").set_value(False).run()
     slider.set_value(3).run()
     _no_errors(at)
     assert "step 3" in str(at.get("plotly_chart")[0].proto.spec)
@@ -188,6 +198,7 @@ def test_geometry_page_slider_dims_colour_and_projection(home):
 
 def test_geometry_page_animation_and_unit_sphere(home):
     at = _app("geometry", run=SPHERE_RUN)
+    at.toggle(key="geometry-play").set_value(True).run()
     _no_errors(at)
     charts = at.get("plotly_chart")
     assert len(charts) == 2  # projection (animated) + unit sphere

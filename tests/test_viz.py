@@ -193,6 +193,17 @@ def test_scatter_figure_by_modality_has_pairs_and_hover():
     assert fig.layout.yaxis.scaleanchor == "x"
 
 
+def test_figure_coordinates_are_sent_as_float32_typed_arrays():
+    proj, info = _projection()
+    coords = {k: v.astype(np.float64) for k, v in proj.at(10).items()}
+    fig = emb.scatter_figure(coords, info, pair_lines=5)
+    for trace in fig.data:
+        assert np.asarray(trace.x).dtype == np.float32 and np.asarray(trace.y).dtype == np.float32
+    assert np.allclose(fig.data[1].x, coords["a"][:, 0], atol=1e-6)
+    assert np.isnan(np.asarray(fig.data[0].x)).sum() == 5  # the pair lines keep their NaN separators
+    assert '"dtype":"f4"' in fig.to_json().replace(" ", "")
+
+
 def test_scatter_figure_by_class_groups_rows_by_label():
     proj, info = _projection()
     fig = emb.scatter_figure({k: v for k, v in proj.at(0).items() if k != "a_aug"}, info, "class", 0)

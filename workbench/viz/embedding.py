@@ -225,13 +225,18 @@ def _pair_rows(n: int, pair_lines: int) -> np.ndarray:
 
 def _segments(start: np.ndarray, end: np.ndarray) -> list[np.ndarray]:
     """Coordinates (one array per axis) of line segments start_i -> end_i separated by gaps (NaN)."""
-    gap = np.full((start.shape[0], 1), np.nan)
-    return [np.hstack([start[:, j : j + 1], end[:, j : j + 1], gap]).ravel() for j in range(start.shape[1])]
+    gap = np.full((start.shape[0], 1), np.nan, dtype=np.float32)
+    return [
+        np.hstack([start[:, j : j + 1], end[:, j : j + 1], gap]).astype(np.float32).ravel()
+        for j in range(start.shape[1])
+    ]
 
 
 def _axis_arrays(points: np.ndarray) -> dict[str, np.ndarray]:
+    # float32: plotly sends numpy arrays as typed arrays, so this halves the JSON the browser decodes;
+    # 7 significant digits are far below a pixel.
     axes = ("x", "y", "z")
-    return {axes[j]: points[:, j] for j in range(points.shape[1])}
+    return {axes[j]: np.ascontiguousarray(points[:, j], dtype=np.float32) for j in range(points.shape[1])}
 
 
 def _frame_traces(
