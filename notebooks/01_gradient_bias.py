@@ -19,8 +19,9 @@
 # Why does contrastive learning want large batches? Chen et al. (NeurIPS 2022, "Why do we need
 # large batch sizes in contrastive learning? A gradient-bias perspective") answer: the minibatch
 # gradient of InfoNCE is a **biased** estimate of the gradient of the objective we actually care
-# about, and the bias shrinks only as the batch grows. Their fix is a loss that is *decomposable* (a sum over pairs), obtained
-# from a Bayesian augmentation with Gamma-distributed auxiliary variables.
+# about, and the bias shrinks only as the batch grows. Their fix is a loss that is *decomposable*
+# (a sum over pairs), obtained from a Bayesian augmentation with Gamma-distributed auxiliary
+# variables.
 #
 # This notebook measures that bias directly. On a fixed set of $N$ pairs and a fixed, partly trained
 # model it computes the exact full-data gradient $g^*$ of each loss's global objective, draws many
