@@ -252,12 +252,25 @@ def _base_config(
     )
 
 
-def _dataset_sizes(name: str, params: dict):
-    """(train rows, test rows, dataset); builds the dataset once in this process (fills the caches)."""
+def _dataset_sizes(name: str, params: dict, batch_size: int | None = None):
+    """(train rows, test rows, dataset); builds the dataset once in this process (fills the caches).
+
+    Raises:
+        ValueError: ``batch_size`` (when given) exceeds the training rows.
+    """
     from workbench.data import build_dataset
 
     dataset = build_dataset(name, **params)
-    return len(dataset.train_index), len(dataset.test_index), dataset
+    n_train = len(dataset.train_index)
+    if batch_size is not None and batch_size > n_train:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of {name}")
+    return n_train, len(dataset.test_index), dataset
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in ("four_term", "clip"):
+        raise ValueError(f"mode must be 'four_term' or 'clip'; got {mode!r}")
+    return mode
 
 
 def _final_metrics(run: Run, metrics: Sequence[str]) -> dict[str, float]:
@@ -509,9 +522,7 @@ def information_gap_experiment(
             "label_weight_shared": 1.0 - gap,
             "label_weight_text": 0.0,
         }
-        n_train, n_test, dataset = _dataset_sizes("infogap", params)
-        if batch_size > n_train:
-            raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of infogap")
+        _, n_test, dataset = _dataset_sizes("infogap", params, batch_size)
         info = dataset.info
         constants = {
             "information_gap": float(info.get("information_gap", math.nan)),
@@ -601,9 +612,7 @@ def temperature_gap_experiment(
     )
     text_encoder = _check_encoder(text_encoder)
     params = {"text_encoder": text_encoder, "seed": data_seed}
-    n_train, n_test, _ = _dataset_sizes("digits_captions", params)
-    if batch_size > n_train:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of digits_captions")
+    _, n_test, _ = _dataset_sizes("digits_captions", params, batch_size)
     points = []
     for t in temperatures:
         config = _base_config(
@@ -681,8 +690,7 @@ def ablation_experiment(
     tower = _check_common(
         seeds, steps, batch_size, lr, temperature, learn_scale, tower, workers, tag, probe_size, data_seed
     )
-    if mode not in ("four_term", "clip"):
-        raise ValueError(f"mode must be 'four_term' or 'clip'; got {mode!r}")
+    _check_mode(mode)
     if weights is not None and not isinstance(weights, dict):
         raise ValueError(f"weights must be a dict of regularizer -> weight, got {weights!r}")
     unknown = sorted(set(weights or {}) - set(REGULARIZER_WEIGHTS))
@@ -699,9 +707,7 @@ def ablation_experiment(
         params = {"text_encoder": text_encoder, "seed": data_seed}
         if dataset == "mnist_captions" and mnist_samples is not None:
             params["num_samples"] = mnist_samples
-        n_train, n_test, _ = _dataset_sizes(dataset, params)
-        if batch_size > n_train:
-            raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of {dataset}")
+        _, n_test, _ = _dataset_sizes(dataset, params, batch_size)
         for variant in variants:
             structure = {
                 "mode": mode,
@@ -836,13 +842,10 @@ def structure_experiment(
     _check_int("snapshots", snapshots, 1)
     if snapshots > steps:
         raise ValueError(f"snapshots must be <= steps ({steps}), got {snapshots}")
-    if mode not in ("four_term", "clip"):
-        raise ValueError(f"mode must be 'four_term' or 'clip'; got {mode!r}")
+    _check_mode(mode)
     text_encoder = _check_encoder(text_encoder)
     params = {"text_encoder": text_encoder, "seed": data_seed}
-    n_train, n_test, _ = _dataset_sizes(dataset, params)
-    if batch_size > n_train:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training rows of {dataset}")
+    _, n_test, _ = _dataset_sizes(dataset, params, batch_size)
     every = max(1, steps // snapshots)
     points = []
     for variant, chosen in variants.items():
