@@ -32,9 +32,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,10 +45,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from app.serve import APP, CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+
 RUN_ID = "bench-app"
-APP = REPO_ROOT / "app" / "streamlit_app.py"
 TARGET_SECONDS = 2.0
-CHROMIUM = "/usr/bin/chromium"
 BROWSER_PAGES = ("geometry", "modality_gap", "bridges")
 STABLE_S = 1.0
 # Drawn = the script has stopped and every plotly plot on the page has its legend (drawn after the traces).
@@ -227,28 +225,6 @@ def measure(points: int, checkpoints: int, dim: int, repeats: int) -> tuple[dict
     return setup, results
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
-
-
 def measure_browser(home: Path, repeats: int) -> tuple[list[dict], str | None]:
     """Navigation-to-drawn times of the figure pages in headless chromium; ([], reason) when skipped."""
     if not Path(CHROMIUM).exists():
@@ -257,23 +233,10 @@ def measure_browser(home: Path, repeats: int) -> tuple[list[dict], str | None]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return [], "the playwright package is not installed"
-    port = _free_port()
-    url = f"http://localhost:{port}"
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "localhost",
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = []
-    try:
-        _wait_for_server(url, proc)
+    with serve(home, cwd=home) as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run",
-                      "--enable-unsafe-swiftshader"],
-            )  # fmt: skip
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
             def visit(name: str) -> float:
@@ -307,12 +270,6 @@ def measure_browser(home: Path, repeats: int) -> tuple[list[dict], str | None]:
                             f"{name} page in headless chromium: navigation until every plot is drawn")
                 )  # fmt: skip
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     return results, None
 
 

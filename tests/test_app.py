@@ -11,11 +11,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the app's package `app` lives at the repo root
     sys.path.insert(0, str(REPO))
-APP = REPO / "app" / "streamlit_app.py"
+from app.serve import APP, CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
+
 PAGES = {
     "runs": "app_pages/runs.py",
     "geometry": "app_pages/geometry.py",
@@ -393,7 +391,6 @@ def test_app_starts_from_another_working_directory(home, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- browser
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _ensure_chromium() -> str | None:
@@ -422,26 +419,6 @@ def _ensure_chromium() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
-
-
 @pytest.mark.slow
 def test_every_page_in_a_real_browser(store, tmp_path):
     """Open each page in headless chromium, check there is no exception, save a screenshot."""
@@ -452,28 +429,9 @@ def test_every_page_in_a_real_browser(store, tmp_path):
 
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://localhost:{port}"
-    env = {**os.environ, "WORKBENCH_HOME": str(store), "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true"]
-    cmd += [
-        "--server.port",
-        str(port),
-        "--server.address",
-        "localhost",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_server(url, proc)
+    with serve(store, cwd=tmp_path) as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run",
-                      "--enable-unsafe-swiftshader"],
-            )  # fmt: skip
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             # Streamlit scrolls inside its own container, so a tall window is what shows a whole page.
             page = browser.new_page(viewport={"width": 1400, "height": 2600})
             upload = tmp_path / "mine.npz"
@@ -504,10 +462,4 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 errors = page.locator('[data-testid="stException"]')
                 assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{n}.png" for n in routes)
