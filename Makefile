@@ -19,7 +19,7 @@ $(VENV)/.setup-stamp: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -m workbench.demo
+	$(BIN)/python -m workbench.cli.demo
 
 app: setup
 	$(BIN)/workbench app

@@ -1,8 +1,8 @@
 """Shared plumbing of the dashboard pages: the run store, run picking, sources, caching, uploads.
 
-Everything here reads; nothing trains. The store is ``workbench.runs.runs_root()`` (so
+Everything here reads; nothing trains. The store is ``workbench.store.runs.runs_root()`` (so
 ``$WORKBENCH_HOME`` points the dashboard at another store), run ids coming from the URL or from
-widgets are checked against the run-id pattern and opened through ``workbench.runs.load_run``, which
+widgets are checked against the run-id pattern and opened through ``workbench.store.runs.load_run``, which
 refuses anything that resolves outside the store.
 
 A *source* is what the geometry pages draw: a run with snapshots, or the user's uploaded file. Both
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from workbench.runs import RUN_ID_PATTERN, Run, list_runs, load_run, runs_root
+from workbench.store.runs import RUN_ID_PATTERN, Run, list_runs, load_run, runs_root
 from workbench.viz import embedding as emb
 from workbench.viz.projection import Projection, fit_projection, run_projection, snapshot_geometry
 
@@ -434,7 +434,7 @@ def cached_upload_projection(digest: str, method: str, dims: int, keys: tuple, f
 
 @st.cache_data(max_entries=8, show_spinner="Measuring the geometry of the uploaded embeddings ...")
 def cached_upload_geometry(digest: str) -> pd.DataFrame:
-    from workbench.geometry import geometry_report
+    from workbench.metrics.geometry import geometry_report
 
     arrays = _upload_arrays(digest)
     return pd.DataFrame([{"step": 0, **geometry_report(arrays["a"], arrays["b"])}])

@@ -2,7 +2,7 @@
 
 The pages live in ``app/app_pages/``; shared code in ``app/common.py`` and ``app/views.py``. Paths
 are resolved from this file, so the app starts from any working directory. The run store is
-``workbench.runs.runs_root()``: ``$WORKBENCH_HOME/runs`` when that variable is set.
+``workbench.store.runs.runs_root()``: ``$WORKBENCH_HOME/runs`` when that variable is set.
 """
 
 from __future__ import annotations

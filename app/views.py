@@ -19,7 +19,7 @@ from app.common import (
     source_for_run,
     step_slider,
 )
-from workbench.geometry import bridge_paths
+from workbench.metrics.geometry import bridge_paths
 from workbench.viz import embedding as emb
 
 # Pairs used by the what-if curve: the loss is O(n^2) per shift, so large sets are subsampled.

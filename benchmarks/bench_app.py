@@ -61,8 +61,8 @@ DRAWN_JS = """() => {
 
 def build_run(root: Path, points: int, checkpoints: int, dim: int, seed: int = 0) -> None:
     """A run whose modalities start apart and align over training, with 10 classes."""
-    from workbench.geometry import geometry_report
-    from workbench.runs import RunWriter
+    from workbench.metrics.geometry import geometry_report
+    from workbench.store.runs import RunWriter
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, size=points)
@@ -135,7 +135,7 @@ def measure(points: int, checkpoints: int, dim: int, repeats: int) -> tuple[dict
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from workbench.runs import load_run
+    from workbench.store.runs import load_run
     from workbench.viz import embedding as emb
     from workbench.viz.projection import clear_cache, run_projection
 

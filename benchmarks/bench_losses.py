@@ -48,7 +48,7 @@ if str(REPO_ROOT) not in sys.path:  # the benchmark runs from a checkout; the pa
 import torch  # noqa: E402
 
 from workbench.losses import build_loss, loss_names  # noqa: E402
-from workbench.losses._kernels import fused_problem  # noqa: E402
+from workbench.losses.kernels.chunked import fused_problem  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CPU_BATCH_SIZES = (256, 1024, 4096, 16384)

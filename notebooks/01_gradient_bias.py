@@ -30,14 +30,14 @@
 # $g^*$, and the Jensen gap of the loss value. Every loss of the zoo is measured, and the stateful
 # ones (MoCo's queue, SogCLR's and the Bayesian loss's running estimates) twice: *cold* and *warm*.
 #
-# All computation is `workbench.gradbias.run_gradbias`; the figures come from `workbench.viz.bias`.
+# All computation is `workbench.labs.gradbias.run_gradbias`; the figures come from `workbench.viz.bias`.
 # RESULTS.md, section 1, reports the same measurement at 4,000 averaged batches per cell.
 
 # %% tags=["parameters"]
 dataset: str = "synthetic"  # pair dataset: synthetic or digits_views
 num_samples: int = 256  # N of the synthetic data (digits_views always has its 1,797 rows)
 noise: float = 0.0  # synthetic data only: fraction of near-duplicate samples, in [0, 0.5]
-losses: list[str] = ["all"]  # labels of workbench.gradbias.ALL_LOSSES (e.g. clip,bayes), or all
+losses: list[str] = ["all"]  # labels of workbench.labs.gradbias.ALL_LOSSES (e.g. clip,bayes), or all
 batch_sizes: list[int] = [4, 16, 64, 256]  # batch sizes in [2, N]; include N to see the bias vanish
 repeats: int = 30  # minibatches with a full parameter gradient per cell (variance, distributions)
 bias_repeats: int = 1000  # minibatches averaged in embedding space per cell (the mean gradient)
@@ -52,15 +52,15 @@ seed: int = 0  # seeds the data draw, the model, the batches and the Gamma draws
 # The library checks every value before anything trains: an unknown loss label, a batch size
 # outside $[2, N]$, a dataset the lab cannot probe, fewer than two repeats or a non-positive
 # temperature fail here with the parameter's name and what it accepts. The run id is a hash of the
-# parameters (`workbench.runs.config_run_id`), so executing the notebook again with the same values
+# parameters (`workbench.store.runs.config_run_id`), so executing the notebook again with the same values
 # reuses the stored measurement instead of repeating it.
 
 # %%
 from IPython.display import Markdown, display
 
-from workbench.gradbias import loss_specs, run_gradbias, validate_gradbias
-from workbench.report import gradbias_table
-from workbench.runs import config_run_id, load_run
+from workbench.labs.gradbias import loss_specs, run_gradbias, validate_gradbias
+from workbench.store.report import gradbias_table
+from workbench.store.runs import config_run_id, load_run
 
 specs = loss_specs(losses)
 dataset_params = {"num_samples": num_samples, "noise": noise} if dataset == "synthetic" else {}
@@ -111,7 +111,7 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # Plain minibatch InfoNCE (`clip`, `ntxent`) adds a second, simpler bias: its $\hat Z_i$ is the
 # batch mean, in which the positive has weight $1/B$ instead of $1/N$, so $\hat Z_i$ is not even
 # unbiased for $Z_i$. The `bayes-batch` ablation keeps the ratio but weights the positive $1/N$
-# (`workbench/losses/_partition.py`), which separates the two sources.
+# (`workbench/losses/partition.py`), which separates the two sources.
 #
 # **The decomposable loss.** Because $1/Z = \int_0^\infty e^{-uZ}\,du$,
 #
@@ -146,7 +146,7 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # for the mean (`repeats`, `bias_repeats`):
 #
 # * **bias** $\lVert \mathbb{E}[g_B] - g^* \rVert$; the average of $R_b$ batches overshoots it by
-#   sampling noise, which is subtracted in quadrature (`workbench.gradbias` docstring);
+#   sampling noise, which is subtracted in quadrature (`workbench.labs.gradbias` docstring);
 #   **relative bias** = bias / $\lVert g^* \rVert$;
 # * **variance** $\mathbb{E}\lVert g_B - \mathbb{E} g_B \rVert^2$ (trace of the covariance);
 # * **MSE** $\mathbb{E}\lVert g_B - g^* \rVert^2 = \text{bias}^2 + \text{variance}$: what an SGD step
@@ -296,7 +296,7 @@ _ = widgets.interact(
 #   use the dashboard's gradient-bias page.
 #
 # The full measurement of RESULTS.md: `workbench gradbias --repeats 100 --bias-repeats 4000`
-# (or `python -m workbench.gradbias ...`); a sweep over temperatures:
+# (or `python -m workbench.labs.gradbias ...`); a sweep over temperatures:
 # `workbench sweep 01_gradient_bias --grid temperature=0.05,0.1,0.5`.
 
 # %%

@@ -31,7 +31,7 @@
 # But SogCLR comes closest to the article's picture, and our `bayes` loss ends *further* from the
 # optimum than InfoNCE. The last sections explain why, as far as we could find out.
 #
-# All computation is in `workbench.convergence`. This notebook picks the grid, draws the figures
+# All computation is in `workbench.labs.convergence`. This notebook picks the grid, draws the figures
 # and records where the runs are.
 
 # %% tags=["parameters"]
@@ -59,14 +59,14 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 #
 # **Run ids.** Every training run is stored under an id that names its noise level, loss label,
 # batch size and seed, behind a tag hashed from the settings all runs share (steps, learning rates,
-# $N$, $\tau$; `workbench.runs.config_run_id`). Re-executing the notebook, or executing it with a
+# $N$, $\tau$; `workbench.store.runs.config_run_id`). Re-executing the notebook, or executing it with a
 # longer list of noise levels, batch sizes, losses or seeds, reuses every run that is complete and
 # resumes any that was interrupted. The summary run's id also hashes the lists, so two grids never
 # overwrite each other's summary.
 
 # %%
-from workbench.convergence import loss_specs, progress_curves, run_convergence, validate_convergence
-from workbench.runs import config_run_id, load_run
+from workbench.labs.convergence import loss_specs, progress_curves, run_convergence, validate_convergence
+from workbench.store.runs import config_run_id, load_run
 
 specs = loss_specs(losses)  # unknown labels fail here, listing the allowed ones
 settings = dict(
@@ -305,7 +305,7 @@ _ = show_linked(final_figure, final_controls, box=widgets.HBox(list(final_contro
 #
 # ```bash
 # # the library's command line (run ids convergence-*, summary convergence-summary)
-# .venv/bin/python -m workbench.convergence --with-ablation --workers 2
+# .venv/bin/python -m workbench.labs.convergence --with-ablation --workers 2
 # # this notebook, one execution with the whole grid
 # .venv/bin/workbench notebook run 02_small_batch_convergence -p noise_levels 0,0.25,0.5 \
 #     -p batch_sizes 4,16 -p losses clip,sogclr,bayes,bayes-point,bayes-g0.9

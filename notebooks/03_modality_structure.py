@@ -31,7 +31,7 @@
 # packaged MiniLM sentence encoder) with the base contrastive loss alone, with each regularizer
 # alone and with all of them, then compares them downstream (zero-shot, few-shot, linear probe,
 # retrieval) and follows the geometry of the space over training. The training and evaluation live
-# in `workbench.experiments.structure_experiment`, the loss terms in `workbench.structures`.
+# in `workbench.labs.modality.structure_experiment`, the loss terms in `workbench.losses.structures`.
 
 # %% tags=["parameters"]
 loss: str = "clip"  # base contrastive loss (a name from workbench.losses, e.g. clip, sogclr, bayes, siglip)
@@ -57,8 +57,8 @@ workers: int = 2  # training processes in parallel
 # parameters, so executing the notebook again reuses the finished runs.
 
 # %%
-from workbench.experiments import structure_experiment, structure_variants
-from workbench.runs import config_run_id, load_run
+from workbench.labs.modality import structure_experiment, structure_variants
+from workbench.store.runs import config_run_id, load_run
 
 variants = structure_variants(regularizers, weights or None)
 settings = dict(
@@ -191,7 +191,7 @@ regularizer_figure(
 # ## Geometry over training
 #
 # At every snapshot each run logs the geometry of the held-out image and caption embeddings
-# (`workbench.geometry.geometry_report`). One line per variant, first seed:
+# (`workbench.metrics.geometry.geometry_report`). One line per variant, first seed:
 #
 # * **centroid gap** and **relative modality gap**: how far apart the modalities are;
 # * **alignment** $\frac1n\sum_i \lVert z_{V,i} - z_{T,i}\rVert^2$: how far each image is from its
@@ -228,7 +228,7 @@ metrics_figure(
 #
 # The purple curves are **Brownian-bridge paths** between a few pairs,
 # $W(t) = (1-t) z_V + t z_T + \sigma (B(t) - t B(1))$ projected back to the sphere
-# (`workbench.geometry.bridge_paths`), and the purple crosses the bridge means $\mu(0.25)$ that the
+# (`workbench.metrics.geometry.bridge_paths`), and the purple crosses the bridge means $\mu(0.25)$ that the
 # bridge loss pulls the augmented images (green) to. Under the bridge regularizer the green points
 # should sit on the crosses, between image and caption; without it they stay by their image.
 #
@@ -239,7 +239,7 @@ metrics_figure(
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.geometry import bridge_paths
+from workbench.metrics.geometry import bridge_paths
 from workbench.viz.controls import show_linked
 from workbench.viz.embedding import (
     PointInfo,

@@ -24,7 +24,7 @@
 # It trains two-tower models on captioned digits at several batch sizes with several losses and
 # measures zero-shot accuracy, a linear probe, retrieval and the modality gap on the held-out split.
 #
-# Everything runs through `workbench.experiments.batch_size_experiment`; this notebook picks the
+# Everything runs through `workbench.labs.modality.batch_size_experiment`; this notebook picks the
 # grid, draws the figures and records where the runs are.
 
 # %% tags=["parameters"]
@@ -44,14 +44,14 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 # than the training split, a non-positive number of epochs all fail here, naming the parameter and
 # what it accepts). `plan_only=True` returns the runs the grid needs without training them.
 #
-# Run ids are derived from the parameters (`workbench.runs.config_run_id`). The runs of one
+# Run ids are derived from the parameters (`workbench.store.runs.config_run_id`). The runs of one
 # (batch size, loss, seed) depend only on the shared settings (epochs or steps, temperature, text
 # encoder), not on which other grid points are listed, so a re-run with a longer list reuses every
 # run that is already complete.
 
 # %%
-from workbench.experiments import batch_size_experiment
-from workbench.runs import config_run_id, load_run
+from workbench.labs.modality import batch_size_experiment
+from workbench.store.runs import config_run_id, load_run
 
 # steps = 0 means equal epochs; any other value goes to the library, which rejects steps < 0
 shared = {

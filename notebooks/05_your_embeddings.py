@@ -28,7 +28,7 @@
 # list columns `image_emb`, `text_emb` (or wide columns `image_emb_0, image_emb_1, ...`) and
 # optional `labels` / `captions` columns. `workbench.data.userdata.save_paired_embeddings` writes
 # either. With `embeddings_path` empty, the notebook uses an example made offline by
-# `workbench.data.userdata.make_example_embeddings`: a small CLIP model trained for 300 steps on
+# `workbench.labs.embedding_report.make_example_embeddings`: a small CLIP model trained for 300 steps on
 # sklearn's digits with captions, and the embeddings of all 1,797 digits and their captions.
 
 # %% tags=["parameters"]
@@ -48,8 +48,8 @@ temperature: float = 0.07  # temperature of the CLIP loss in the gap-shift exper
 # `build_loss` checks the temperature of the last section.
 
 # %%
-from workbench.data.userdata import load_paired_embeddings, resolve_embeddings_path
-from workbench.embedding_report import embedding_report, subsample_rows
+from workbench.data.userdata import load_paired_embeddings
+from workbench.labs.embedding_report import embedding_report, resolve_embeddings_path, subsample_rows
 from workbench.losses import build_loss
 
 path = resolve_embeddings_path(embeddings_path)
@@ -121,7 +121,7 @@ run.table("geometry")
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.geometry import bridge_paths
+from workbench.metrics.geometry import bridge_paths
 from workbench.viz.controls import show_linked
 from workbench.viz.embedding import PointInfo, add_gap_arrow, add_paths, scatter_figure
 from workbench.viz.projection import run_projection

@@ -59,9 +59,9 @@ def _tiny_config(**overrides) -> dict:
 
 def build_fixture_store(home: Path) -> Path:
     """Write the fixture runs under ``home/runs`` with the real trainer and gradient-bias lab."""
-    from workbench.gradbias import run_gradbias
-    from workbench.runs import RunWriter
-    from workbench.train import train
+    from workbench.labs.gradbias import run_gradbias
+    from workbench.store.runs import RunWriter
+    from workbench.training.trainer import train
 
     root = home / "runs"
     bridge = {"mode": "four_term", "weights": {"bridge": 1.0}}

@@ -1,4 +1,4 @@
-"""The small-batch convergence experiment (workbench.convergence) on a tiny grid."""
+"""The small-batch convergence experiment (workbench.labs.convergence) on a tiny grid."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import convergence
-from workbench.runs import list_runs, load_run
-from workbench.train import TrainConfig, Trainer
+from workbench.labs import convergence
+from workbench.store.runs import list_runs, load_run
+from workbench.training.trainer import TrainConfig, Trainer
 
 LOSSES = {"clip": {"name": "clip"}, "bayes": {"name": "bayes"}}
 GRID = dict(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workbench import demo
-from workbench.notebooks import NOTEBOOKS_ENV, notebook_names, notebook_parameters
-from workbench.runs import list_runs
+from workbench.cli import demo
+from workbench.cli.notebooks import NOTEBOOKS_ENV, notebook_names, notebook_parameters
+from workbench.store.runs import list_runs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 

@@ -1,4 +1,4 @@
-"""Multi-process training (workbench.distributed): two CPU processes with the gloo backend.
+"""Multi-process training (workbench.training.distributed): two CPU processes with the gloo backend.
 
 The per-loss checks run in one spawned job (starting processes costs seconds): for every registry loss
 the DDP gradient of two processes, each holding half of the batch, must equal the single-process
@@ -24,11 +24,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from workbench import distributed
 from workbench.losses import build_loss, loss_names
 from workbench.losses._base import anchor_blocks
-from workbench.runs import load_run
-from workbench.train import TrainConfig, Trainer, make_trainer, train
+from workbench.store.runs import load_run
+from workbench.training import distributed
+from workbench.training.trainer import TrainConfig, Trainer, make_trainer, train
 
 WORLD = 2
 NUM_SAMPLES = 40

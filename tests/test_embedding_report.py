@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.data.userdata import (
-    load_paired_embeddings,
+from workbench.data.userdata import load_paired_embeddings, save_paired_embeddings
+from workbench.labs.embedding_report import (
+    embedding_report,
     make_example_embeddings,
     resolve_embeddings_path,
-    save_paired_embeddings,
+    subsample_rows,
 )
-from workbench.embedding_report import embedding_report, subsample_rows
-from workbench.geometry import centroid_gap
-from workbench.runs import list_runs
+from workbench.metrics.geometry import centroid_gap
+from workbench.store.runs import list_runs
 
 
 def _pairs(n: int = 40, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Downstream evaluation (workbench.evaluate): zero-shot, linear probe, few-shot, retrieval, report."""
+"""Downstream evaluation (workbench.metrics.downstream): zero-shot, probes, few-shot, retrieval, report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from workbench import evaluate as ev
+from workbench.metrics import downstream as ev
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The multimodal-lab experiments (workbench.experiments) on tiny grids: tables, run ids, reruns, errors."""
+"""The multimodal-lab experiments (workbench.labs.modality) on tiny grids: tables, run ids, reruns, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import experiments as ex
-from workbench.runs import list_runs, load_run
-from workbench.train import TrainConfig, Trainer
+from workbench.labs import modality as ex
+from workbench.store.runs import list_runs, load_run
+from workbench.training.trainer import TrainConfig, Trainer
 
 TOWER = {"hidden": 16, "depth": 1, "out_dim": 8}
 TINY = dict(tower=TOWER, workers=1, steps=4, batch_size=32)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import experiments as ex
-from workbench.runs import list_runs, load_run
-from workbench.train import TrainConfig
+from workbench.labs import modality as ex
+from workbench.store.runs import list_runs, load_run
+from workbench.training.trainer import TrainConfig
 
 TOWER = {"hidden": 16, "depth": 1, "out_dim": 8}
 TINY = dict(tower=TOWER, workers=1, batch_size=32, text_encoder="tokens", probe_size=48)

@@ -1,4 +1,4 @@
-"""Tests for workbench.geometry: closed forms, brute-force references and input validation."""
+"""Tests for workbench.metrics.geometry: closed forms, brute-force references and input validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench import geometry as geo
+from workbench.metrics import geometry as geo
 
 
 def _unit(z: np.ndarray) -> np.ndarray:

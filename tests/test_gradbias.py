@@ -1,4 +1,4 @@
-"""The gradient-bias lab (workbench.gradbias): exact full gradients and minibatch bias statistics."""
+"""The gradient-bias lab (workbench.labs.gradbias): exact full gradients and minibatch bias statistics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench import gradbias
 from workbench.data import build_dataset
-from workbench.gradcache import flat_grad
+from workbench.labs import gradbias
 from workbench.losses import ClipLoss, build_loss
 from workbench.models import MLPConfig, build_pair_model
+from workbench.training.gradcache import flat_grad
 
 N = 32
 
@@ -294,7 +294,7 @@ def test_validate_gradbias_rejects_bad_input_before_training(kwargs, message):
 
 
 def test_run_gradbias_stores_tables_and_reuses_a_complete_run(tmp_path, monkeypatch):
-    from workbench.runs import load_run
+    from workbench.store.runs import load_run
 
     kwargs = dict(
         losses=["clip", "bayes-point"],

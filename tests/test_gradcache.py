@@ -1,4 +1,4 @@
-"""GradCache (workbench.gradcache): micro-batched backward passes give the exact large-batch gradient."""
+"""GradCache (workbench.training.gradcache): micro-batched backward passes give the exact batch gradient."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.gradcache import cached_backward, embed, flat_grad
 from workbench.losses import build_loss
 from workbench.models import MLPConfig, SiameseModel, TwoTowerModel, build_pair_model
-from workbench.train import TrainConfig, Trainer
+from workbench.training.gradcache import cached_backward, embed, flat_grad
+from workbench.training.trainer import TrainConfig, Trainer
 
 BATCH = 8
 DIM = 16

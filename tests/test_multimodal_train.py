@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.runs import load_run
-from workbench.train import TrainConfig, train
+from workbench.store.runs import load_run
+from workbench.training.trainer import TrainConfig, train
 
 ALL_THREE = {"mode": "four_term", "weights": {"separation": 1.0, "bridge": 0.5, "consistency": 0.5}}
 
@@ -103,8 +103,8 @@ def test_structure_on_a_paired_dataset_is_refused(tmp_path):
 
 def test_probe_training_rows_cover_every_class_when_subsampled(monkeypatch):
     # MNIST's split lists rows class by class; a prefix of it would leave classes out of the probes.
-    from workbench import multimodal
     from workbench.data import build_dataset
+    from workbench.training import image_text as multimodal
 
     config = _config()
     dataset = build_dataset(config.dataset, **config.dataset_params)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.demo import TINY_PARAMETERS
-from workbench.notebooks import NotebookError, run_notebook
-from workbench.runs import list_runs
+from workbench.cli.demo import TINY_PARAMETERS
+from workbench.cli.notebooks import NotebookError, run_notebook
+from workbench.store.runs import list_runs
 
 NAME = "02_small_batch_convergence"
 # Seconds, not science: 4 training runs of 20 steps on 32 samples and one full-batch reference run.

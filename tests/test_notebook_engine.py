@@ -1,4 +1,4 @@
-"""The papermill engine that polls the shell channel in intervals (workbench.notebook_engine)."""
+"""The papermill engine that polls the shell channel in intervals (workbench.cli.engine)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from queue import Empty
 import papermill
 from papermill.engines import papermill_engines
 
-from workbench import notebook_engine
+from workbench.cli import engine as notebook_engine
 
 
 class FakeChannel:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from workbench.demo import TINY_PARAMETERS
-from workbench.gradbias import COLUMNS, SAMPLE_COLUMNS
-from workbench.notebooks import NotebookError, run_notebook
-from workbench.runs import list_runs
+from workbench.cli.demo import TINY_PARAMETERS
+from workbench.cli.notebooks import NotebookError, run_notebook
+from workbench.labs.gradbias import COLUMNS, SAMPLE_COLUMNS
+from workbench.store.runs import list_runs
 
 TINY = TINY_PARAMETERS["01_gradient_bias"]
 

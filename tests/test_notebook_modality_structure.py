@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.demo import TINY_PARAMETERS
-from workbench.notebooks import NotebookError, run_notebook
-from workbench.runs import list_runs
+from workbench.cli.demo import TINY_PARAMETERS
+from workbench.cli.notebooks import NotebookError, run_notebook
+from workbench.store.runs import list_runs
 
 TINY = TINY_PARAMETERS["03_modality_structure"]
 

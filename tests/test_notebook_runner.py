@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench import cli
-from workbench.notebooks import (
+from workbench.cli import main as cli
+from workbench.cli.notebooks import (
     NOTEBOOKS_ENV,
     NotebookError,
     expand_grid,
@@ -19,7 +19,7 @@ from workbench.notebooks import (
     run_notebook,
     run_sweep,
 )
-from workbench.runs import list_runs
+from workbench.store.runs import list_runs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workbench.cli.notebooks import NotebookError, run_notebook
 from workbench.data.userdata import save_paired_embeddings
-from workbench.notebooks import NotebookError, run_notebook
-from workbench.runs import list_runs
+from workbench.store.runs import list_runs
 
 
 def _pairs_file(path, n: int = 60, d: int = 8, text_dim: int | None = None):

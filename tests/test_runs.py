@@ -1,4 +1,4 @@
-"""Tests for the run store (workbench.runs)."""
+"""Tests for the run store (workbench.store.runs)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench import runs
-from workbench.runs import Run, RunWriter, list_runs, load_run, new_run_id, runs_root, runs_table
+from workbench.store import runs
+from workbench.store.runs import Run, RunWriter, list_runs, load_run, new_run_id, runs_root, runs_table
 
 CONFIG = {"loss": {"name": "infonce", "temperature": 0.1}, "seed": 0, "dims": [8, 16]}
 
@@ -292,7 +292,7 @@ def test_workbench_home_env(tmp_path, monkeypatch):
 
 
 def test_runs_record_the_notebook_that_opened_them(tmp_path, monkeypatch):
-    from workbench.runs import NOTEBOOK_ENV, RunWriter, load_run
+    from workbench.store.runs import NOTEBOOK_ENV, RunWriter, load_run
 
     monkeypatch.delenv(NOTEBOOK_ENV, raising=False)
     RunWriter.create({"x": 1}, run_id="plain", root=tmp_path).finish({})
@@ -308,7 +308,7 @@ def test_runs_record_the_notebook_that_opened_them(tmp_path, monkeypatch):
 
 
 def test_config_run_id_is_a_stable_function_of_the_config():
-    from workbench.runs import RUN_ID_PATTERN, config_run_id
+    from workbench.store.runs import RUN_ID_PATTERN, config_run_id
 
     a = config_run_id("nb gradbias", {"loss": "clip", "sizes": [4, 16]})
     assert a == config_run_id("nb gradbias", {"sizes": [4, 16], "loss": "clip"})

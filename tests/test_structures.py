@@ -1,4 +1,4 @@
-"""Tests of workbench.structures: the modality-structure regularizers of Jiang et al. (CVPR 2023).
+"""Tests of workbench.losses.structures: the modality-structure regularizers of Jiang et al. (CVPR 2023).
 
 Every function is compared against an independent float64 NumPy reference written with explicit loops
 from the formulas of methods.md §3; then the intended minimisers, the wrapper, gradients and input
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.losses import build_loss
-from workbench.structures import (
+from workbench.losses.structures import (
     REGULARIZERS,
     StructuredLoss,
     bridge_loss,

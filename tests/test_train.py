@@ -1,4 +1,4 @@
-"""The training loop (workbench.train): end-to-end runs, resumption after a kill, and input validation."""
+"""The training loop (workbench.training.trainer): end-to-end runs, resumption after a kill, validation."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.runs import RunWriter, load_run
-from workbench.train import TrainConfig, main, train
+from workbench.store.runs import RunWriter, load_run
+from workbench.training.trainer import TrainConfig, main, train
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from workbench.geometry import bridge_paths, centroid_gap
-from workbench.runs import RunWriter, load_run
+from workbench.metrics.geometry import bridge_paths, centroid_gap
+from workbench.store.runs import RunWriter, load_run
 from workbench.viz import embedding as emb
 from workbench.viz.projection import (
     Projection,

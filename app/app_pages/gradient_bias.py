@@ -11,7 +11,7 @@ from workbench.viz import bias as bias_fig
 page_header(
     "Gradient bias",
     "How far a minibatch gradient is from the full-data gradient, per loss and batch size "
-    "(runs of `workbench.gradbias`); bands are the Monte-Carlo error of each measurement.",
+    "(runs of `workbench.labs.gradbias`); bands are the Monte-Carlo error of each measurement.",
 )
 options = run_ids_with("gradbias")
 wanted = query_run()
@@ -20,7 +20,7 @@ if wanted is not None and wanted not in options:
     if run is not None:
         st.warning(f"Run `{wanted}` has no gradient-bias table (its tables: {run.tables or 'none'}).")
 if not options:
-    st.info("No run in the store has a gradient-bias table yet: run `python -m workbench.gradbias`.")
+    st.info("No run in the store has a gradient-bias table yet: run `python -m workbench.labs.gradbias`.")
     st.stop()
 default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in options] or options[:1]
 chosen = st.sidebar.multiselect("Runs to overlay", options, default=default[:3], key="gb-runs")

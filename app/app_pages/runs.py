@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app.common import SELECTED_KEY, open_run, page_header, runs_frame
-from workbench.runs import runs_root
+from workbench.store.runs import runs_root
 from workbench.viz import embedding as emb
 
 page_header("Runs", "Every run of the store: filter, pick several, compare their curves.")

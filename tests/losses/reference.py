@@ -9,7 +9,7 @@ row's candidates and the positive of row r is column ``(r + B) mod 2B``:
 * ``cross`` (CLIP): a-rows see only b-columns and b-rows only a-columns.
 
 SogCLR and Bayes use the surrogate ``u_r Zhat_r - log u_r - 1 - logit_pos`` of
-``workbench.losses._partition`` with u held constant; ``Zhat`` is written out in ``zhat_weights``.
+``workbench.losses.partition`` with u held constant; ``Zhat`` is written out in ``zhat_weights``.
 
 Each reference returns the value and the analytic gradient w.r.t. the raw inputs ``a`` and ``b``
 (and the scale / bias): derivative w.r.t. the logits by hand, chained through ``S = Z K^T`` and the

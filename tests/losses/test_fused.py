@@ -2,7 +2,7 @@
 
 On CPU the kernels run through the Triton interpreter. Triton decides whether its functions are
 interpreted when they are built, i.e. at ``import triton`` (its library) and at the import of
-``workbench.losses._triton`` (ours), from ``TRITON_INTERPRET`` at that moment. So this module sets the
+``workbench.losses.kernels.fused`` (ours), from ``TRITON_INTERPRET`` at that moment. So this module sets the
 variable only around those two imports, at collection, and restores the environment at once: nothing
 else in the pytest process sees it (the other test modules of this package do not import triton; if
 something did so earlier, the fused tests skip and say why). The ``gpu`` test re-runs this file in a
@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.losses import _kernels, build_loss, loss_names
+from workbench.losses import build_loss, loss_names
+from workbench.losses.kernels import chunked as _kernels
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed", allow_module_level=True)
@@ -39,7 +40,7 @@ BFLOAT16_FLOOR = 3e-2
 
 
 def _import_kernels():
-    """``workbench.losses._triton``, built for the interpreter when DEVICE is cpu."""
+    """``workbench.losses.kernels.fused``, built for the interpreter when DEVICE is cpu."""
     previous = os.environ.get("TRITON_INTERPRET")
     if DEVICE == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
@@ -47,7 +48,7 @@ def _import_kernels():
         os.environ.pop("TRITON_INTERPRET", None)
     try:
         importlib.import_module("triton")
-        module = importlib.import_module("workbench.losses._triton")
+        module = importlib.import_module("workbench.losses.kernels.fused")
         if DEVICE == "cpu" and module.INTERPRET and module.TRITON_INTERPRETED:
             # the interpreter imports more of triton at its first launch, which also reads the variable
             q = torch.ones(2, 2, requires_grad=True)
@@ -392,7 +393,7 @@ _COMPILE_FOR_SM90 = """
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from workbench.losses import _triton as T
+from workbench.losses.kernels import fused as T
 
 assert not T.INTERPRET
 POINTERS = {

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from workbench.data import PairDataset
+from workbench.data.base import PairDataset
 
 
 def shift_and_noise(

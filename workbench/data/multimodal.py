@@ -672,23 +672,9 @@ def infogap(
     )
 
 
-def caption_datasets() -> dict[str, Callable[..., MultimodalDataset]]:
-    """The builders of this module and userdata.py, by name (for a registry)."""
-    from workbench.data.userdata import image_folder_captions, user_embeddings
-
-    return {
-        "digits_captions": digits_captions,
-        "mnist_captions": mnist_captions,
-        "infogap": infogap,
-        "image_folder_captions": image_folder_captions,
-        "user_embeddings": user_embeddings,
-    }
-
-
 __all__ = [
     "MultimodalDataset",
     "affine_augment",
-    "caption_datasets",
     "digits_captions",
     "encode_captions",
     "infogap",

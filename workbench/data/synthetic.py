@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from workbench.data import PairDataset
+from workbench.data.base import PairDataset
 
 
 def _check_fraction(name: str, value: float) -> float:

@@ -87,7 +87,7 @@ def _load_model(device: str | None = None):
 
 
 def text_cache_dir() -> Path:
-    from workbench.runs import data_home
+    from workbench.store.runs import data_home
 
     return data_home() / "cache" / "text"
 

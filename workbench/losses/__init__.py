@@ -14,10 +14,10 @@ import inspect
 from collections.abc import Mapping, Sequence
 
 from workbench.losses._base import ContrastiveLoss
-from workbench.losses._kernels import IMPLEMENTATIONS
 from workbench.losses.bayes import BayesLoss
 from workbench.losses.clip import ClipLoss
 from workbench.losses.dcl import DCLLoss, DCLWLoss
+from workbench.losses.kernels.chunked import IMPLEMENTATIONS
 from workbench.losses.moco import MoCoLoss
 from workbench.losses.ntxent import NTXentLoss
 from workbench.losses.siglip import SigLipLoss

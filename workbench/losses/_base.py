@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.losses._kernels import accumulation_dtype, check_implementation, row_logsumexp
+from workbench.losses.kernels.chunked import accumulation_dtype, check_implementation, row_logsumexp
 
 NEGATIVES = ("views", "cross")
 
@@ -54,7 +54,8 @@ class Sharding:
         world_size: number of processes (each passes the same number of rows).
         gather: concatenates every process's tensor along dim 0 in rank order and backpropagates the
             sum over processes of the gradients of each process's rows (as
-            ``torch.distributed.nn.functional.all_gather`` does; ``workbench.distributed.gather_with_grad``).
+            ``torch.distributed.nn.functional.all_gather`` does; see
+            ``workbench.training.distributed.gather_with_grad``).
     """
 
     rank: int
@@ -152,7 +153,7 @@ class ContrastiveLoss(nn.Module):
         implementation: how the similarity matrix is reduced: "naive" (materialised), "chunked"
             (``chunk_size`` rows at a time; 1024 if unset), "fused" (Triton kernels, never
             materialised), or "auto" (fused for CUDA tensors where Triton is installed, else chunked
-            if ``chunk_size`` is set, else naive). See ``workbench.losses._kernels``.
+            if ``chunk_size`` is set, else naive). See ``workbench.losses.kernels.chunked``.
 
     Multi-process training: inside ``with loss.sharded(sharding):`` each process passes its own shard
     of the batch (and of ``index``); the loss gathers every process's features with their gradient,
@@ -233,7 +234,7 @@ class ContrastiveLoss(nn.Module):
 
         Args:
             sharding: this process's rank, the world size and the differentiable gather
-                (``workbench.distributed.loss_sharding()``); None (or a world of 1) leaves calls
+                (``workbench.training.distributed.loss_sharding()``); None (or a world of 1) leaves calls
                 single-process.
         """
         previous = self.sharding

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from workbench.losses._base import check_choice
-from workbench.losses._partition import RunningPartitionLoss
+from workbench.losses.partition import RunningPartitionLoss
 
 ESTIMATORS = ("running", "batch")
 
@@ -22,7 +22,7 @@ class BayesLoss(RunningPartitionLoss):
     The global objective is ``L = (1/N) sum_i [-s_ii / tau + log Z_i]`` with
     ``Z_i = (1/N) sum_j exp(s_ij / tau)``. A minibatch replaces ``Z_i`` by a batch estimate ``Zhat_i``;
     even an unbiased ``Zhat_i`` (the positive weighted 1/P, the batch negatives by their mean; see
-    ``workbench.losses._partition``) leaves ``grad log Zhat_i = grad Zhat_i / Zhat_i`` a ratio, so the
+    ``workbench.losses.partition``) leaves ``grad log Zhat_i = grad Zhat_i / Zhat_i`` a ratio, so the
     minibatch gradient is biased (roughly like 1/B). Because ``1/Z = \int_0^\infty exp(-u Z) du``,
 
         exp(-l_i) = exp(s_ii / tau) / Z_i = \int_0^\infty exp(s_ii / tau - u_i Z_i) du_i,

@@ -14,7 +14,7 @@ from workbench.losses._base import (
     check_positive,
     logsumexp_terms,
 )
-from workbench.losses._kernels import accumulation_dtype
+from workbench.losses.kernels.chunked import accumulation_dtype
 
 
 class DCLLoss(ContrastiveLoss):

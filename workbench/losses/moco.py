@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from workbench.losses._base import ContrastiveLoss, logsumexp_terms
-from workbench.losses._kernels import row_logsumexp
+from workbench.losses.kernels.chunked import row_logsumexp
 
 
 class MoCoLoss(ContrastiveLoss):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from workbench.losses._base import ContrastiveLoss, check_positive
-from workbench.losses._kernels import pairwise_sigmoid_sum
+from workbench.losses.kernels.chunked import pairwise_sigmoid_sum
 
 
 class SigLipLoss(ContrastiveLoss):

@@ -7,7 +7,7 @@ import math
 from torch import Tensor
 
 from workbench.losses._base import check_choice
-from workbench.losses._partition import RunningPartitionLoss
+from workbench.losses.partition import RunningPartitionLoss
 
 GAMMA_SCHEDULES = ("constant", "cosine")
 
@@ -16,12 +16,12 @@ class SogCLRLoss(RunningPartitionLoss):
     """SogCLR (Yuan et al., ICML 2022): InfoNCE with a moving-average denominator per sample.
 
     Each anchor keeps ``u_i``, a running estimate of its partition function ``Z_i`` (the batch
-    estimate ``Zhat_i`` of ``workbench.losses._partition``: the positive weighted 1/P, the batch
+    estimate ``Zhat_i`` of ``workbench.losses.partition``: the positive weighted 1/P, the batch
     negatives by their mean), updated with the current batch (``u_i <- (1 - gamma) u_i + gamma *
     Zhat_i``, gamma = 1 on the first visit). The negatives are weighted by ``exp(s_ij / tau) / u_i``
     without gradient, so the step is ``-grad s_ii / tau + (1 / u_i) grad Zhat_i``: the gradient of
     LibAUC's ``GCLoss``. The
-    returned value is the surrogate of ``workbench.losses._partition``, which equals the batch InfoNCE
+    returned value is the surrogate of ``workbench.losses.partition``, which equals the batch InfoNCE
     value to first order (LibAUC reports a different number with the same gradient).
 
     LibAUC drops the positive from the denominator; here ``include_positive=True`` by default so

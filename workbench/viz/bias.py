@@ -3,9 +3,9 @@
 Every builder takes DataFrames as the libraries write them to the run store and returns a plotly
 ``go.Figure``; none of them computes gradients or trains.
 
-Gradient-bias tables have the columns of ``workbench.gradbias.COLUMNS`` (one row per loss, state and
+Gradient-bias tables have the columns of ``workbench.labs.gradbias.COLUMNS`` (one row per loss, state and
 batch size). To overlay several runs, concatenate their tables with a label column (``label_runs``)
-and pass its name as ``run``. Per-batch samples (``workbench.gradbias.SAMPLE_COLUMNS``, the run's
+and pass its name as ``run``. Per-batch samples (``workbench.labs.gradbias.SAMPLE_COLUMNS``, the run's
 ``gradbias_samples`` table) feed ``batch_distribution``.
 
 Uncertainty bands (``bias_bands``) are the Monte-Carlo error of the measurement at the fixed model
@@ -136,7 +136,7 @@ def bias_bands(table: pd.DataFrame, metric: str = "rel_bias", run: str | None = 
     """Lower and upper ends of the Monte-Carlo uncertainty band of ``metric`` (module docstring).
 
     Args:
-        table: gradient-bias table (``workbench.gradbias.COLUMNS``).
+        table: gradient-bias table (``workbench.labs.gradbias.COLUMNS``).
         metric: one of ``BAND_METRICS``.
         run: label column when the table holds several runs (the norm of g* is per run).
 
@@ -179,7 +179,7 @@ def bias_curves(
     """One line per loss (and state, and run) of ``metric`` against batch size, with error bands.
 
     Args:
-        table: gradient-bias table (``workbench.gradbias.COLUMNS``); several runs stacked with a label
+        table: gradient-bias table (``workbench.labs.gradbias.COLUMNS``); several runs stacked with a label
             column (see ``label_runs``) are overlaid, told apart by marker symbol.
         metric: a key of ``METRIC_LABELS``.
         run: the label column of stacked runs, or None for one run.
@@ -357,7 +357,7 @@ def batch_distribution(samples: pd.DataFrame, batch_size: int, column: str = "co
     """Per-batch spread at one batch size: one box per loss and state over the measured minibatches.
 
     Args:
-        samples: per-batch table (``workbench.gradbias.SAMPLE_COLUMNS``).
+        samples: per-batch table (``workbench.labs.gradbias.SAMPLE_COLUMNS``).
         batch_size: one of the measured batch sizes.
         column: ``cosine`` (cos(g_B, g*)) or ``rel_error`` (||g_B - g*|| / ||g*||).
     """
@@ -416,7 +416,7 @@ def progress_bands(
     """Training curves of one setting: the mean over seeds per loss, shaded over the seeds.
 
     Args:
-        curves: long table from ``workbench.convergence.progress_curves``.
+        curves: long table from ``workbench.labs.convergence.progress_curves``.
         noise, batch_size: the setting to draw.
         losses: draw only these (default all).
         gap: plot 1 - progress on a log axis (distance to the optimum, which shows the last percent

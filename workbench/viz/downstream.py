@@ -1,6 +1,6 @@
 """Figures of downstream results across runs: accuracy against batch size, regularizer comparisons.
 
-The builders take the ``summary`` tables that ``workbench.experiments`` writes (one row per grid
+The builders take the ``summary`` tables that ``workbench.labs.modality`` writes (one row per grid
 point, ``<metric>_mean`` and ``<metric>_std`` over seeds, ``runs`` = the number of seeds) and return
 plotly figures; they never train. Error bars are one standard deviation over seeds; with a single
 seed the standard deviation is undefined and no bar is drawn (the hover text says so).
@@ -39,7 +39,7 @@ def _label(metric: str) -> str:
 
 def _check_summary(summary: pd.DataFrame, coords: Sequence[str], metrics: Sequence[str]) -> list[str]:
     if not isinstance(summary, pd.DataFrame) or summary.empty:
-        raise ValueError("summary must be a non-empty DataFrame (a summary table of workbench.experiments)")
+        raise ValueError("summary must be a non-empty DataFrame (a summary table of workbench.labs.modality)")
     metrics = list(metrics)
     if not metrics:
         raise ValueError("metrics must name at least one metric")
@@ -77,7 +77,7 @@ def batch_size_figure(
     """Downstream metrics against batch size, one line per loss, error bars over seeds.
 
     Args:
-        summary: the summary of ``workbench.experiments.batch_size_experiment`` (columns
+        summary: the summary of ``workbench.labs.modality.batch_size_experiment`` (columns
             ``batch_size``, ``loss``, ``<metric>_mean``, ``<metric>_std``, optionally ``steps``, ``runs``).
         metrics: one subplot per metric; the x axis is the batch size on a log scale.
         cols: subplots per row.
@@ -140,7 +140,7 @@ def regularizer_figure(
     """Bars of each variant's final metrics (mean over seeds, error bar = std), one subplot per metric.
 
     Args:
-        summary: the summary of ``workbench.experiments.structure_experiment`` or
+        summary: the summary of ``workbench.labs.modality.structure_experiment`` or
             ``ablation_experiment`` (a ``variant`` column, ``<metric>_mean`` / ``<metric>_std``).
         metrics: one subplot per metric.
         cols: subplots per row.

@@ -36,7 +36,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from workbench.geometry import gap_vector
+from workbench.metrics.geometry import gap_vector
 from workbench.viz.projection import Projection, normalise_rows
 
 __all__ = [
@@ -67,7 +67,7 @@ MODALITY_STYLE: dict[str, tuple[str, str, str, str]] = {
     "a_aug": ("augmented image", "#2ca02c", "x", "cross"),
 }
 _OTHER_STYLE = ("#7f7f7f", "square", "square")
-#: Geometry measures logged by multimodal runs (``workbench.geometry.geometry_report`` keys), in
+#: Geometry measures logged by multimodal runs (``workbench.metrics.geometry.geometry_report`` keys), in
 #: the order the dashboard shows them.
 GEOMETRY_METRICS = (
     "centroid_gap",
@@ -564,7 +564,7 @@ def add_paths(
     color: str = "rgba(148, 103, 189, 0.55)",
     width: float = 1.5,
 ) -> go.Figure:
-    """Draw paths (e.g. projected ``workbench.geometry.bridge_paths``) as one line trace.
+    """Draw paths (e.g. projected ``workbench.metrics.geometry.bridge_paths``) as one line trace.
 
     Args:
         fig: A figure of the same projection (2-D or 3-D).
@@ -645,7 +645,7 @@ def add_points(
 def bridge_means(x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
     """The Brownian-bridge means ``normalize(t x_i + (1 - t) y_i)`` the bridge loss pulls ``a_aug`` to.
 
-    Computed by ``workbench.structures.bridge_mean`` (image ``x``, text ``y``; ``t = 1`` gives the
+    Computed by ``workbench.losses.structures.bridge_mean`` (image ``x``, text ``y``; ``t = 1`` gives the
     image, ``t = 0`` the text).
 
     Returns:
@@ -656,7 +656,7 @@ def bridge_means(x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
     """
     import torch
 
-    from workbench.structures import bridge_mean
+    from workbench.losses.structures import bridge_mean
 
     xn = torch.from_numpy(normalise_rows(x, "x"))
     yn = torch.from_numpy(normalise_rows(y, "y"))
@@ -671,7 +671,7 @@ def per_dimension_gap_figure(
     cumulative share of the squared gap over all dimensions (Schrodi et al. 2025).
 
     Args:
-        x, y: Paired ``(n, d)`` embeddings (normalised internally, as in ``workbench.geometry``).
+        x, y: Paired ``(n, d)`` embeddings (normalised internally, as in ``workbench.metrics.geometry``).
         top: Bars drawn, >= 1 (capped at d).
         title: Figure title.
 
@@ -715,13 +715,13 @@ def per_dimension_gap_figure(
 
 
 def singular_spectrum_figure(x: np.ndarray, y: np.ndarray, title: str | None = None) -> go.Figure:
-    """Normalised singular values of x, y and ``[x; y]`` (``workbench.geometry.singular_spectrum``),
+    """Normalised singular values of x, y and ``[x; y]`` (``workbench.metrics.geometry.singular_spectrum``),
     log scale, with each matrix's effective rank in the legend.
 
     Raises:
         ValueError: Invalid embeddings.
     """
-    from workbench.geometry import singular_spectrum
+    from workbench.metrics.geometry import singular_spectrum
 
     spectra = singular_spectrum(x, y)
     fig = go.Figure()
@@ -870,8 +870,8 @@ def gap_shift_curve(
     """
     import torch
 
-    from workbench.geometry import centroid_gap
     from workbench.losses import build_loss, loss_parameters
+    from workbench.metrics.geometry import centroid_gap
 
     shifts = [float(s) for s in shifts]
     if not shifts:

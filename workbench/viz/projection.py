@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.geometry import geometry_report
-from workbench.runs import Run, _atomic_write
+from workbench.metrics.geometry import geometry_report
+from workbench.store.runs import Run, _atomic_write
 
 __all__ = [
     "CACHE_VERSION",
@@ -448,7 +448,7 @@ def run_projection(
     """Project a run's snapshots, reading and writing the on-disk cache in the run folder.
 
     Args:
-        run: A run from the store (``workbench.runs.load_run``).
+        run: A run from the store (``workbench.store.runs.load_run``).
         method, dims, keys, seed, fit_on, umap_params: As in :func:`fit_projection`.
         steps: Checkpoints to project (default: every snapshot of the run).
         cache: Read/write ``<run>/cache/projections/``; False always recomputes and writes nothing.
@@ -501,7 +501,7 @@ def clear_cache(run: Run) -> int:
 def snapshot_geometry(
     run: Run, steps: Sequence[int] | None = None, seed: int = 0, max_pairs: int = 2000, cache: bool = True
 ) -> pd.DataFrame:
-    """``workbench.geometry.geometry_report`` of ``a`` vs ``b`` at each snapshot, cached on disk.
+    """``workbench.metrics.geometry.geometry_report`` of ``a`` vs ``b`` at each snapshot, cached on disk.
 
     For runs whose trainer logged no geometry (two-view and paired runs); multimodal runs log the same
     measures in ``metrics.csv`` at their snapshot steps.

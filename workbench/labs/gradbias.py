@@ -39,8 +39,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from workbench.gradcache import cached_backward, flat_grad
 from workbench.losses import ContrastiveLoss, build_loss, select_specs
+from workbench.training.gradcache import cached_backward, flat_grad
 
 COLUMNS = [
     "loss",
@@ -471,7 +471,7 @@ def run_gradbias(
     from workbench.data import step_generator
     from workbench.models import build_pair_model
     from workbench.models import model_size as size_config
-    from workbench.runs import RunWriter, load_run, new_run_id
+    from workbench.store.runs import RunWriter, load_run, new_run_id
 
     specs, data = validate_gradbias(
         losses,
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m workbench.gradbias", description=__doc__.split("\n\n")[0]
+        prog="python -m workbench.labs.gradbias", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--losses", nargs="+", default=None, help=f"labels of {list(ALL_LOSSES)}")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16, 64, 256])

@@ -14,7 +14,7 @@ Three implementations, picked with ``implementation=`` (see ``resolve_implementa
 * ``"chunked"``: custom autograd functions that visit ``chunk_size`` rows at a time in the forward
   pass, keep only the (M,) row statistics, and recompute each chunk's logits in the backward pass
   (the FlashAttention / Inf-CL recipe). Peak memory is O(chunk_size * N) instead of O(M * N).
-* ``"fused"``: the Triton kernels of ``workbench.losses._triton``, tiled so the (M, N) matrix never
+* ``"fused"``: the Triton kernels of ``workbench.losses.kernels.fused``, tiled so the (M, N) matrix never
   exists, forward or backward (memory O((M + N) d)).
 * ``"auto"`` (default): fused on CUDA where Triton is installed and the dtype is supported;
   otherwise chunked when ``chunk_size`` is set and naive when not.
@@ -82,7 +82,7 @@ def _triton_interpreted(triton_module) -> bool:
 
 def _triton_problem() -> str | None:
     """Why triton cannot be used here (without importing it), or None."""
-    if "workbench.losses._triton" in sys.modules:
+    if "workbench.losses.kernels.fused" in sys.modules:
         return None
     try:
         found = importlib.util.find_spec("triton") is not None
@@ -99,7 +99,7 @@ def _interpreter_problem() -> str | None:
         "triton was imported before TRITON_INTERPRET=1 was set, so its functions are built for CUDA; "
         "set the variable before anything imports triton"
     )
-    module = sys.modules.get("workbench.losses._triton")
+    module = sys.modules.get("workbench.losses.kernels.fused")
     if module is not None:
         if not module.INTERPRET:
             return (
@@ -116,7 +116,7 @@ def _interpreter_problem() -> str | None:
 
 def _interpreted() -> bool:
     """Whether the fused kernels are (or, once imported, will be) Triton-interpreter functions."""
-    module = sys.modules.get("workbench.losses._triton")
+    module = sys.modules.get("workbench.losses.kernels.fused")
     return module.INTERPRET if module is not None else _env_interpret()
 
 
@@ -165,7 +165,7 @@ def resolve_implementation(implementation: str, chunk_size: int | None, *tensors
 
 
 def _fused():
-    from workbench.losses import _triton
+    from workbench.losses.kernels import fused as _triton
 
     return _triton
 

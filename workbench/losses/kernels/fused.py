@@ -1,7 +1,7 @@
 """Fused Triton kernels for the two reductions every loss is built on (``implementation="fused"``).
 
 ``row_logsumexp`` and ``pairwise_sigmoid_sum`` here compute exactly what the functions of the same
-name in ``workbench.losses._kernels`` compute, without ever holding the (M, N) similarity matrix,
+name in ``workbench.losses.kernels.chunked`` compute, without ever holding the (M, N) similarity matrix,
 forward or backward. The recipe is FlashAttention's (Dao et al., "FlashAttention: Fast and
 Memory-Efficient Exact Attention with IO-Awareness", NeurIPS 2022) applied to a contrastive loss, as
 Inf-CL does (Cheng et al., "Breaking the Memory Barrier: Near Infinite Batch Size Scaling for
@@ -44,7 +44,7 @@ Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`
 already when ``triton`` itself was first imported, which builds Triton's own library functions), they
 run on CPU tensors through Triton's interpreter (slow, for tests); otherwise they compile for CUDA.
 ``INTERPRET`` and ``TRITON_INTERPRETED`` record which. Callers go through
-``workbench.losses._kernels``, which checks that the fused path can run before importing this module.
+``workbench.losses.kernels.chunked``, which checks that the fused path can run before importing this module.
 """
 
 from __future__ import annotations
@@ -400,10 +400,10 @@ class FusedSigmoidSum(torch.autograd.Function):
 
 
 def row_logsumexp(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None) -> Tensor:
-    """Fused ``workbench.losses._kernels.row_logsumexp``: (M,) float32, differentiable in q, k, scale."""
+    """Fused ``kernels.chunked.row_logsumexp``: (M,) float32, differentiable in q, k, scale."""
     return FusedRowLSE.apply(q, k, scale, exclude)
 
 
 def pairwise_sigmoid_sum(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor) -> Tensor:
-    """Fused ``workbench.losses._kernels.pairwise_sigmoid_sum``: a float32 scalar."""
+    """Fused ``workbench.losses.kernels.chunked.pairwise_sigmoid_sum``: a float32 scalar."""
     return FusedSigmoidSum.apply(q, k, scale, bias, pos_col)

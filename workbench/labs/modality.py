@@ -1,6 +1,7 @@
 """Experiments of the multimodal lab: information gap, temperature, regularizer ablation, batch size.
 
-Each experiment is a grid of settings times seeds. Every cell is one ``workbench.train.train`` run in
+Each experiment is a grid of settings times seeds. Every cell is one
+``workbench.training.trainer.train`` run in
 the run store with a deterministic id ``<tag>-<grid coordinates>-s<seed>``, so a run that is complete
 is skipped on the next call and a killed one resumes from its checkpoint. A ``<tag>-summary`` run then
 holds two tables: ``runs`` (one row per run: grid coordinates, seed, run_id, the final metrics) and
@@ -29,10 +30,10 @@ anything is trained.
 
 CPU recipe (2 cores, ``--workers 2``, defaults, 3 seeds; measured wall times; the CLI prints its own)::
 
-    python -m workbench.experiments infogap --workers 2       # 18 runs, about 2.3 min
-    python -m workbench.experiments temperature --workers 2   # 15 runs, about 1.7 min (tokens)
-    python -m workbench.experiments ablation --workers 2      # 15 runs, about 2.3 min (minilm)
-    python -m workbench.experiments batchsize --workers 2     # 27 runs, about 4.2 min (minilm)
+    python -m workbench.labs.modality infogap --workers 2       # 18 runs, about 2.3 min
+    python -m workbench.labs.modality temperature --workers 2   # 15 runs, about 1.7 min (tokens)
+    python -m workbench.labs.modality ablation --workers 2      # 15 runs, about 2.3 min (minilm)
+    python -m workbench.labs.modality batchsize --workers 2     # 27 runs, about 4.2 min (minilm)
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.losses import loss_names, loss_parameters
-from workbench.runs import RUN_ID_PATTERN, Run, RunWriter, load_run, runs_root
-from workbench.structures import REGULARIZERS
-from workbench.train import TrainConfig, train
+from workbench.losses.structures import REGULARIZERS
+from workbench.store.runs import RUN_ID_PATTERN, Run, RunWriter, load_run, runs_root
+from workbench.training.trainer import TrainConfig, train
 
 DEFAULT_TOWER: dict = {"hidden": 128, "depth": 2, "out_dim": 64}
 REGULARIZER_WEIGHTS: dict[str, float] = {"separation": 1.0, "bridge": 1.0, "consistency": 1.0}
@@ -418,8 +419,8 @@ def _separated_probes(run: Run) -> dict[str, float]:
     from torch.nn import functional as F
 
     from workbench.data import step_generator
-    from workbench.evaluate import linear_probe_accuracy
-    from workbench.train import make_trainer
+    from workbench.metrics.downstream import linear_probe_accuracy
+    from workbench.training.trainer import make_trainer
 
     nan = {"sep_image_probe_acc": math.nan, "sep_concat_probe_acc": math.nan}
     config = TrainConfig.from_dict(run.config)
@@ -759,7 +760,7 @@ def structure_variants(
     (every listed regularizer together) when more than one is listed.
 
     Args:
-        regularizers: names from ``workbench.structures.REGULARIZERS`` (may be empty: base only).
+        regularizers: names from ``workbench.losses.structures.REGULARIZERS`` (may be empty: base only).
         weights: one weight > 0 per regularizer, in the same order; None gives 1.0 each.
 
     Raises:
@@ -1011,7 +1012,7 @@ def summary_runs(tag: str, root: str | Path | None = None) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workbench.experiments", description=__doc__.split("\n\n")[0]
+        prog="python -m workbench.labs.modality", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="experiment", required=True)
 

@@ -4,8 +4,8 @@ RESULTS.md holds hand-written text around generated tables. Each table sits betw
 ``<!-- table:NAME -->`` and ``<!-- /table -->`` and is rebuilt from the run named in its renderer, so
 every number there comes from a stored run:
 
-    python -m workbench.report            # rewrite RESULTS.md in place
-    python -m workbench.report --check    # exit 1 if RESULTS.md is stale
+    python -m workbench.store.report            # rewrite RESULTS.md in place
+    python -m workbench.store.report --check    # exit 1 if RESULTS.md is stale
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.runs import load_run
+from workbench.store.runs import load_run
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -157,8 +157,10 @@ def render(text: str, root=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--file", default=str(Path(__file__).resolve().parents[1] / "RESULTS.md"))
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.store.report", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--file", default=str(Path(__file__).resolve().parents[2] / "RESULTS.md"))
     parser.add_argument("--root", default=None, help="run-store root")
     parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
     args = parser.parse_args(argv)

@@ -31,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.runs import NOTEBOOK_ENV, RunWriter, config_run_id, data_home
+from workbench.store.runs import NOTEBOOK_ENV, RunWriter, config_run_id, data_home
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS_ENV = "WORKBENCH_NOTEBOOKS"  # another folder of notebooks following the same conventions
 EXECUTORS = ("local", "ray")
 SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -223,7 +223,7 @@ def run_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from workbench.notebook_engine import register as register_engine
+    from workbench.cli.engine import register as register_engine
 
     path = resolve_notebook(name)
     values = coerce_parameters(name, parameters)
@@ -248,7 +248,7 @@ def run_notebook(
                 progress_bar=progress,
                 log_output=log_output,
                 request_save_on_cell_execute=True,
-                # widget cells can otherwise hang forever on a missed reply (workbench.notebook_engine)
+                # widget cells can otherwise hang forever on a missed reply (workbench.cli.engine)
                 engine_name=register_engine(),
             )
         except PapermillExecutionError as error:

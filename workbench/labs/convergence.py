@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.losses import select_specs
-from workbench.runs import RunWriter, load_run
-from workbench.train import TrainConfig, train
+from workbench.store.runs import RunWriter, load_run
+from workbench.training.trainer import TrainConfig, train
 
 DEFAULT_LOSSES: dict[str, dict] = {
     "clip": {"name": "clip"},
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m workbench.convergence", description=__doc__.split("\n\n")[0]
+        prog="python -m workbench.labs.convergence", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.25, 0.5])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16])

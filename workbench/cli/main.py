@@ -19,13 +19,13 @@ import pandas as pd
 
 # Subcommands that hand their arguments to a module's own command line, unchanged.
 PASSTHROUGH: dict[str, tuple[str, str]] = {
-    "train": ("workbench.train", "train one model and write it to the run store (resumable)"),
-    "gradbias": ("workbench.gradbias", "measure gradient bias, variance and MSE against batch size"),
-    "convergence": ("workbench.convergence", "the article's small-batch convergence experiment"),
-    "experiments": ("workbench.experiments", "modality-gap experiments: infogap, temperature, ablation..."),
-    "report": ("workbench.report", "regenerate RESULTS.md's tables from the run store"),
+    "train": ("workbench.training.trainer", "train one model and write it to the run store (resumable)"),
+    "gradbias": ("workbench.labs.gradbias", "measure gradient bias, variance and MSE against batch size"),
+    "convergence": ("workbench.labs.convergence", "the article's small-batch convergence experiment"),
+    "experiments": ("workbench.labs.modality", "modality-gap experiments: infogap, temperature, ablation..."),
+    "report": ("workbench.store.report", "regenerate RESULTS.md's tables from the run store"),
 }
-APP_FILE = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+APP_FILE = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
 
 
 class UsageError(ValueError):
@@ -41,7 +41,7 @@ def _fail(message: str) -> int:
 
 
 def _runs_list(args: argparse.Namespace) -> int:
-    from workbench.runs import runs_table
+    from workbench.store.runs import runs_table
 
     table = runs_table(args.root)
     if table.empty:
@@ -62,7 +62,7 @@ def _runs_list(args: argparse.Namespace) -> int:
 
 
 def _runs_show(args: argparse.Namespace) -> int:
-    from workbench.runs import RUN_ID_PATTERN, load_run
+    from workbench.store.runs import RUN_ID_PATTERN, load_run
 
     if not re.fullmatch(RUN_ID_PATTERN, args.run_id):
         raise UsageError(f"run_id {args.run_id!r} is not a run id; it must match {RUN_ID_PATTERN}")
@@ -101,7 +101,7 @@ def _parameters(pairs: list[list[str]] | None) -> dict[str, str]:
 
 
 def _notebook_list(args: argparse.Namespace) -> int:
-    from workbench.notebooks import notebook_names, notebook_parameters
+    from workbench.cli.notebooks import notebook_names, notebook_parameters
 
     for name in notebook_names():
         print(name)
@@ -112,7 +112,7 @@ def _notebook_list(args: argparse.Namespace) -> int:
 
 
 def _notebook_params(args: argparse.Namespace) -> int:
-    from workbench.notebooks import notebook_parameters, resolve_notebook
+    from workbench.cli.notebooks import notebook_parameters, resolve_notebook
 
     print(f"{resolve_notebook(args.name).stem}:")
     for p in notebook_parameters(args.name).values():
@@ -121,7 +121,7 @@ def _notebook_params(args: argparse.Namespace) -> int:
 
 
 def _notebook_run(args: argparse.Namespace) -> int:
-    from workbench.notebooks import run_notebook
+    from workbench.cli.notebooks import run_notebook
 
     output = run_notebook(
         args.name, _parameters(args.parameter), args.home, progress=not args.quiet, log_output=args.log_output
@@ -131,7 +131,7 @@ def _notebook_run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from workbench.notebooks import parse_grid, run_sweep
+    from workbench.cli.notebooks import parse_grid, run_sweep
 
     grid = parse_grid(args.name, args.grid or [])
     table = run_sweep(
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         run: Callable[[list[str]], int] = module.main
         return run(argv[1:])
     args = build_parser().parse_args(argv)
-    from workbench.notebooks import NotebookError
+    from workbench.cli.notebooks import NotebookError
 
     try:
         return args.handler(args)

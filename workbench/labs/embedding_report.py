@@ -1,8 +1,8 @@
 """The geometry report of a file of paired embeddings, stored as a run so the dashboard can show it.
 
 :func:`embedding_report` reads a ``.npz`` / ``.parquet`` of paired image/text embeddings (layouts and
-checks in ``workbench.data.userdata``), measures its geometry (``workbench.geometry``) and retrieval
-(``workbench.evaluate.retrieval_recall``), and writes one run:
+checks in ``workbench.data.userdata``), measures its geometry (``workbench.metrics.geometry``) and retrieval
+(``workbench.metrics.downstream.retrieval_recall``), and writes one run:
 
 * ``config.json``: ``kind="embeddings"``, the file's path, size and SHA-256, n, d and the settings;
 * ``metrics.csv``: one row at step 0 with every scalar of the geometry report and the recalls;
@@ -26,13 +26,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from workbench.data.userdata import load_paired_embeddings
-from workbench.evaluate import retrieval_recall
-from workbench.geometry import gap_vector, geometry_report, singular_spectrum
-from workbench.runs import Run, RunWriter, config_run_id, load_run, runs_root
+from workbench.data import step_generator
+from workbench.data.multimodal import resolve_text_encoder
+from workbench.data.userdata import check_int, load_paired_embeddings, save_paired_embeddings
+from workbench.metrics.downstream import retrieval_recall
+from workbench.metrics.geometry import gap_vector, geometry_report, singular_spectrum
+from workbench.store.runs import Run, RunWriter, config_run_id, data_home, load_run, runs_root
+from workbench.training.trainer import TrainConfig, make_trainer
 
-__all__ = ["embedding_report", "report_config", "subsample_rows"]
+__all__ = [
+    "embedding_report",
+    "example_embeddings_path",
+    "make_example_embeddings",
+    "report_config",
+    "resolve_embeddings_path",
+    "subsample_rows",
+]
 
 
 def _sha256(path: Path) -> str:
@@ -168,3 +179,103 @@ def embedding_report(
             writer.write_json("class_names.json", data["class_names"])
         writer.finish({**report, "n": n, "dim": d})
     return load_run(writer.path)
+
+
+# ---------------------------------------------------------------------------------------- example file
+
+EXAMPLE_STEPS = 300
+
+
+def example_embeddings_path(steps: int = EXAMPLE_STEPS, seed: int = 0, text_encoder: str = "auto") -> Path:
+    """Where :func:`make_example_embeddings` writes: ``<data home>/examples/digits_captions-clip-...npz``."""
+    encoder = resolve_text_encoder(text_encoder)
+    return data_home() / "examples" / f"digits_captions-clip-{encoder}-{steps}steps-s{seed}.npz"
+
+
+def make_example_embeddings(
+    path=None, steps: int = EXAMPLE_STEPS, seed: int = 0, text_encoder: str = "auto", overwrite: bool = False
+) -> Path:
+    """An example file of paired embeddings, made offline: a small CLIP model on captioned digits.
+
+    Trains a two-tower model (MLP towers, 64-d shared space, symmetric CLIP loss with a learnable
+    temperature, batch 128, Adam) on the training split of ``digits_captions`` for ``steps`` steps, then
+    writes the L2-normalised image and caption embeddings of all 1,797 digits, with their labels and
+    canonical captions, as an ``.npz`` in the layout of :func:`load_paired_embeddings`. Takes a few
+    seconds on a CPU (plus the one-off caption encoding). An existing file is reused unless
+    ``overwrite``.
+
+    Args:
+        path: output file; default :func:`example_embeddings_path`.
+        steps: training steps (>= 1).
+        seed: model and caption seed (>= 0).
+        text_encoder: "auto", "minilm" or "tokens" (see ``digits_captions``).
+        overwrite: retrain and rewrite an existing file.
+
+    Returns:
+        The file's path.
+    """
+    check_int("steps", steps, 1)
+    check_int("seed", seed, 0)
+    if path is None:
+        path = example_embeddings_path(steps, seed, text_encoder)
+    path = Path(path).expanduser()
+    if path.is_file() and not overwrite:
+        return path
+    tower = {"hidden": 128, "depth": 2, "out_dim": 64}
+    config = TrainConfig(
+        dataset="digits_captions",
+        dataset_params={"text_encoder": text_encoder, "seed": seed},
+        loss="clip",
+        learn_scale=True,
+        batch_size=128,
+        steps=steps,
+        seed=seed,
+        device="cpu",
+        image_tower=tower,
+        text_tower=tower,
+    )
+    trainer = make_trainer(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small is fastest on one thread, and a busy CPU punishes more
+    try:
+        for step in range(steps):
+            trainer.train_step(step)
+        dataset = trainer.dataset
+        batch = dataset.batch(torch.arange(len(dataset)), step_generator(seed, 0), augment=False)
+        trainer.model.eval()
+        with torch.no_grad():
+            out = trainer.model(batch, {"img", "txt"})
+    finally:
+        torch.set_num_threads(threads)
+    image = torch.nn.functional.normalize(out["img"], dim=1).numpy()
+    text = torch.nn.functional.normalize(out["txt"], dim=1).numpy()
+    captions = [row[0] for row in dataset.captions]
+    return save_paired_embeddings(path, image, text, labels=dataset.labels, captions=captions)
+
+
+def resolve_embeddings_path(value: str, name: str = "embeddings_path") -> Path:
+    """The paired-embeddings file a notebook parameter names; ``""`` means the offline example.
+
+    Args:
+        value: a path to a ``.npz`` / ``.parquet`` file, or "" for :func:`make_example_embeddings`.
+        name: the parameter's name, for error messages.
+
+    Raises:
+        ValueError: not a string, the file is missing, or its suffix is not .npz / .parquet (the
+            message names the parameter and what it accepts).
+    """
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"{name} must be a path string (or empty for the example), got {value!r}")
+    if str(value).strip() == "":
+        return make_example_embeddings()
+    path = Path(value).expanduser()
+    if path.suffix.lower() not in (".npz", ".parquet", ".pq"):
+        raise ValueError(
+            f"{name} must be a .npz or .parquet file (or empty for the example), got {str(value)!r}"
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"{name} {str(value)!r}: no such file; give a .npz or .parquet of paired embeddings "
+            "(keys image_emb, text_emb), or leave it empty for the example"
+        )
+    return path

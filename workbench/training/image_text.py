@@ -1,6 +1,6 @@
 """Training two-tower image/text models with modality-structure regularizers (Jiang et al., CVPR 2023).
 
-:class:`MultimodalTrainer` plugs into ``workbench.train.train`` for multimodal datasets: the same
+:class:`MultimodalTrainer` plugs into ``workbench.training.trainer.train`` for multimodal datasets: the same
 run store, checkpoints, resumption and config, with a step that embeds every view the structured loss
 needs (images, captions, their augmentations, the independent features of deep feature separation)
 and an evaluation that measures what the article cares about: zero-shot and linear-probe accuracy,
@@ -17,15 +17,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from workbench import distributed
 from workbench.data import epoch_batch, step_generator
 from workbench.data.multimodal import MultimodalDataset
-from workbench.evaluate import few_shot_accuracy, linear_probe_accuracy, retrieval_recall, zero_shot_accuracy
-from workbench.geometry import geometry_report
 from workbench.losses import loss_parameters
+from workbench.losses.structures import StructuredLoss
+from workbench.metrics.downstream import (
+    few_shot_accuracy,
+    linear_probe_accuracy,
+    retrieval_recall,
+    zero_shot_accuracy,
+)
+from workbench.metrics.geometry import geometry_report
 from workbench.models import MultimodalModel, TowerConfig
-from workbench.structures import StructuredLoss
-from workbench.train import TrainConfig, Trainer
+from workbench.training import distributed
+from workbench.training.trainer import TrainConfig, Trainer
 
 STRUCTURE_KEYS = ("mode", "weights", "bridge_t", "bridge_random_t")
 EVAL_ROWS = 2000  # rows of each split used for evaluation: bounds its cost on a CPU
@@ -52,7 +57,7 @@ class MultimodalTrainer(Trainer):
     def __init__(self, config: TrainConfig, dataset: MultimodalDataset) -> None:
         config.validate()
         self.config = config
-        from workbench.train import resolve_device
+        from workbench.training.trainer import resolve_device
 
         self.device = distributed.local_device(resolve_device(config.device))
         self.dataset = dataset

@@ -57,7 +57,7 @@ def data_home() -> Path:
     home = os.environ.get("WORKBENCH_HOME")
     if home:
         return Path(home).expanduser()
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if (repo / "pyproject.toml").is_file():
         return repo / "data"
     return Path.cwd() / "data"

@@ -13,8 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from workbench.notebooks import NotebookError, notebook_names, run_notebook
-from workbench.runs import data_home
+from workbench.cli.notebooks import NotebookError, notebook_names, run_notebook
+from workbench.store.runs import data_home
 
 # Parameters that run each notebook in seconds: for a smoke test of the whole chain, not for science.
 TINY_PARAMETERS: dict[str, dict[str, object]] = {
@@ -60,7 +60,9 @@ TINY_PARAMETERS: dict[str, dict[str, object]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.cli.demo", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--home", default=None, help="data home (default: $WORKBENCH_HOME or data/)")
     parser.add_argument("--quick", action="store_true", help="tiny parameters: a smoke test in seconds")
     parser.add_argument("--only", nargs="+", default=None, help="run only these notebooks (stem or number)")

@@ -1,0 +1,5 @@
+"""The ``workbench`` command, the papermill notebook runner and the demo."""
+
+from workbench.cli.main import main
+
+__all__ = ["main"]

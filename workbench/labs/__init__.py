@@ -1,0 +1,1 @@
+"""Experiments built on the trainer: gradient bias, convergence, modality structure, embedding reports."""

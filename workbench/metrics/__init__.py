@@ -1,0 +1,1 @@
+"""What a model is measured by: downstream accuracy (:mod:`.downstream`) and geometry (:mod:`.geometry`)."""

@@ -1,0 +1,1 @@
+"""Training: one resumable loop (:mod:`.trainer`), its tasks, GradCache and torch.distributed helpers."""
