@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.cli import main as cli
+from workbench.cli import command as cli
 from workbench.cli.notebooks import (
     NOTEBOOKS_ENV,
     NotebookError,

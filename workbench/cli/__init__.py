@@ -1,5 +1,5 @@
 """The ``workbench`` command, the papermill notebook runner and the demo."""
 
-from workbench.cli.main import main
+from workbench.cli.command import main
 
 __all__ = ["main"]
