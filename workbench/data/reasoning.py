@@ -127,6 +127,11 @@ class ReasoningTask:
 
 # --------------------------------------------------------------------------------------------- sampling
 
+
+class _Uncovered(ValueError):
+    """An answer of a split that the answer vocabulary lacks."""
+
+
 Candidate = tuple[tuple[int, ...], str, str, str]  # (image rows, text, answer, stratum)
 Group = tuple[str, str]  # (stratum, answer): the cells that are balanced
 
@@ -162,10 +167,7 @@ def _split(
         candidates, groups = generate(kind, rows, rng)
         for image_rows, text, answer, _ in _balanced(candidates, groups, per_kind, rng):
             if answer not in index:
-                raise ValueError(
-                    f"answers does not cover the answer {answer!r} of {kind!r} questions; "
-                    f"answers: {list(answer_names)}"
-                )
+                raise _Uncovered(f"does not cover the answer {answer!r} of {kind!r} questions")
             images.append(image_rows)
             texts.append(text)
             answers.append(index[answer])
@@ -253,8 +255,10 @@ def _build(
             splits[split] = _split(
                 kinds, lambda k, r, g: generate(facts, k, r, g), rows, per_kind, answer_names, rng
             )
-        except ValueError as err:
-            raise ValueError(f"{name} {split} split: {err}") from None
+        except _Uncovered as err:
+            raise ValueError(
+                f"answers[{name!r}] {err} in the {split} split; answers[{name!r}] = {answer_names}"
+            ) from None
     info = _chances(name, kinds, splits["train"], splits["test"], lambda k, r, g: generate(facts, k, r, g))
     info.update(kinds=list(kinds), seed=int(seed))
     return ReasoningTask(name, answer_names, splits["train"], splits["test"], info)

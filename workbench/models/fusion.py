@@ -133,17 +133,44 @@ def auto_patch_size(side: int) -> int:
     return max(1, side // 8)
 
 
+class Attention(nn.Module):
+    """Multi-head attention written out: for the short sequences here (tens of tokens) two batched
+    matmuls beat the fused CPU kernels, and the head-averaged weights come for free.
+
+    ``pad`` (B, S) marks keys to ignore (True = padding); every query must keep one key."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, context: Tensor, pad: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        b, length, dim = x.shape
+        h = self.heads
+        q = self.query(x).reshape(b, length, h, dim // h).transpose(1, 2)
+        k, v = self.key_value(context).reshape(b, context.shape[1], 2, h, dim // h).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * (dim // h) ** -0.5  # (B, H, L, S)
+        if pad is not None:
+            scores = scores.masked_fill(pad[:, None, None, :], float("-inf"))
+        weights = scores.softmax(dim=-1)
+        out = (self.dropout(weights) @ v).transpose(1, 2).reshape(b, length, dim)
+        return self.out(out), weights.mean(dim=1) if need_weights else None
+
+
 class Block(nn.Module):
     """A pre-norm transformer block: self-attention, optional cross-attention to a context, MLP."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float, cross: bool) -> None:
         super().__init__()
         self.norm_self = nn.LayerNorm(dim)
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.self_attn = Attention(dim, heads, dropout)
         self.norm_cross = nn.LayerNorm(dim) if cross else None
-        self.cross_attn = (
-            nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True) if cross else None
-        )
+        self.cross_attn = Attention(dim, heads, dropout) if cross else None
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_ratio * dim, dim)
@@ -160,15 +187,13 @@ class Block(nn.Module):
         """``x`` (B, L, D) with ``pad`` (B, L) True at padding; returns (x, head-averaged cross-attention
         weights (B, L, S) when ``need_weights``, else None)."""
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+        x = x + self.self_attn(h, h, pad)[0]
         weights = None
         if self.cross_attn is not None:
             if context is None:
                 raise ValueError("a fusion block needs the image tokens as context")
             h = self.norm_cross(x)
-            out, weights = self.cross_attn(
-                h, context, context, key_padding_mask=context_pad, need_weights=need_weights
-            )
+            out, weights = self.cross_attn(h, context, context_pad, need_weights)
             x = x + out
         return x + self.mlp(self.norm_mlp(x)), weights
 
