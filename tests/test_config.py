@@ -23,7 +23,7 @@ def test_the_dataset_chooses_the_task_block():
 
 
 def test_a_block_of_another_task_cannot_be_written():
-    with pytest.raises(ValueError, match=r"trains a pairs task; task must be a PairConfig, got ImageTextConfig"):
+    with pytest.raises(ValueError, match=r"trains a pairs task; task must be a PairConfig, got ImageText"):
         TrainConfig(dataset="synthetic", task=ImageTextConfig())
     with pytest.raises(ValueError, match=r"model_size do\(es\) not apply to dataset 'digits_captions'"):
         TrainConfig.from_dict({"dataset": "digits_captions", "model_size": "tiny"})

@@ -450,4 +450,5 @@ def test_a_non_finite_loss_names_the_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 7"):
-        train(synthetic_config(eval_every=10, checkpoint_every=10), run_id="nan", root=tmp_path, progress=False)
+        config = synthetic_config(eval_every=10, checkpoint_every=10)
+        train(config, run_id="nan", root=tmp_path, progress=False)

@@ -268,7 +268,7 @@ def train(
 
 
 def _finite_losses(recent: list[Tensor], done: int) -> list[float]:
-    """The losses of the steps since the last check, as their means over processes; raises at a non-finite one.
+    """The losses of the steps since the last check (means over processes); raises at a non-finite one.
 
     Under torchrun each process's loss covers its own anchors, so the mean over processes is the loss
     of the global batch.
