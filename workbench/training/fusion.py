@@ -17,7 +17,6 @@ the reasoning tasks fine-tuned (``finetune_steps`` > 0), and cross-attention map
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -26,10 +25,10 @@ from torch import Tensor, nn
 
 from workbench.data import epoch_batch, step_generator
 from workbench.data.multimodal import FEATURE_NOISE, MultimodalDataset
-from workbench.data.reasoning import TASKS, ReasoningTask, reasoning_tasks
+from workbench.data.reasoning import ReasoningTask, reasoning_tasks
 from workbench.data.text import PAD, Tokenizer, minilm_model_path, words
 from workbench.losses import loss_parameters
-from workbench.losses.fusion import FusionLoss, check_objective_weights, mask_tokens, sample_hard_negatives
+from workbench.losses.fusion import FusionLoss, mask_tokens, sample_hard_negatives
 from workbench.losses.structures import StructuredLoss
 from workbench.metrics.downstream import (
     few_shot_accuracy,
@@ -38,98 +37,16 @@ from workbench.metrics.downstream import (
     zero_shot_accuracy,
 )
 from workbench.metrics.geometry import geometry_report
-from workbench.models.fusion import FUSION_SIZES, IMAGE_ENCODERS, FusionModel, fusion_size
+from workbench.models.fusion import FusionModel, fusion_size
+from workbench.training import distributed
 from workbench.training import fusion_eval as ev
+from workbench.training.config import FusionConfig, TrainConfig
+from workbench.training.tasks import Task
 
 CLS, MASK = "[cls]", "[mask]"
-TEXT_EMBEDDINGS = ("learned", "minilm")
-STRUCTURE_KEYS = ("mode", "weights", "bridge_t", "bridge_random_t")
 MAX_TOKENS = 40  # longest token sequence, [CLS] included
 EVAL_ROWS = 2000  # training rows used by the linear probe: bounds its cost on a CPU
 FEW_SHOT_POOL = 20  # training images per class the k-shot probes draw from
-
-
-@dataclass
-class FusionConfig:
-    """Settings of a fusion run beyond the shared training config (``model="fusion"``).
-
-    Attributes:
-        objective_weights: weight per objective, ``itc`` (contrastive, with the structure
-            regularizers), ``itm`` (matching), ``mlm`` (masked tokens); missing ones weigh 1.
-        reasoning_tasks: tasks to generate and evaluate (:data:`workbench.data.reasoning.TASKS`);
-            None = all of them on digit data sets, none elsewhere.
-        answers: per task, an answer vocabulary replacing the default (it must cover both splits).
-        mask_probability: share of caption words chosen for masked-token prediction.
-        image_encoder: "vit" (patches) or "cnn" (a conv feature map as tokens).
-        patch_size: ViT patch side (0 = automatic).
-        text_embeddings: "learned" word embeddings, or frozen "minilm" word vectors (the packaged
-            all-MiniLM-L6-v2's WordPiece embeddings averaged over each word's pieces).
-        per_kind_train, per_kind_test: generated examples per kind of question and split.
-        rerank_k: contrastive candidates the matching head re-ranks in retrieval.
-        finetune_steps: at snapshots, fine-tune a copy of the model on each reasoning task for this
-            many steps (0 = probe only).
-        attention_examples: questions whose cross-attention maps each snapshot keeps.
-    """
-
-    objective_weights: dict = field(default_factory=dict)
-    reasoning_tasks: list | None = None
-    answers: dict = field(default_factory=dict)
-    mask_probability: float = 0.15
-    image_encoder: str = "vit"
-    patch_size: int = 0
-    text_embeddings: str = "learned"
-    per_kind_train: int = 200
-    per_kind_test: int = 60
-    rerank_k: int = 16
-    finetune_steps: int = 0
-    attention_examples: int = 4
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        check_objective_weights(self.objective_weights)
-        if self.reasoning_tasks is not None:
-            tasks = self.reasoning_tasks
-            if isinstance(tasks, str) or not isinstance(tasks, Sequence):
-                raise ValueError(
-                    f"reasoning_tasks must be None or a list among {', '.join(TASKS)}; got {tasks!r}"
-                )
-            unknown = [t for t in tasks if t not in TASKS]
-            if unknown:
-                raise ValueError(
-                    f"reasoning_tasks has unknown task(s) {unknown}; allowed: {', '.join(TASKS)}"
-                )
-            if len(set(tasks)) != len(tasks):
-                raise ValueError(f"reasoning_tasks has duplicates: {list(tasks)}")
-        if not isinstance(self.answers, dict):
-            raise ValueError(f"answers must be a dict of task -> answer list, got {self.answers!r}")
-        unknown = sorted(set(self.answers) - set(TASKS))
-        if unknown:
-            raise ValueError(f"answers has unknown task(s) {unknown}; allowed: {', '.join(TASKS)}")
-        p = self.mask_probability
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
-            raise ValueError(f"mask_probability must be a number in (0, 1), got {p!r}")
-        if self.image_encoder not in IMAGE_ENCODERS:
-            raise ValueError(
-                f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}; got {self.image_encoder!r}"
-            )
-        if self.text_embeddings not in TEXT_EMBEDDINGS:
-            raise ValueError(
-                f"text_embeddings must be one of {', '.join(TEXT_EMBEDDINGS)}; got {self.text_embeddings!r}"
-            )
-        for name, low in (
-            ("patch_size", 0),
-            ("per_kind_train", 2),
-            ("per_kind_test", 2),
-            ("rerank_k", 1),
-            ("finetune_steps", 0),
-            ("attention_examples", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def is_digit_dataset(dataset: MultimodalDataset) -> bool:
@@ -208,38 +125,25 @@ def minilm_word_vectors(vocab: Sequence[str]) -> Tensor:
     return out
 
 
-class FusionTask:
+class FusionTask(Task):
     """Pre-training and evaluation of the fusion model on a caption data set (see the module doc)."""
 
-    def __init__(
-        self, config, dataset, device: torch.device, autocast, fusion: FusionConfig | None = None
-    ) -> None:
-        self.config = config
-        self.fusion = fusion if fusion is not None else getattr(config, "fusion", None) or FusionConfig()
-        self.fusion.validate()
+    supports_gradcache = False  # matching and masked-token prediction need the whole batch at once
+
+    def __init__(self, config: TrainConfig, dataset, device: torch.device, autocast) -> None:
+        super().__init__(config, dataset, device, autocast)
+        if not isinstance(config.task, FusionConfig):
+            raise ValueError(f"the fusion task needs a FusionConfig block, got {type(config.task).__name__}")
+        self.fusion: FusionConfig = config.task
         self.dataset = check_fusion_dataset(dataset, config.dataset)
-        self.device, self.autocast = device, autocast
-        if config.model_size not in FUSION_SIZES:
-            raise ValueError(
-                f"model_size must be one of {', '.join(FUSION_SIZES)} for model='fusion'; got {config.model_size!r}"
-            )
-        if config.micro_batch is not None:
-            raise ValueError(
-                "micro_batch (GradCache) is not supported with model='fusion': its objectives couple rows"
-            )
-        unknown = sorted(set(config.structure) - set(STRUCTURE_KEYS))
-        if unknown:
-            raise ValueError(f"unknown structure key(s) {unknown}; allowed: {list(STRUCTURE_KEYS)}")
+        if distributed.world_size() > 1:
+            # matching draws its negatives from the whole batch's similarities and fuses pairs across
+            # rows, which a shard does not hold; exact DDP would gather image and text tokens too
+            raise ValueError("model='fusion' trains in one process; run it without torchrun")
         self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
-        if config.batch_size > len(self.train_rows):
-            raise ValueError(
-                f"batch_size={config.batch_size} exceeds the training set size {len(self.train_rows)} "
-                f"of dataset {config.dataset!r}"
-            )
         self.tasks = self._tasks()
         self._texts()
-        torch.manual_seed(config.seed)
-        self.objective = self._objective()
+        self.loss = self._objective()
         self.model = self._model().to(device)
         probe = torch.as_tensor(dataset.test_index, dtype=torch.long)
         self.probe_index = probe[: min(config.probe_size, len(probe))]
@@ -250,29 +154,21 @@ class FusionTask:
 
     # --- construction --------------------------------------------------------------------------------
     def _tasks(self) -> dict[str, ReasoningTask]:
-        wanted = self.fusion.reasoning_tasks
-        digits = is_digit_dataset(self.dataset)
-        if wanted is None:
-            wanted = list(TASKS) if digits else []
-        if wanted and not digits:
+        wanted = list(self.fusion.reasoning_tasks)
+        if wanted and not is_digit_dataset(self.dataset):
             raise ValueError(
-                f"reasoning_tasks {list(wanted)} need digit images labelled 0..9; dataset "
+                f"reasoning_tasks {wanted} need digit images labelled 0..9; dataset "
                 f"{self.config.dataset!r} is not one (set reasoning_tasks=[])"
             )
         if not wanted:
             return {}
-        extra = sorted(set(self.fusion.answers) - set(wanted))
-        if extra:
-            raise ValueError(
-                f"answers names task(s) {extra} that are not among reasoning_tasks {list(wanted)}"
-            )
         d = self.dataset
         return reasoning_tasks(
             d.images,
             d.labels,
             d.train_index,
             d.test_index,
-            tasks=list(wanted),
+            tasks=wanted,
             thresholds=d.info.get("descriptor_thresholds"),
             per_kind_train=self.fusion.per_kind_train,
             per_kind_test=self.fusion.per_kind_test,
@@ -317,17 +213,17 @@ class FusionTask:
         itc = StructuredLoss(
             base=c.loss,
             base_params=base_params,
-            mode=c.structure.get("mode", "clip"),
-            weights=c.structure.get("weights"),
-            bridge_t=c.structure.get("bridge_t", 0.25),
-            bridge_random_t=c.structure.get("bridge_random_t", False),
+            mode=self.fusion.structure.get("mode", "clip"),
+            weights=self.fusion.structure.get("weights"),
+            bridge_t=self.fusion.structure.get("bridge_t", 0.25),
+            bridge_random_t=self.fusion.structure.get("bridge_random_t", False),
             temperature=self.temperature,
         )
         return FusionLoss(itc, self.fusion.objective_weights).to(self.device)
 
     def _model(self) -> FusionModel:
         size = fusion_size(
-            self.config.model_size, image_encoder=self.fusion.image_encoder, patch_size=self.fusion.patch_size
+            self.fusion.model_size, image_encoder=self.fusion.image_encoder, patch_size=self.fusion.patch_size
         )
         vectors = minilm_word_vectors(self.codec.vocab) if self.fusion.text_embeddings == "minilm" else None
         return FusionModel(
@@ -337,7 +233,7 @@ class FusionTask:
             size,
             init_temperature=self.temperature,
             learn_scale=self.config.learn_scale,
-            independent=any(key.startswith("indep_") for key in self.objective.requires),
+            independent=any(key.startswith("indep_") for key in self.loss.requires),
             word_vectors=vectors,
         )
 
@@ -353,9 +249,6 @@ class FusionTask:
         return np.sort(np.concatenate(pool)) if pool else np.zeros(0, dtype=np.int64)
 
     # --- the Task interface ---------------------------------------------------------------------------
-    def parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
     def num_train_rows(self) -> int:
         return len(self.train_rows)
 
@@ -383,7 +276,7 @@ class FusionTask:
             "mlm_targets": mlm_targets,
             "neg_u": torch.rand(size, 2, generator=gen),
         }
-        requires = self.objective.requires
+        requires = self.loss.requires
         if "img_aug" in requires or "indep_img_aug" in requires:
             inputs["img_aug"] = img_aug
         if "txt_aug" in requires or "indep_txt_aug" in requires:
@@ -392,13 +285,13 @@ class FusionTask:
 
     def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """One model call computing every output the objectives need (``model`` may be a DDP wrapper)."""
-        features = model(inputs, self.objective.requires, negatives=sample_hard_negatives)
+        features = model(inputs, self.loss.requires, negatives=sample_hard_negatives)
         features["mlm_targets"] = inputs["mlm_targets"]
         return features
 
-    def loss(self, features: dict[str, Tensor], index: Tensor) -> Tensor:
+    def batch_loss(self, features: dict[str, Tensor], index: Tensor, shard: slice) -> Tensor:
         scale = self.model.logit_scale() if self.config.learn_scale else None
-        total, parts = self.objective(features, mlm_targets=features["mlm_targets"], index=index, scale=scale)
+        total, parts = self.loss(features, mlm_targets=features["mlm_targets"], index=index, scale=scale)
         self.parts.append(parts)
         return total
 

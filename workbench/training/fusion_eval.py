@@ -291,7 +291,7 @@ def _task_cls(
     return fused[:, 0].float()
 
 
-# --- looking inside ------------------------------------------------------------------------------------------
+# --- looking inside ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def cross_attention(model: FusionModel, img_tokens: Tensor, ids: Tensor, autocast) -> Tensor:
     """Head-averaged cross-attention of every fusion layer: (n, layers, L, 1 + P), float32."""
