@@ -91,7 +91,7 @@ def test_batches_are_seeded_by_step():
         ({"dataset": "digits_views", "model": "fusion"}, "model='fusion' needs an image-text dataset"),
         ({"objective_weights": {"itm": -0.5}}, r"objective_weights\['itm'\] must be a finite number >= 0"),
         ({"objective_weights": {"contrastive": 1.0}}, r"unknown objective\(s\) \['contrastive'\]"),
-        ({"reasoning_tasks": ["vqa", "captioning"]}, r"reasoning_tasks has unknown task\(s\) \['captioning'\]"),
+        ({"reasoning_tasks": ["vqa", "captioning"]}, r"reasoning_tasks has unknown task.*captioning"),
         ({"model_size": "linear"}, "model_size must be one of tiny, small, base"),
         ({"answers": {"vqa": ["yes", "no"]}}, r"answers\['vqa'\] does not cover the answer"),
         ({"dataset": "infogap"}, "model='fusion' needs images"),
