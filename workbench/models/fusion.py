@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from workbench.models.towers import LogitScale
 
 IMAGE_ENCODERS = ("vit", "cnn")
+POOLS = ("cls", "mean")
 PRETRAIN_KEYS = (
     "img",
     "txt",
@@ -64,6 +65,8 @@ class FusionModelConfig:
             ``side // 8``. The image side must be a multiple of it.
         image_encoder: "vit" (patches) or "cnn" (a stride-2 conv feature map as tokens).
         dropout: dropout of the attention and MLP blocks.
+        pool: the unimodal feature the contrastive embedding projects: "cls" (ALBEF's [CLS] token) or
+            "mean" (the mean of the tokens, padding excluded).
     """
 
     dim: int = 64
@@ -76,6 +79,7 @@ class FusionModelConfig:
     patch_size: int = 0
     image_encoder: str = "vit"
     dropout: float = 0.0
+    pool: str = "cls"
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -97,6 +101,8 @@ class FusionModelConfig:
             raise ValueError(
                 f"image_encoder must be one of {', '.join(IMAGE_ENCODERS)}; got {self.image_encoder!r}"
             )
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {self.pool!r}")
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
@@ -210,7 +216,7 @@ class ImageEncoder(nn.Module):
             patch = config.patch_size or auto_patch_size(min(height, width))
             if height % patch or width % patch:
                 raise ValueError(f"patch_size {patch} must divide the image size {height}x{width}")
-            self.stem: nn.Module = nn.Conv2d(channels, config.dim, patch, stride=patch)
+            self.stem: nn.Module = nn.Conv2d(channels, config.dim, 2 * patch, stride=patch, padding=patch // 2)
             self.grid = (height // patch, width // patch)
         else:
             hidden = max(16, config.dim // 2)
@@ -228,9 +234,22 @@ class ImageEncoder(nn.Module):
             for _ in range(config.image_layers)
         )
         self.norm = nn.LayerNorm(config.dim)
+        # per-pixel standardisation (set from the training images by the caller; checkpointed): it
+        # centres the patch embeddings across images, which a digit's mostly black frame otherwise
+        # buries under one shared vector
+        self.register_buffer("pixel_mean", torch.zeros(image_shape))
+        self.register_buffer("pixel_std", torch.ones(image_shape))
+
+    def set_pixel_statistics(self, images: Tensor) -> None:
+        """Standardise inputs with the per-pixel mean and deviation of ``images`` (N, C, H, W)."""
+        self.pixel_mean.copy_(images.mean(0))
+        # a pixel that is always black would divide by ~0: floor the deviation at a tenth of the mean one
+        std = images.std(0)
+        self.pixel_std.copy_(std.clamp_min(0.1 * float(std.mean()) + 1e-6))
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, 1 + P, D): [CLS] then the P patch tokens in row-major order."""
+        images = (images - self.pixel_mean) / self.pixel_std
         patches = self.stem(images).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(images.shape[0], -1, -1), patches], dim=1) + self.position
         for block in self.blocks:
@@ -354,6 +373,7 @@ class FusionModel(nn.Module):
         )
         self.logit_scale = LogitScale(1.0 / init_temperature, learnable=learn_scale)
         self.vocab_size = vocab_size
+        self.apply(_init_weights)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -371,13 +391,24 @@ class FusionModel(nn.Module):
         """The image tokens of two images side by side, each tagged with its segment embedding."""
         return torch.cat([left + self.segment.weight[0], right + self.segment.weight[1]], dim=1)
 
+    def image_feature(self, tokens: Tensor) -> Tensor:
+        """The unimodal image feature (B, D) of image tokens: [CLS], or the mean of all tokens."""
+        return tokens[:, 0] if self.config.pool == "cls" else tokens.mean(dim=1)
+
+    def text_feature(self, tokens: Tensor, ids: Tensor) -> Tensor:
+        """The unimodal text feature (B, D): [CLS], or the mean over the non-padding tokens."""
+        if self.config.pool == "cls":
+            return tokens[:, 0]
+        keep = (ids != 0).unsqueeze(-1).to(tokens.dtype)
+        return (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
     def unimodal(self, images: Tensor | None = None, texts: Tensor | None = None) -> dict[str, Tensor]:
         """Raw (unnormalised) contrastive embeddings ``img`` / ``txt`` of whichever inputs are given."""
         out = {}
         if images is not None:
-            out["img"] = self.vision_proj(self.image_encoder(images)[:, 0])
+            out["img"] = self.vision_proj(self.image_feature(self.image_encoder(images)))
         if texts is not None:
-            out["txt"] = self.text_proj(self.text_encoder(texts)[:, 0])
+            out["txt"] = self.text_proj(self.text_feature(self.text_encoder(texts), texts))
         return out
 
     # --- the pre-training pass ---------------------------------------------------------------------------
@@ -406,21 +437,26 @@ class FusionModel(nn.Module):
         image_tokens = self.image_encoder(batch["img"])
         text_ids = batch["txt"]
         text_tokens = self.text_encoder(text_ids)
-        out["img"] = self.vision_proj(image_tokens[:, 0])
-        out["txt"] = self.text_proj(text_tokens[:, 0])
+        image_feature = self.image_feature(image_tokens)
+        text_feature = self.text_feature(text_tokens, text_ids)
+        out["img"] = self.vision_proj(image_feature)
+        out["txt"] = self.text_proj(text_feature)
         if self.indep_vision is not None:
-            out["indep_img"] = self.indep_vision(image_tokens[:, 0])
-            out["indep_txt"] = self.indep_text(text_tokens[:, 0])
-        for stem, encoder, proj, indep in (
-            ("img", self.image_encoder, self.vision_proj, self.indep_vision),
-            ("txt", self.text_encoder, self.text_proj, self.indep_text),
+            out["indep_img"] = self.indep_vision(image_feature)
+            out["indep_txt"] = self.indep_text(text_feature)
+        for stem, proj, indep in (
+            ("img", self.vision_proj, self.indep_vision),
+            ("txt", self.text_proj, self.indep_text),
         ):
             name = f"{stem}_aug"
             if name in keys or f"indep_{name}" in keys:
-                cls = encoder(batch[name])[:, 0]
-                out[name] = proj(cls)
+                if stem == "img":
+                    feature = self.image_feature(self.image_encoder(batch[name]))
+                else:
+                    feature = self.text_feature(self.text_encoder(batch[name]), batch[name])
+                out[name] = proj(feature)
                 if indep is not None:
-                    out[f"indep_{name}"] = indep(cls)
+                    out[f"indep_{name}"] = indep(feature)
         if "itm" in keys:
             out.update(
                 self._itm(batch, image_tokens, text_ids, text_tokens, out["img"], out["txt"], negatives)
@@ -462,6 +498,17 @@ class FusionModel(nn.Module):
             "itm_labels": torch.cat([ones, 0 * ones, 0 * ones]),
             "itm_valid": torch.cat([ones.bool(), valid_text, valid_image]),
         }
+
+
+def _init_weights(module: nn.Module) -> None:
+    """ViT/BERT initialisation: small normal weights, zero biases. PyTorch's default uniform biases
+    add the same vector to every token, so at initialisation every image's [CLS] (and every
+    caption's) is nearly the same point and the contrastive loss starts from a collapse."""
+    if isinstance(module, nn.Linear):
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d) and module.bias is not None:
+        nn.init.zeros_(module.bias)
 
 
 def count_parameters(module: nn.Module) -> int:

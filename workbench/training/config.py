@@ -28,7 +28,7 @@ from workbench.data.reasoning import TASKS as REASONING_TASKS
 from workbench.losses import loss_names
 from workbench.losses.fusion import check_objective_weights
 from workbench.models import FUSION_SIZES, MODEL_SIZES
-from workbench.models.fusion import IMAGE_ENCODERS
+from workbench.models.fusion import IMAGE_ENCODERS, POOLS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
@@ -107,6 +107,8 @@ class FusionConfig:
         mask_probability: share of caption words chosen for masked-token prediction.
         image_encoder: "vit" (patches) or "cnn" (a conv feature map as tokens).
         patch_size: ViT patch side (0 = automatic).
+        pool: what the contrastive embeddings project: "cls" (ALBEF's [CLS] token) or "mean" (the
+            mean of each encoder's tokens).
         text_embeddings: "learned" word embeddings, or frozen "minilm" word vectors (the packaged
             all-MiniLM-L6-v2's WordPiece embeddings averaged over each word's pieces).
         per_kind_train, per_kind_test: generated examples per kind of question and split.
@@ -125,6 +127,7 @@ class FusionConfig:
     mask_probability: float = 0.15
     image_encoder: str = "vit"
     patch_size: int = 0
+    pool: str = "cls"
     text_embeddings: str = "learned"
     per_kind_train: int = 200
     per_kind_test: int = 60
@@ -163,6 +166,7 @@ class FusionConfig:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
             raise ValueError(f"mask_probability must be a number in (0, 1), got {p!r}")
         _choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        _choice("pool", self.pool, POOLS)
         _choice("text_embeddings", self.text_embeddings, TEXT_EMBEDDINGS)
         for name, minimum in (
             ("patch_size", 0),

@@ -223,10 +223,13 @@ class FusionTask(Task):
 
     def _model(self) -> FusionModel:
         size = fusion_size(
-            self.fusion.model_size, image_encoder=self.fusion.image_encoder, patch_size=self.fusion.patch_size
+            self.fusion.model_size,
+            image_encoder=self.fusion.image_encoder,
+            patch_size=self.fusion.patch_size,
+            pool=self.fusion.pool,
         )
         vectors = minilm_word_vectors(self.codec.vocab) if self.fusion.text_embeddings == "minilm" else None
-        return FusionModel(
+        model = FusionModel(
             tuple(self.dataset.images.shape[1:]),
             len(self.codec.vocab),
             self.max_len,
@@ -236,6 +239,8 @@ class FusionTask(Task):
             independent=any(key.startswith("indep_") for key in self.loss.requires),
             word_vectors=vectors,
         )
+        model.image_encoder.set_pixel_statistics(self.dataset.images[torch.as_tensor(self.dataset.train_index)])
+        return model
 
     def _few_shot_pool(self) -> np.ndarray:
         """Up to :data:`FEW_SHOT_POOL` training rows per class (seeded), the k-shot probes' pool."""
@@ -324,9 +329,11 @@ class FusionTask(Task):
             "img_tokens": img_tokens,
             "txt_tokens": txt_tokens,
             "ids": ids,
-            "img": F.normalize(model.vision_proj(img_tokens[:, 0]), dim=1),
-            "txt": F.normalize(model.text_proj(txt_tokens[:, 0]), dim=1),
-            "img_aug": F.normalize(model.vision_proj(aug_tokens[:, 0]), dim=1),
+            "img": F.normalize(model.vision_proj(model.image_feature(img_tokens)), dim=1),
+            "txt": F.normalize(
+                model.text_proj(model.text_feature(txt_tokens, ids.to(txt_tokens.device))), dim=1
+            ),
+            "img_aug": F.normalize(model.vision_proj(model.image_feature(aug_tokens)), dim=1),
         }
 
     @torch.no_grad()
@@ -337,7 +344,10 @@ class FusionTask(Task):
         tokens = ev.text_tokens(
             self.model.eval(), self.prompt_ids.reshape(c * p, length), self.device, self.autocast
         )
-        return F.normalize(self.model.text_proj(tokens[:, 0]), dim=1).reshape(c, p, -1)
+        ids = self.prompt_ids.reshape(c * p, length).to(tokens.device)
+        return F.normalize(self.model.text_proj(self.model.text_feature(tokens, ids)), dim=1).reshape(
+            c, p, -1
+        )
 
     def _labels(self, rows) -> np.ndarray:
         return self.dataset.labels[np.asarray(rows)]
@@ -427,7 +437,7 @@ class FusionTask(Task):
 
     def _embed_rows(self, probe: dict, rows: np.ndarray) -> np.ndarray:
         tokens = probe["tokens"][torch.as_tensor(probe["position"][rows], device=probe["tokens"].device)]
-        return F.normalize(self.model.vision_proj(tokens[:, 0]), dim=1).cpu().numpy()
+        return F.normalize(self.model.vision_proj(self.model.image_feature(tokens)), dim=1).cpu().numpy()
 
     def _few_shot(self, probe: dict, test_scores: Tensor) -> dict[str, float]:
         """k-shot probes through the contrastive head (image embeddings) and the matching head (each
