@@ -98,6 +98,11 @@ def config_run_id(prefix: str, config: Mapping[str, Any]) -> str:
     return f"{clean}-{digest}"
 
 
+def slug(value: float) -> str:
+    """A number as a run-id part, ``:g`` without ``.`` and ``+``: 0.5 -> ``0p5``, 1e+20 -> ``1e20``."""
+    return f"{value:g}".replace(".", "p").replace("+", "")
+
+
 def _check_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise ValueError(f"{what} {value!r} is not allowed; it must match {RUN_ID_PATTERN}")
@@ -199,14 +204,36 @@ def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config), default=_json_default))
 
 
-def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The sorted keys (nested ones dotted, ``loss_params.temperature``) whose values differ."""
+    a, b = _flatten(_normalise(old)), _flatten(_normalise(new))
 
     def canon(value: Any) -> str:
         # Compare JSON text, not values, so a NaN in the config still equals itself.
         return json.dumps(value, sort_keys=True)
 
     return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or canon(a[k]) != canon(b[k]))
+
+
+def check_stored_config(run_id: str, config: Mapping[str, Any], root: str | Path | None = None) -> None:
+    """Refuse a run id whose stored config is another than ``config``; reads, never writes.
+
+    A run id holds one config, so that a resumed or skipped run is the run that was asked for. A run
+    that does not exist yet, or a folder without ``config.json`` (left by a crash), passes.
+
+    Raises:
+        ValueError: The stored config differs (the message lists the keys) or is unreadable.
+    """
+    path = _run_dir(runs_root(root), run_id) / "config.json"
+    if not path.exists():
+        return
+    stored = _read_json(path)
+    if not isinstance(stored, dict):
+        raise ValueError(f"config.json of run {run_id!r} is unreadable; cannot resume it")
+    diff = config_diff(stored, config)
+    if diff:
+        keys = ", ".join(diff)
+        raise ValueError(f"run {run_id!r} exists and its config differs from the stored one in keys: {keys}")
 
 
 def _json_name(name: str) -> str:
@@ -278,13 +305,8 @@ class RunWriter:
             _write_json(config_path, normalised)
             writer = cls(path, normalised, created=_now())
         else:
+            check_stored_config(path.name, normalised, base)
             stored = _read_json(config_path)
-            if not isinstance(stored, dict):
-                raise ValueError(f"config.json of run {path.name!r} is unreadable; cannot resume it")
-            diff = _config_diff(stored, normalised)
-            if diff:
-                keys = ", ".join(diff)
-                raise ValueError(f"config differs from the stored one of run {path.name!r} in keys: {keys}")
             old = _read_dict(path / "status.json")
             writer = cls(path, stored, created=old.get("created") or _now(), step=int(old.get("step") or 0))
             writer._load_metrics()
