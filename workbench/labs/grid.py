@@ -310,9 +310,12 @@ def run_grid(grid: Grid, *, progress: bool = False, plan_only: bool = False) -> 
     try:
         for run_id, config, *_ in jobs:
             check_stored_config(run_id, config.to_dict(), root)
-        check_stored_config(summary_id, record, root)
     except ValueError as err:
         raise ValueError(f"{err}; pass another tag than {grid.tag!r} to run these settings") from None
+    try:
+        check_stored_config(summary_id, record, root)
+    except ValueError as err:
+        raise ValueError(f"{err}; pass another summary_id (or tag) to keep both summaries") from None
     if plan_only:
         return pd.DataFrame(rows)
 
@@ -440,13 +443,16 @@ def add_grid_arguments(
             default = f.default_factory()
         else:
             default = f.default
-        shown = "; default: " + (json.dumps(default) if isinstance(default, dict) else repr(default))
+        text = helps.get(f.name, "").rstrip(".")
+        if "default" not in text:
+            shown = json.dumps(default) if isinstance(default, dict) else repr(default)
+            text = f"{text} (default: {shown})"
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             *aliases,
             dest=f.name,
             default=argparse.SUPPRESS,
-            help=helps.get(f.name, "") + shown,
+            help=text.replace("%", "%%"),  # argparse formats help with %
             **options,
         )
     for flag, options in cls.cli_flags.items():
