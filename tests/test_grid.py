@@ -48,18 +48,20 @@ class ToyGrid(Grid):
     def points(self) -> list[Point]:
         points = []
         for noise in self.noises:
-            config = TrainConfig(
-                dataset="synthetic",
-                dataset_params={"num_samples": 32, "noise": noise},
-                model_size="tiny",
-                loss="clip",
-                batch_size=8,
-                steps=self.steps,
-                lr=self.lr,
-                eval_every=2,
-                snapshot_every=self.steps,
-                checkpoint_every=self.steps,
-                probe_size=32,
+            config = TrainConfig.from_dict(
+                dict(
+                    dataset="synthetic",
+                    dataset_params={"num_samples": 32, "noise": noise},
+                    model_size="tiny",
+                    loss="clip",
+                    batch_size=8,
+                    steps=self.steps,
+                    lr=self.lr,
+                    eval_every=2,
+                    snapshot_every=self.steps,
+                    checkpoint_every=self.steps,
+                    probe_size=32,
+                )
             )
             points.append(Point({"noise": noise}, f"n{slug(noise)}", config, range(self.seeds), {"n": 32}))
         return points

@@ -280,18 +280,21 @@ def run_notebook(
 
 
 def _last_started_cell(output: Path) -> str:
-    """`` in cell In [n]`` for the last cell the kernel started, from the executed copy papermill saved."""
+    """`` in cell In [n]`` for the last cell the kernel started, from the executed copy papermill saved.
+
+    ``n`` is the cell's execution count, or its place among the code cells where the kernel died before
+    its count reached the client (papermill executes the code cells in order, so the two agree).
+    """
     try:
-        cells = json.loads(output.read_text())["cells"]
+        cells = [cell for cell in json.loads(output.read_text())["cells"] if cell.get("cell_type") == "code"]
     except (OSError, ValueError, KeyError):
         return ""
     started = [
-        cell
-        for cell in cells
-        if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("papermill", {}).get("start_time")
+        i for i, cell in enumerate(cells) if cell.get("metadata", {}).get("papermill", {}).get("start_time")
     ]
-    count = started[-1].get("execution_count") if started else None
-    return f" in cell In [{count}]" if count else ""
+    if not started:
+        return ""
+    return f" in cell In [{cells[started[-1]].get('execution_count') or started[-1] + 1}]"
 
 
 # -- sweeps ---------------------------------------------------------------------------------------------

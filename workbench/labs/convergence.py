@@ -77,23 +77,25 @@ def experiment_config(
 ) -> TrainConfig:
     params = {key: value for key, value in loss.items() if key != "name"}
     params["temperature"] = temperature
-    return TrainConfig(
-        dataset="synthetic",
-        dataset_params={"num_samples": num_samples, "noise": noise},
-        model="two_tower",
-        model_size="linear",
-        loss=loss["name"],
-        loss_params=params,
-        batch_size=batch_size,
-        optimizer="adam",
-        lr=lr,
-        schedule="cosine",
-        steps=steps,
-        seed=seed,
-        eval_every=max(1, steps // 20),
-        snapshot_every=steps,
-        checkpoint_every=max(1, steps // 4),
-        probe_size=num_samples,  # the global objective is evaluated on all N samples
+    return TrainConfig.from_dict(
+        dict(
+            dataset="synthetic",
+            dataset_params={"num_samples": num_samples, "noise": noise},
+            model="two_tower",
+            model_size="linear",
+            loss=loss["name"],
+            loss_params=params,
+            batch_size=batch_size,
+            optimizer="adam",
+            lr=lr,
+            schedule="cosine",
+            steps=steps,
+            seed=seed,
+            eval_every=max(1, steps // 20),
+            snapshot_every=steps,
+            checkpoint_every=max(1, steps // 4),
+            probe_size=num_samples,  # the global objective is evaluated on all N samples
+        )
     )
 
 

@@ -165,21 +165,23 @@ class TowerGrid(Grid):
     ) -> TrainConfig:
         """The seed-0 config of one run: ``fields`` (loss, batch_size, ...) over the grid's settings."""
         steps = steps or self.steps
-        return TrainConfig(
-            dataset=dataset,
-            dataset_params=dict(params),
-            optimizer="adam",
-            lr=self.lr,
-            schedule="constant",
-            steps=steps,
-            seed=0,
-            eval_every=max(1, steps // 4),
-            snapshot_every=max(1, steps // 2),
-            checkpoint_every=max(1, steps // 2),
-            probe_size=self.probe_size or n_test,
-            image_tower=dict(self.tower),
-            text_tower=dict(self.tower),
-            **fields,
+        return TrainConfig.from_dict(
+            dict(
+                dataset=dataset,
+                dataset_params=dict(params),
+                optimizer="adam",
+                lr=self.lr,
+                schedule="constant",
+                steps=steps,
+                seed=0,
+                eval_every=max(1, steps // 4),
+                snapshot_every=max(1, steps // 2),
+                checkpoint_every=max(1, steps // 2),
+                probe_size=self.probe_size or n_test,
+                image_tower=dict(self.tower),
+                text_tower=dict(self.tower),
+                **fields,
+            )
         )
 
 
@@ -198,13 +200,13 @@ def _separated_probes(run: Run) -> dict[str, float]:
 
     from workbench.data import step_generator
     from workbench.metrics.downstream import linear_probe_accuracy
-    from workbench.training.trainer import make_trainer
+    from workbench.training.trainer import Trainer
 
     nan = {"sep_image_probe_acc": math.nan, "sep_concat_probe_acc": math.nan}
     config = TrainConfig.from_dict(run.config)
-    if not config.structure.get("weights", {}).get("separation"):
+    if not config.task.structure.get("weights", {}).get("separation"):
         return nan
-    trainer = make_trainer(config)
+    trainer = Trainer(config)
     state = torch.load(run.path / "checkpoint.pt", weights_only=True, map_location="cpu")
     trainer.model.load_state_dict(state["model"])
     trainer.model.eval()
@@ -217,9 +219,10 @@ def _separated_probes(run: Run) -> dict[str, float]:
             out = trainer.model(batch, keys)
         return {key: F.normalize(value.float(), dim=1).cpu().numpy() for key, value in out.items()}
 
-    train_emb, test_emb = embed(trainer.train_eval_index, False), embed(trainer.probe_index, True)
-    train_y = trainer.dataset.labels[trainer.train_eval_index.numpy()]
-    test_y = trainer.dataset.labels[trainer.probe_index.numpy()]
+    task = trainer.task
+    train_emb, test_emb = embed(task.train_eval_index, False), embed(task.probe_index, True)
+    train_y = trainer.dataset.labels[task.train_eval_index.numpy()]
+    test_y = trainer.dataset.labels[task.probe_index.numpy()]
 
     def probe(names: Sequence[str]) -> float:
         return linear_probe_accuracy(
