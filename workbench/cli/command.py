@@ -112,20 +112,23 @@ def _lab_embeddings(args: argparse.Namespace) -> int:
 
 def _add_labs(labs: argparse._SubParsersAction) -> None:
     """The grid labs and the embedding report (their modules import torch, so only for ``workbench lab``)."""
-    from workbench.labs.convergence import ConvergenceGrid
-    from workbench.labs.grid import add_grid_arguments, add_grid_commands
-    from workbench.labs.modality import COMMANDS
+    from workbench.labs import convergence, modality
+    from workbench.labs.grid import add_grid_parser
 
-    text = (ConvergenceGrid.__doc__ or "").split("\n\n")[0]
-    convergence = labs.add_parser("convergence", help=text, description=text)
-    add_grid_arguments(convergence, ConvergenceGrid)
-    convergence.set_defaults(handler=_lab_grid)
-    text = "the multimodal lab's grids: infogap, temperature, ablation (= structure), batchsize"
-    modality = labs.add_parser("modality", aliases=["experiments"], help=text, description=text)
-    add_grid_commands(
-        modality.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True), COMMANDS
-    )
-    modality.set_defaults(handler=_lab_grid)
+    grids = {
+        ("convergence",): (
+            convergence.ConvergenceGrid,
+            (convergence.ConvergenceGrid.__doc__ or "").split("\n\n")[0],
+        ),
+        ("modality", "experiments"): (
+            modality.COMMANDS,
+            "the multimodal lab's grids: " + ", ".join(modality.COMMANDS),
+        ),
+    }
+    for (name, *aliases), (lab, text) in grids.items():
+        parser = labs.add_parser(name, aliases=aliases, help=text, description=text)
+        add_grid_parser(parser, lab)
+        parser.set_defaults(handler=_lab_grid)
     text = "the geometry report of a file of paired embeddings, stored as a run"
     embeddings = labs.add_parser("embeddings", help=text, description=text)
     embeddings.add_argument("path", help=".npz or .parquet file with image_emb and text_emb")

@@ -20,7 +20,6 @@ flag per grid field): ``workbench lab convergence --help``, or ``python -m workb
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,12 +33,11 @@ from workbench.labs.grid import (
     Check,
     Grid,
     Point,
-    add_grid_arguments,
     axis,
     check_axis,
     ints,
+    lab_main,
     numbers,
-    run_grid_command,
 )
 from workbench.losses import select_specs
 from workbench.store.runs import Run, load_run, slug
@@ -271,15 +269,7 @@ def progress_curves(summary_run: str, root: str | Path | None = None) -> pd.Data
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workbench.labs.convergence", description=__doc__.split("\n\n")[0]
-    )
-    add_grid_arguments(parser, ConvergenceGrid)
-    args = parser.parse_args(argv)
-    try:
-        return run_grid_command(args)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    return lab_main(argv, "python -m workbench.labs.convergence", __doc__, ConvergenceGrid)
 
 
 if __name__ == "__main__":

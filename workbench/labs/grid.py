@@ -490,3 +490,27 @@ def add_grid_commands(
         doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         parser = subparsers.add_parser(name, help=doc, description=doc)
         add_grid_arguments(parser, cls, {"tag": name, **defaults})
+
+
+Grids = type[Grid] | Mapping[str, tuple[type[Grid], dict[str, Any]]]
+
+
+def add_grid_parser(parser: argparse.ArgumentParser, grids: Grids) -> None:
+    """A lab's command line on ``parser``: one grid's flags, or one subcommand per entry of a mapping."""
+    if isinstance(grids, Mapping):
+        add_grid_commands(
+            parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True), grids
+        )
+    else:
+        add_grid_arguments(parser, grids)
+
+
+def lab_main(argv: list[str] | None, prog: str, doc: str, grids: Grids) -> int:
+    """A lab module's ``python -m`` command line (``workbench lab ...`` takes the same arguments)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    add_grid_parser(parser, grids)
+    args = parser.parse_args(argv)
+    try:
+        return run_grid_command(args)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None

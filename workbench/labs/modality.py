@@ -37,7 +37,6 @@ Command line (one flag per grid field; ``--help`` lists them)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -50,7 +49,6 @@ from workbench.labs.grid import (
     Check,
     Grid,
     Point,
-    add_grid_commands,
     axis,
     check_axis,
     check_choice,
@@ -58,10 +56,10 @@ from workbench.labs.grid import (
     check_number,
     choices,
     ints,
+    lab_main,
     numbers,
     one_of,
     optional,
-    run_grid_command,
 )
 from workbench.losses import loss_names, loss_parameters
 from workbench.losses.structures import REGULARIZERS
@@ -608,15 +606,7 @@ COMMANDS: dict[str, tuple[type[Grid], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m workbench.labs.modality", description=__doc__.split("\n\n")[0]
-    )
-    add_grid_commands(parser.add_subparsers(dest="experiment", required=True), COMMANDS)
-    args = parser.parse_args(argv)
-    try:
-        return run_grid_command(args)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    return lab_main(argv, "python -m workbench.labs.modality", __doc__, COMMANDS)
 
 
 if __name__ == "__main__":
