@@ -108,18 +108,16 @@ def _check_tower(name: str, tower: Any) -> dict:
     if tower is None:
         return dict(DEFAULT_TOWER)
     if not isinstance(tower, dict):
-        raise ValueError(f"tower must be a dict with keys hidden, depth, out_dim; got {tower!r}")
+        raise ValueError(f"{name} must be a dict with keys hidden, depth, out_dim; got {tower!r}")
     unknown = sorted(set(tower) - set(DEFAULT_TOWER))
     if unknown:
         raise ValueError(
-            f"tower has unknown key(s) {unknown}; allowed: {list(DEFAULT_TOWER)} "
+            f"{name} has unknown key(s) {unknown}; allowed: {list(DEFAULT_TOWER)} "
             "(the tower kind is chosen per modality)"
         )
-    for name in ("hidden", "out_dim"):
-        if name in tower:
-            check_int(f"tower[{name!r}]", tower[name], 1)
-    if "depth" in tower:
-        check_int("tower['depth']", tower["depth"], 0)
+    for key, low in (("hidden", 1), ("out_dim", 1), ("depth", 0)):
+        if key in tower:
+            check_int(f"{name}[{key!r}]", tower[key], low)
     return {**DEFAULT_TOWER, **tower}
 
 
