@@ -214,8 +214,8 @@ def test_invalid_run_folder(tmp_path):
     run = load_run("broken", root=tmp_path)
     with pytest.warns(runs.DamagedFileWarning, match=r"broken/status\.json is damaged"):
         assert run.status == "invalid"
-    assert run.config == {}
-    assert run.created == ""
+        assert run.config == {}
+        assert run.created == ""
     w = _make(tmp_path, run_id="noconfig")
     (w.path / "config.json").unlink()
     assert Run(w.path).status == "invalid"
