@@ -110,12 +110,20 @@ def open_run(run_id: Any) -> Run | None:
 
 
 def run_warnings(run: Run) -> bool:
-    """Warn about a run that is not complete or has no snapshots; True when its snapshots can be shown."""
+    """Warn about a run that is not complete, has damaged files or no snapshots; True when its snapshots
+    can be shown."""
     status = run.status
     steps = run.snapshot_steps
     if status == "running":
+        writer = run.writer
+        who = f", {writer.describe()}" if writer is not None else ""
         st.warning(
-            f"Run `{run.run_id}` is still running (last step {run.step}); showing what it has written."
+            f"Run `{run.run_id}` is still running (last step {run.step}{who}); showing what it has written."
+        )
+    elif status == "stopped":
+        st.warning(
+            f"Run `{run.run_id}` stopped at step {run.step} without finishing: the process writing it is "
+            "gone (killed?). Train the same config again to resume it. Showing what it wrote."
         )
     elif status == "failed":
         st.warning(f"Run `{run.run_id}` failed: {run.error or 'no error recorded'}. Showing what it wrote.")
@@ -124,6 +132,8 @@ def run_warnings(run: Run) -> bool:
             f"Run `{run.run_id}` is half-written or damaged: its config.json or status.json is missing "
             "or unreadable."
         )
+    for problem in run.problems():
+        st.warning(f"Run `{run.run_id}`: {problem}")
     if not steps:
         st.warning(f"Run `{run.run_id}` has no embedding snapshots to show.")
         return False
@@ -144,9 +154,12 @@ def runs_frame(root: str) -> pd.DataFrame:
             loss = ", ".join(config["losses"])
         kind = config.get("kind") or ("train" if "loss" in config else "")
         snapshots = run.snapshot_steps
+        status = run.status
+        writer = run.writer if status == "running" else None
         row = {
             "run_id": run.run_id,
-            "status": run.status,
+            "status": status,
+            "writer": writer.describe().split(" since ")[0] if writer is not None else "",
             "kind": kind,
             "dataset": config.get("dataset", ""),
             "loss": loss or "",
@@ -165,7 +178,7 @@ def runs_frame(root: str) -> pd.DataFrame:
         elif row["batch_size"] is not None:
             row["batch_size"] = str(row["batch_size"])
         rows.append(row)
-    columns = ["run_id", "status", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
+    columns = ["run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
     # Newest first: the run just trained is the one looked for.
     frame = pd.DataFrame(rows[::-1], columns=columns)

@@ -161,13 +161,18 @@ class RunLock:
         """Drop the lock (closing the descriptor drops the flock); the record stays for readers."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
             if _HELD.get(str(self.folder)) is self:
                 del _HELD[str(self.folder)]
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # at interpreter exit module globals may already be gone; the OS drops the lock
+            pass
 
 
 def last_writer(folder: Path) -> LockInfo | None:
