@@ -64,13 +64,14 @@ class EmbeddingFile:
             return self._reader(key)
         except MemoryError:
             raise
-        except ValueError as err:
-            message = str(err)
-            raise ValueError(
-                message if message.startswith(str(self.path)) else f"{self.path}: {message}"
-            ) from None
-        except Exception as err:  # zlib.error, EOFError, BadZipFile, pyarrow's errors ...
+        except _Refused as err:
+            raise ValueError(f"{self.path}: {err}") from None
+        except Exception as err:  # numpy's EOF, zlib.error, BadZipFile, pyarrow's errors ...
             raise ValueError(f"{self.path}: {key} cannot be decoded ({type(err).__name__}: {err})") from None
+
+
+class _Refused(ValueError):
+    """The data of an array contradicts its header or the layout (raised by the readers here)."""
 
 
 def _kind(dtype: np.dtype) -> str:
@@ -112,8 +113,15 @@ def _npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype]:
 def _open_npz(path: Path, wanted: tuple[str, ...]) -> EmbeddingFile:
     try:
         _check_central_directory(path)
+    except (ValueError, MemoryError):
+        raise
+    except Exception as err:  # OSError, struct.error from a damaged end record
+        raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
+    try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
+    except MemoryError:
+        raise
+    except Exception as err:  # BadZipFile, OSError, EOFError, ValueError from a damaged directory
         raise ValueError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
     with archive:
         names = archive.namelist()
@@ -282,7 +290,7 @@ def _list_matrix(column, key: str, n: int) -> np.ndarray:
     array = column.combine_chunks()
     if array.null_count:
         row = int(np.flatnonzero(~np.asarray(array.is_valid().to_numpy(zero_copy_only=False)))[0])
-        raise ValueError(f"{key} is empty (null) in row {row}")
+        raise _Refused(f"{key} is empty (null) in row {row}")
     if pa.types.is_fixed_size_list(array.type):
         d = array.type.list_size
     else:
@@ -291,7 +299,7 @@ def _list_matrix(column, key: str, n: int) -> np.ndarray:
         d = int(lengths[0]) if len(lengths) else 0
         if (lengths != d).any():
             row = int(np.flatnonzero(lengths != d)[0])
-            raise ValueError(f"{key} row {row} has {int(lengths[row])} values but row 0 has {d}")
+            raise _Refused(f"{key} row {row} has {int(lengths[row])} values but row 0 has {d}")
     values = array.flatten()
     flat = values.to_numpy(zero_copy_only=False)
     if flat.dtype.kind == "b" or flat.dtype.hasobject:
