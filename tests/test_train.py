@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, loss, stop):
     reference = train(config, run_id="reference", root=tmp_path, progress=False)
 
     partial = train(config, run_id="resumed", root=tmp_path, progress=False, stop_at_step=stop)
-    assert partial.status == "running" and not partial.is_complete
+    assert partial.status == "stopped" and not partial.is_complete  # stopped early, resumable
     assert checkpoint(partial)["step"] == 10
     steps_seen = []
     resumed = train(
@@ -203,7 +203,7 @@ def test_kill_between_checkpoint_and_metrics_flush_loses_no_metrics(tmp_path, mo
     with pytest.raises(HardKill):
         train(config, run_id="killed", root=tmp_path, progress=False)
     monkeypatch.undo()
-    assert load_run("killed", root=tmp_path).status == "running"
+    assert load_run("killed", root=tmp_path).status == "stopped"  # its writer is gone
 
     resumed = train(config, run_id="killed", root=tmp_path, progress=False)
     assert resumed.is_complete
@@ -251,7 +251,7 @@ def test_sigkilled_cli_run_resumes_in_process(tmp_path):
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-2000:]
 
     killed = load_run(run_id, root=tmp_path)
-    assert killed.status == "running" and not killed.is_complete
+    assert killed.status == "stopped" and not killed.is_complete
     start = int(torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"])
     assert 20 <= start < 400 and start % 20 == 0
 
