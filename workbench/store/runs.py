@@ -616,6 +616,7 @@ _ADVICE = {
     "checkpoint.pt": "the run cannot resume from it; restart it from step 0 (the trainer's --restart) or "
     "delete the file",
     "artifact": "delete the file and rerun what wrote it",
+    "metrics.csv": "the run's metrics are not shown; delete the link",
 }
 _OUTSIDE = "it is a symbolic link to a place outside the run folder, which is never read"
 
