@@ -526,12 +526,16 @@ class RunWriter:
         )
         if not path.is_file() or not inside(path, self.path):
             raise CorruptCheckpointError(damaged_message(path, "not a file inside the run folder", advice))
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; torch.load's own error misleads here
+            raise CorruptCheckpointError(
+                damaged_message(path, "not a zip archive: truncated or overwritten", advice)
+            )
         try:
             state = torch.load(path, weights_only=True, map_location="cpu")
         except MemoryError:
             raise
         except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors ...
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            first = re.split(r"(?<=[.!?])\s", str(err).strip(), maxsplit=1)[0][:200]
             raise CorruptCheckpointError(
                 damaged_message(path, f"{type(err).__name__}: {first}", advice)
             ) from None
