@@ -64,13 +64,20 @@ def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def serve(home: Path, cwd: Path, timeout: float = 120) -> Iterator[str]:
-    """Serve the dashboard on the data home ``home`` from a free port of 127.0.0.1; yields its URL."""
+def serve(home: Path, cwd: Path, timeout: float = 120, address: str = ADDRESS) -> Iterator[str]:
+    """Serve the dashboard on the data home ``home`` from a free port; yields its URL on 127.0.0.1.
+
+    ``address`` is the bind address (another one only to check that the pages then refuse to show).
+    """
     port = free_port()
     url = f"http://{ADDRESS}:{port}"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        streamlit_command(port), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        streamlit_command(port, address),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_server(url, proc, timeout)

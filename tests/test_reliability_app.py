@@ -18,7 +18,7 @@ from workbench.viz.projection import run_projection
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from app.serve import APP  # noqa: E402
+from app.serve import APP, CHROMIUM, CHROMIUM_ARGS, serve  # noqa: E402
 
 CONFIG = {"dataset": "digits_captions", "loss": "clip", "steps": 2}
 TIMEOUT = 90
@@ -103,3 +103,25 @@ def test_a_stopped_run_says_so(home):
     table = runs.dataframe[0].value.set_index("run_id")
     assert table.loc["stopped", "status"] == "stopped" and table.loc["good", "status"] == "complete"
     assert "1 stopped" in _warnings(runs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("address", "shown"), [("0.0.0.0", False), ("127.0.0.1", True)])
+def test_a_server_on_every_interface_shows_no_page(home, tmp_path, address, shown):
+    """However the server was started (here without .streamlit/config.toml: cwd is a temp folder)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with serve(home, cwd=tmp_path, address=address) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"{url}/geometry?run=good", wait_until="domcontentloaded", timeout=60_000)
+        if shown:
+            page.wait_for_selector("h1", timeout=90_000)
+            assert "has no authentication" not in page.inner_text("body")
+        else:
+            page.wait_for_selector("text=has no authentication", timeout=90_000)
+            body = page.inner_text("body")
+            assert "listens on address 0.0.0.0" in body and "WORKBENCH_APP_PUBLIC=1" in body
+            assert page.locator("h1").count() == 0 and page.locator(".js-plotly-plot").count() == 0
+        browser.close()
