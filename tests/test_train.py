@@ -452,3 +452,25 @@ def test_a_non_finite_loss_names_the_step(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 7"):
         config = synthetic_config(eval_every=10, checkpoint_every=10)
         train(config, run_id="nan", root=tmp_path, progress=False)
+
+
+def test_a_corrupt_checkpoint_is_one_error_and_restart_trains_again(tmp_path, capsys):
+    from workbench.store.runs import CorruptCheckpointError
+
+
+    config = synthetic_config()
+    train(config, run_id="torn", root=tmp_path, progress=False, stop_at_step=10)
+    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"torn")
+    with pytest.raises(CorruptCheckpointError, match="restart"):
+        train(config, run_id="torn", root=tmp_path, progress=False)
+    argv = ["--dataset", "synthetic", "--dataset-params", '{"num_samples": 64}', "--model-size", "tiny"]
+    argv += "--loss clip --batch-size 16 --steps 20 --eval-every 5 --snapshot-every 20".split()
+    argv += ["--checkpoint-every", "5", "--probe-size", "64", "--run-id", "torn", "--root", str(tmp_path)]
+    with pytest.raises(SystemExit) as failed:
+        main(argv)
+    assert str(failed.value).startswith("error: ") and "\n" not in str(failed.value)
+    assert main([*argv, "--restart"]) == 0
+    reference = train(config, run_id="reference", root=tmp_path, progress=False)
+    restarted = load_run(tmp_path / "torn")
+    assert restarted.is_complete
+    pd.testing.assert_frame_equal(restarted.metrics, reference.metrics)
