@@ -331,7 +331,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m workbench.t
     parser.add_argument("--run-id", default=None, help="resume this run if it exists")
     parser.add_argument("--root", default=None, help="run-store root")
     parser.add_argument(
-        "--restart", action="store_true", help="train the run again from step 0 (e.g. its checkpoint is damaged)"
+        "--restart", action="store_true", help="train the run again from step 0 (its checkpoint is damaged)"
     )
     return parser.parse_args(argv)
 
