@@ -110,9 +110,12 @@ class EmbeddingBank(nn.Module):
             implementation = "chunked"
         chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
         size = candidates.shape[0]
-        where = torch.full((self.num_samples,), -1, dtype=torch.long, device=index.device)
-        where[candidates] = torch.arange(size, device=index.device)
-        own = where[index]
+        if size == self.num_samples:  # every row, in order: no gather of the whole bank
+            own, rows = index, self.rows
+        else:
+            where = torch.full((self.num_samples,), -1, dtype=torch.long, device=index.device)
+            where[candidates] = torch.arange(size, device=index.device)
+            own, rows = where[index], self.rows[:, candidates]
         inside = (own >= 0).long()
         side_a, side_b = self.rows[0, index], self.rows[1, index]
         acc = accumulation_dtype(side_a.dtype)
@@ -120,11 +123,11 @@ class EmbeddingBank(nn.Module):
         out = []
         for slot, anchors in enumerate((side_a, side_b)):
             if negatives == "cross":
-                keys = self.rows[1 - slot, candidates]
+                keys = rows[1 - slot]
                 exclude = own[:, None]
                 count = size - inside
-            else:
-                keys = torch.cat([self.rows[0, candidates], self.rows[1, candidates]])
+            else:  # both sides: [side a of the candidates; side b of them]
+                keys = rows.reshape(2 * size, rows.shape[2])
                 exclude = torch.stack([own, torch.where(own >= 0, own + size, own)], dim=1)
                 count = 2 * (size - inside)
             lse = row_logsumexp(anchors, keys, scale, exclude, chunk_size, implementation).to(acc)
