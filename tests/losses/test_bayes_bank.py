@@ -315,18 +315,20 @@ def test_bank_state_round_trip_resizes_the_bank():
 def test_bank_survives_kill_and_resume_through_the_trainer(tmp_path):
     from workbench.training.trainer import TrainConfig, train
 
-    config = TrainConfig(
-        dataset="synthetic",
-        dataset_params={"num_samples": 64},
-        model_size="tiny",
-        loss="bayes",
-        loss_params={"estimator": "bank", "bank_size": 40},
-        batch_size=16,
-        steps=8,
-        eval_every=4,
-        snapshot_every=8,
-        checkpoint_every=4,
-        probe_size=64,
+    config = TrainConfig.from_dict(
+        dict(
+            dataset="synthetic",
+            dataset_params={"num_samples": 64},
+            model_size="tiny",
+            loss="bayes",
+            loss_params={"estimator": "bank", "bank_size": 40},
+            batch_size=16,
+            steps=8,
+            eval_every=4,
+            snapshot_every=8,
+            checkpoint_every=4,
+            probe_size=64,
+        )
     )
     reference = train(config, run_id="reference", root=tmp_path, progress=False)
     partial = train(config, run_id="resumed", root=tmp_path, progress=False, stop_at_step=5)
