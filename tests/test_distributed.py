@@ -54,6 +54,11 @@ CASES = [
     ("bayes", {"num_samples": NUM_SAMPLES}),
     ("bayes", {"num_samples": NUM_SAMPLES, "negatives": "views", "include_positive": False}),
     ("bayes", {"num_samples": NUM_SAMPLES, "shape": math.inf, "estimator": "batch"}),
+    ("bayes", {"num_samples": NUM_SAMPLES, "estimator": "running"}),
+    # the memory bank: a random subset (process 0's) over both views, in chunks
+    ("bayes", {"num_samples": NUM_SAMPLES, "negatives": "views", "bank_size": 12, "chunk_size": 3}),
+    # the exact oracle: each process refreshes the bank from the whole dataset, every second step
+    ("bayes", {"num_samples": NUM_SAMPLES, "estimator": "exact", "refresh_every": 2}),
 ]
 
 
@@ -119,6 +124,12 @@ def _flat_state(loss: nn.Module) -> torch.Tensor:
     return torch.cat([state[k].double().reshape(-1) for k in sorted(state)]) if state else torch.zeros(0)
 
 
+@torch.no_grad()
+def _embed_all(net: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole dataset's embeddings at the current parameters (the exact Bayes E-step's population)."""
+    return net(x_a, x_b)
+
+
 def _loss_worker(rank: int, port: int, out_dir: str) -> None:
     _join_group(rank, port)
     sharding = distributed.loss_sharding()
@@ -137,6 +148,9 @@ def _loss_worker(rank: int, port: int, out_dir: str) -> None:
         model = copy.deepcopy(reference)
         ddp = DistributedDataParallel(model)
         ref_loss, ddp_loss = build_loss(name, **params), build_loss(name, **params)
+        for loss, net in ((ref_loss, reference), (ddp_loss, model)):
+            if getattr(loss, "needs_population", False):
+                loss.set_population_source(lambda net=net: _embed_all(net, x_a, x_b))
         grad_diff = value_diff = state_diff = rank_diff = 0.0
         for step, index in enumerate(batches):
             reference.zero_grad()

@@ -474,3 +474,9 @@ def test_a_corrupt_checkpoint_is_one_error_and_restart_trains_again(tmp_path, ca
     restarted = load_run(tmp_path / "torn")
     assert restarted.is_complete
     pd.testing.assert_frame_equal(restarted.metrics, reference.metrics)
+
+
+def test_bayes_exact_e_step_gets_the_population_from_the_trainer(tmp_path):
+    config = synthetic_config(loss="bayes", loss_params={"estimator": "exact", "refresh_every": 5})
+    run = train(config, run_id="exact", root=tmp_path, progress=False)
+    assert run.is_complete and np.isfinite(run.metrics.train_loss.iloc[1:]).all()
