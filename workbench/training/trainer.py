@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from workbench.data import build_dataset
-from workbench.store.runs import Run, RunWriter, load_run, new_run_id, runs_root
+from workbench.store.runs import Run, RunWriter, config_diff, load_run, new_run_id, runs_root
 from workbench.training import distributed
 from workbench.training.config import (
     ImageTextConfig,
@@ -300,7 +300,7 @@ def _is_complete(path: Path, config: TrainConfig) -> bool:
         stored = TrainConfig.from_dict(done.config).to_dict()
     except ValueError:
         stored = done.config
-    changed = sorted(key for key in set(wanted) | set(stored) if wanted.get(key) != stored.get(key))
+    changed = config_diff(stored, wanted)
     if changed:
         raise ValueError(
             f"run {path.name!r} is complete and its config differs (keys {changed}); "
