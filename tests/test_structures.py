@@ -1,7 +1,7 @@
 """Tests of workbench.losses.structures: the modality-structure regularizers of Jiang et al. (CVPR 2023).
 
 Every function is compared against an independent float64 NumPy reference written with explicit loops
-from the formulas of methods.md §3; then the intended minimisers, the wrapper, gradients and input
+from the formulas of docs/methods.md §3; then the intended minimisers, the wrapper, gradients and input
 validation are checked.
 """
 

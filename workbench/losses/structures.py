@@ -1,7 +1,7 @@
 """Modality-structure regularizers (Jiang et al., CVPR 2023) and a wrapper adding them to any loss.
 
 Reference: Jiang, Liu, Lin, Wang, "Understanding and Constructing Latent Modality Structures in
-Multi-modal Representation Learning", CVPR 2023 (methods.md §3). The paper argues that aligning the
+Multi-modal Representation Learning", CVPR 2023 (docs/methods.md §3). The paper argues that aligning the
 image and text features exactly discards modality-specific information (the information gap), and
 proposes three regularizers on top of the contrastive loss:
 
@@ -134,7 +134,7 @@ def _scaled_infonce(q: Tensor, k: Tensor, scale: float | Tensor) -> Tensor:
 def uniformity_loss(z: Tensor, t: float = 2.0) -> Tensor:
     """Uniformity ``log (1/B^2) sum_{j,k} exp(-t ||z_j - z_k||^2)`` over all ordered pairs.
 
-    This is the form printed in the paper (methods.md §3), so the B diagonal terms (each
+    This is the form printed in the paper (docs/methods.md §3), so the B diagonal terms (each
     ``exp(0) = 1``) are included: the value is bounded below by ``log(1/B)`` rather than by the
     Wang & Isola off-diagonal version used in ``workbench`` geometry measures (§4). Lower is more uniform.
 
@@ -259,7 +259,7 @@ def bridge_loss(
     The augmented image embedding should lie on the bridge between its image and its caption (at the
     bridge mean :func:`bridge_mean`, variance t(1-t) I). This is the squared distance computed
     directly; the closed form printed in the paper drops the ``2 - 2 *`` and a square root
-    (methods.md §3) and is not used. Gradients flow into all three inputs (mu depends on z_V and z_T).
+    (docs/methods.md §3) and is not used. Gradients flow into all three inputs (mu depends on z_V and z_T).
 
     With ``random_t``, each row draws its own ``t_j ~ U(0, 1)`` (from ``generator`` if given, else
     torch's global RNG), clamped to ``[1e-3, 1 - 1e-3]``, and its term is weighted by
