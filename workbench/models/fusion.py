@@ -77,9 +77,9 @@ class FusionModelConfig:
     mlp_ratio: int = 2
     embed_dim: int = 64
     patch_size: int = 0
-    image_encoder: str = "vit"
+    image_encoder: str = "cnn"
     dropout: float = 0.0
-    pool: str = "cls"
+    pool: str = "mean"
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -216,16 +216,25 @@ class ImageEncoder(nn.Module):
             patch = config.patch_size or auto_patch_size(min(height, width))
             if height % patch or width % patch:
                 raise ValueError(f"patch_size {patch} must divide the image size {height}x{width}")
-            self.stem: nn.Module = nn.Conv2d(channels, config.dim, 2 * patch, stride=patch, padding=patch // 2)
+            self.stem: nn.Module = nn.Conv2d(
+                channels, config.dim, 2 * patch, stride=patch, padding=patch // 2
+            )
             self.grid = (height // patch, width // patch)
         else:
+            # the small CNN's feature map as tokens: halve the side until it is at most 7 (8x8 digits: a
+            # 4x4 map, 28x28: 7x7), then one more 3x3 conv, so every token sees most of the image
             hidden = max(16, config.dim // 2)
-            self.stem = nn.Sequential(
-                nn.Conv2d(channels, hidden, 3, padding=1),
-                nn.GELU(),
-                nn.Conv2d(hidden, config.dim, 3, padding=1, stride=2),
-            )
-            self.grid = ((height + 1) // 2, (width + 1) // 2)
+            layers: list[nn.Module] = [nn.Conv2d(channels, hidden, 3, padding=1), nn.GELU()]
+            rows, cols, width_in = height, width, hidden
+            while True:
+                rows, cols = (rows + 1) // 2, (cols + 1) // 2
+                layers += [nn.Conv2d(width_in, config.dim, 3, padding=1, stride=2), nn.GELU()]
+                width_in = config.dim
+                if max(rows, cols) <= 7:
+                    break
+            layers.append(nn.Conv2d(config.dim, config.dim, 3, padding=1))
+            self.stem = nn.Sequential(*layers)
+            self.grid = (rows, cols)
         tokens = 1 + self.grid[0] * self.grid[1]
         self.cls = nn.Parameter(torch.zeros(1, 1, config.dim))
         self.position = nn.Parameter(0.02 * torch.randn(1, tokens, config.dim))
@@ -396,7 +405,8 @@ class FusionModel(nn.Module):
         return tokens[:, 0] if self.config.pool == "cls" else tokens.mean(dim=1)
 
     def text_feature(self, tokens: Tensor, ids: Tensor) -> Tensor:
-        """The unimodal text feature (B, D): [CLS], or the mean over the non-padding tokens."""
+        """The feature (B, D) of text tokens, unimodal or fused: [CLS], or the mean over the non-padding
+        tokens. The fused one feeds the matching head and the reasoning tasks' answer classifiers."""
         if self.config.pool == "cls":
             return tokens[:, 0]
         keep = (ids != 0).unsqueeze(-1).to(tokens.dtype)
@@ -420,7 +430,8 @@ class FusionModel(nn.Module):
         Args:
             batch: ``img`` (B, C, H, W) and ``txt`` (B, L) token ids ([CLS] first); optionally
                 ``img_aug``, ``txt_aug`` (augmented views), ``mlm_ids`` (``txt`` with masked tokens),
-                ``neg_u`` (B, 2) uniforms in [0, 1) that pick the hard negatives.
+                ``neg_u`` (B, 2) uniforms in [0, 1) that pick the hard negatives, ``group`` (B,) long:
+                rows of one group >= 0 may match each other's texts (see :func:`matching_pairs`).
             keys: outputs to compute, among :data:`PRETRAIN_KEYS`.
             negatives: the hard-negative sampler; required for ``"itm"``.
 
@@ -485,7 +496,7 @@ class FusionModel(nn.Module):
             logits = F.normalize(z_img.float(), dim=1) @ F.normalize(z_txt.float(), dim=1).T
             logits = logits * self.logit_scale().float()
             # a caption identical to the positive one matches the image too: never a negative
-            same = (text_ids[:, None, :] == text_ids[None, :, :]).all(-1)
+            same = matching_pairs(text_ids, batch.get("group"))
             neg_text, valid_text = negatives(logits, batch["neg_u"][:, 0], same)
             neg_image, valid_image = negatives(logits.T, batch["neg_u"][:, 1], same.T)
         images = torch.cat([image_tokens, image_tokens, image_tokens[neg_image]])
@@ -494,10 +505,26 @@ class FusionModel(nn.Module):
         fused, _ = self.fuse(ids, texts, images)
         ones = torch.ones(size, dtype=torch.long, device=ids.device)
         return {
-            "itm_logits": self.itm_head(fused[:, 0]),
+            "itm_logits": self.itm_head(self.text_feature(fused, ids)),
             "itm_labels": torch.cat([ones, 0 * ones, 0 * ones]),
             "itm_valid": torch.cat([ones.bool(), valid_text, valid_image]),
         }
+
+
+def matching_pairs(text_ids: Tensor, group: Tensor | None = None) -> Tensor:
+    """(B, B) bool: whether text j may describe image i, so that it must not be i's negative.
+
+    Identical token sequences always may. ``group`` (B,) adds pairs whose rows share a group >= 0:
+    on the digit data sets every caption names its digit, so a caption of another image of the same
+    digit may well be true of this one (same digit, same measured strokes), and only a caption of
+    another digit is surely false. A group of -1 (unlabelled) matches only itself.
+    """
+    same = (text_ids[:, None, :] == text_ids[None, :, :]).all(-1)
+    same |= torch.eye(len(text_ids), dtype=torch.bool, device=text_ids.device)
+    if group is not None:
+        group = group.to(text_ids.device)
+        same |= (group[:, None] == group[None, :]) & (group[:, None] >= 0)
+    return same
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -539,4 +566,5 @@ __all__ = [
     "auto_patch_size",
     "count_parameters",
     "fusion_size",
+    "matching_pairs",
 ]

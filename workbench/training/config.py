@@ -125,9 +125,9 @@ class FusionConfig:
     reasoning_tasks: list = field(default_factory=lambda: list(REASONING_TASKS))
     answers: dict = field(default_factory=dict)
     mask_probability: float = 0.15
-    image_encoder: str = "vit"
+    image_encoder: str = "cnn"
     patch_size: int = 0
-    pool: str = "cls"
+    pool: str = "mean"
     text_embeddings: str = "learned"
     per_kind_train: int = 200
     per_kind_test: int = 60

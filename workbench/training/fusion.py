@@ -239,7 +239,9 @@ class FusionTask(Task):
             independent=any(key.startswith("indep_") for key in self.loss.requires),
             word_vectors=vectors,
         )
-        model.image_encoder.set_pixel_statistics(self.dataset.images[torch.as_tensor(self.dataset.train_index)])
+        model.image_encoder.set_pixel_statistics(
+            self.dataset.images[torch.as_tensor(self.dataset.train_index)]
+        )
         return model
 
     def _few_shot_pool(self) -> np.ndarray:
@@ -280,6 +282,8 @@ class FusionTask(Task):
             "mlm_ids": mlm_ids,
             "mlm_targets": mlm_targets,
             "neg_u": torch.rand(size, 2, generator=gen),
+            # every digit caption names its digit: only another digit's caption is surely a negative
+            "group": torch.as_tensor(self.dataset.labels[index.numpy()], dtype=torch.long),
         }
         requires = self.loss.requires
         if "img_aug" in requires or "indep_img_aug" in requires:
@@ -369,7 +373,14 @@ class FusionTask(Task):
             )
         metrics.update(retrieval_recall(z_img.cpu().numpy(), z_txt.cpu().numpy()))
         metrics["itm_acc"] = ev.itm_accuracy(
-            model, probe["img_tokens"], probe["ids"], probe["txt_tokens"], z_img, z_txt, self.autocast
+            model,
+            probe["img_tokens"],
+            probe["ids"],
+            probe["txt_tokens"],
+            z_img,
+            z_txt,
+            self.autocast,
+            torch.as_tensor(labels, dtype=torch.long),
         )
         for name, task in self.tasks.items():
             features = {

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.data.reasoning import ReasoningTask, TaskSplit
-from workbench.models.fusion import FusionModel
+from workbench.models.fusion import FusionModel, matching_pairs
 
 CHUNK = 1024  # pairs per fusion pass
 
@@ -41,14 +41,15 @@ def text_tokens(model: FusionModel, ids: Tensor, device: torch.device, autocast)
 
 
 @torch.no_grad()
-def fused_cls(
+def fused_features(
     model: FusionModel,
     images: Tensor,
     ids: Tensor,
     autocast,
     texts: Tensor | None = None,
 ) -> Tensor:
-    """Fused [CLS] features (n, D) of n (image tokens, text ids) pairs.
+    """Fused features (n, D) of n (image tokens, text ids) pairs (``model.text_feature`` of the fused
+    tokens: the [CLS] or the mean, as the model pools).
 
     Args:
         images: (n, S, D) image tokens (one image, or two side by side via ``model.pair_tokens``).
@@ -61,7 +62,7 @@ def fused_cls(
         with autocast:
             encoded = model.text_encoder(part) if texts is None else texts[start : start + CHUNK]
             fused, _ = model.fuse(part, encoded, images[start : start + CHUNK])
-        out.append(fused[:, 0].float())
+        out.append(model.text_feature(fused, part).float())
     return torch.cat(out) if out else images.new_zeros(0, images.shape[-1])
 
 
@@ -70,7 +71,7 @@ def match_scores(
     model: FusionModel, images: Tensor, ids: Tensor, autocast, texts: Tensor | None = None
 ) -> Tensor:
     """ITM match logit minus no-match logit of each pair (n,): > 0 means "matches"."""
-    logits = model.itm_head(fused_cls(model, images, ids, autocast, texts))
+    logits = model.itm_head(fused_features(model, images, ids, autocast, texts))
     return logits[:, 1] - logits[:, 0]
 
 
@@ -89,15 +90,17 @@ def itm_accuracy(
     z_img: Tensor,
     z_txt: Tensor,
     autocast,
+    group: Tensor | None = None,
 ) -> float:
     """Balanced accuracy of the matching head on the positives and the hardest in-split negatives.
 
-    Every image is paired with its caption (label 1), with the most similar other caption and every
-    caption with the most similar other image (label 0); identical captions count as matches, never as
-    negatives. The score is ``(accuracy on positives + accuracy on negatives) / 2`` (chance 0.5).
+    Every image is paired with its caption (label 1), with the most similar caption that surely does
+    not describe it, and every caption with the most similar such image (label 0); "surely" as in
+    training (``matching_pairs``: identical captions and, with ``group``, captions of the same digit are
+    never negatives). The score is ``(accuracy on positives + accuracy on negatives) / 2`` (chance 0.5).
     """
     sims = z_img @ z_txt.T
-    same = (ids[:, None, :] == ids[None, :, :]).all(-1).to(sims.device)
+    same = matching_pairs(ids, group).to(sims.device)
     usable = ~same.all(1)
     neg_txt = hardest_negatives(sims, same)
     neg_img = hardest_negatives(sims.T, same)
@@ -191,7 +194,7 @@ def split_features(
         if split.images.shape[1] == 1
         else model.pair_tokens(tokens[pos[:, 0]], tokens[pos[:, 1]])
     )
-    return fused_cls(model, images, ids, autocast)
+    return fused_features(model, images, ids, autocast)
 
 
 def probe_task(
@@ -288,7 +291,7 @@ def _task_cls(
             first = model.pair_tokens(first, second)
         part = ids[torch.as_tensor(pick)].to(device)
         fused, _ = model.fuse(part, model.text_encoder(part), first)
-    return fused[:, 0].float()
+    return model.text_feature(fused, part).float()
 
 
 # --- looking inside ---------------------------------------------------------------------------------------
@@ -305,7 +308,7 @@ __all__ = [
     "class_match_scores",
     "cross_attention",
     "finetune_task",
-    "fused_cls",
+    "fused_features",
     "hardest_negatives",
     "image_tokens",
     "itm_accuracy",
