@@ -42,16 +42,20 @@ def test_models_package_keeps_every_name_of_the_old_module():
 
 def test_unimodal_shapes_and_grid():
     model = _model()
-    assert model.grid == (4, 4)  # 8x8 digits, 2-pixel patches
+    assert model.grid == (4, 4)  # 8x8 digits: one stride-2 conv
     out = model.unimodal(_batch()["img"], _batch()["txt"])
     assert out["img"].shape == (6, 32) and out["txt"].shape == (6, 32)
     cnn = FusionModel((1, 28, 28), VOCAB, MAX_LEN, fusion_size("tiny", image_encoder="cnn"))
-    assert cnn.grid == (14, 14)
-    assert cnn.image_encoder(torch.rand(2, 1, 28, 28)).shape == (2, 1 + 14 * 14, 32)
+    assert cnn.grid == (7, 7)  # 28 -> 14 -> 7
+    assert cnn.image_encoder(torch.rand(2, 1, 28, 28)).shape == (2, 1 + 7 * 7, 32)
+    vit = FusionModel((1, 28, 28), VOCAB, MAX_LEN, fusion_size("tiny", image_encoder="vit"))
+    assert vit.grid == (7, 7)  # 4-pixel patches
+    assert vit.image_encoder(torch.rand(2, 1, 28, 28)).shape == (2, 1 + 7 * 7, 32)
 
 
-def test_padding_does_not_change_the_outputs():
-    model = _model().eval()
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_padding_does_not_change_the_outputs(pool):
+    model = _model(pool=pool).eval()
     batch = _batch()
     longer = torch.cat([batch["txt"], torch.zeros(6, 3, dtype=torch.long)], dim=1)
     with torch.no_grad():
@@ -64,6 +68,9 @@ def test_padding_does_not_change_the_outputs():
     words = batch["txt"] != 0
     torch.testing.assert_close(a[words], b[:, :7][words], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fa[:, 0], fb[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model.text_feature(fa, batch["txt"]), model.text_feature(fb, longer), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_cross_attention_maps_are_distributions_over_the_image_tokens():
@@ -83,6 +90,7 @@ def test_pretraining_pass_samples_true_negatives():
     model = _model()
     batch = _batch()
     batch["txt"][1] = batch["txt"][0]  # rows 0 and 1 share a caption: neither is the other's negative
+    batch["group"] = torch.tensor([0, 1, 2, 3, 3, -1])  # rows 3 and 4: one digit, so maybe true captions
     seen = {}
 
     def sampler(logits, uniforms, exclude):
@@ -96,8 +104,9 @@ def test_pretraining_pass_samples_true_negatives():
     assert out["mlm_logits"].shape == (6, 7, VOCAB)
     for index, exclude in seen["calls"]:
         assert exclude[0, 1] and exclude[1, 0] and exclude.diagonal().all()
+        assert exclude[3, 4] and exclude[4, 3] and not exclude[5, 0] and not exclude[2, 5]
         assert all(index[r] != r for r in range(6))
-        assert index[0] != 1 and index[1] != 0
+        assert index[0] != 1 and index[1] != 0 and index[3] != 4 and index[4] != 3
 
 
 def test_every_trained_parameter_gets_a_gradient():
@@ -147,4 +156,4 @@ def test_bad_size_name_and_patch():
     with pytest.raises(ValueError, match="unknown fusion model field"):
         fusion_size("tiny", depth=3)
     with pytest.raises(ValueError, match="patch_size"):
-        FusionModel((1, 8, 8), VOCAB, MAX_LEN, fusion_size("tiny", patch_size=3))
+        FusionModel((1, 8, 8), VOCAB, MAX_LEN, fusion_size("tiny", image_encoder="vit", patch_size=3))

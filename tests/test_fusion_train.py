@@ -61,6 +61,7 @@ def test_fusion_run_records_every_task_and_the_attention(tmp_path):
     assert TrainConfig.from_dict(run.config) == config
 
 
+@pytest.mark.slow
 def test_fusion_run_resumes_exactly(tmp_path):
     config = _config(steps=4)
     whole = train(config, run_id="whole", root=tmp_path, progress=False)
