@@ -528,13 +528,11 @@ def matching_pairs(text_ids: Tensor, group: Tensor | None = None) -> Tensor:
 
 
 def _init_weights(module: nn.Module) -> None:
-    """ViT/BERT initialisation: small normal weights, zero biases. PyTorch's default uniform biases
-    add the same vector to every token, so at initialisation every image's [CLS] (and every
-    caption's) is nearly the same point and the contrastive loss starts from a collapse."""
-    if isinstance(module, nn.Linear):
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d) and module.bias is not None:
+    """Zero biases (weights keep PyTorch's default scale). PyTorch's uniform default biases add one
+    shared vector to every token, which buries the input-dependent part of a small model's features:
+    at initialisation every image then embeds to nearly the same point, a saddle of the contrastive
+    loss that training leaves only slowly."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)) and module.bias is not None:
         nn.init.zeros_(module.bias)
 
 
