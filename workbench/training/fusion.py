@@ -304,6 +304,13 @@ class FusionTask(Task):
         self.parts.append(parts)
         return total
 
+    def extra_state(self) -> dict:
+        """The per-objective losses since the last evaluation, so a resumed run logs the same means."""
+        return {"parts": [dict(p) for p in self.parts]}
+
+    def load_extra_state(self, state: dict | None) -> None:
+        self.parts = [dict(p) for p in (state or {}).get("parts", [])]
+
     # --- evaluation -----------------------------------------------------------------------------------
     @torch.no_grad()
     def probe(self) -> dict:
