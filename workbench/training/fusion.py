@@ -1,6 +1,6 @@
 """The fusion task: pre-train an ALBEF-style model on image-text data and evaluate it on reasoning tasks.
 
-One step (``batch`` -> ``forward`` -> ``loss``): draw the step's rows and caption variants, corrupt the
+One step (``batch`` -> ``forward`` -> ``batch_loss``): draw the step's rows and caption variants, corrupt the
 captions for masked-token prediction and pre-draw the uniforms that pick the hard negatives (all
 seeded by (seed, step), so a resumed run replays them); run the model once for every output the
 objectives need; weigh image-text contrastive (any registry loss, plus the modality-structure
@@ -9,9 +9,13 @@ regularizers exactly as for the two-tower model), image-text matching and masked
 Evaluation (every ``eval_every`` steps) on the held-out split: contrastive zero-shot accuracy and
 retrieval, matching accuracy (``itm_acc``), and the generated reasoning tasks (``vqa_acc``, ``ve_acc``,
 ``nlvr_acc``) answered by a logistic-regression classifier over the answer vocabulary on the frozen
-fused [CLS]. At snapshots, also: retrieval re-ranked by the matching head, zero-shot and k-shot
+fused text features ([CLS] or the mean of the fused tokens, as the model pools). At snapshots, also: retrieval re-ranked by the matching head, zero-shot and k-shot
 classification through the matching head, linear and k-shot probes on the image embeddings, geometry,
 the reasoning tasks fine-tuned (``finetune_steps`` > 0), and cross-attention maps of a few questions.
+
+One process only: matching fuses each image with captions of other rows, which a DDP shard does not
+hold (exactness would need every process's image and text tokens gathered), and GradCache cannot
+split a batch whose loss pairs its rows.
 """
 
 from __future__ import annotations
