@@ -119,7 +119,7 @@ def test_mlm_loss_with_nothing_masked_is_zero_and_differentiable():
     logits = torch.randn(2, 3, 4, requires_grad=True)
     value = mlm_loss(logits, torch.full((2, 3), IGNORE))
     value.backward()
-    assert float(value) == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+    assert value.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
 
 
 def test_mask_tokens_follows_bert_and_never_touches_cls_or_padding():
