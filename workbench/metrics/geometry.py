@@ -535,7 +535,7 @@ def geometry_report(x: np.ndarray, y: np.ndarray, seed: int = 0, max_pairs: int 
     ``modality_separability``) are computed on a random subsample of at most ``max_pairs`` pairs
     (the same rows of x and y, drawn without replacement with ``numpy.random.default_rng(seed)``);
     all other measures, including ``cone`` and ``relative_modality_gap`` (exact in O(n d)), use every
-    row. For n = 5000, d = 512 this takes a few seconds on a 2-core CPU.
+    row, so the cost is linear in n apart from that subsample.
 
     Args:
         x: Image embeddings, shape (n, d); rows are L2-normalised internally.
