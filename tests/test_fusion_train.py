@@ -63,7 +63,6 @@ def test_fusion_run_records_every_task_and_the_attention(tmp_path):
     assert TrainConfig.from_dict(run.config) == config
 
 
-@pytest.mark.slow
 def test_fusion_run_resumes_exactly(tmp_path):
     # checkpoints between evaluations: the per-objective losses since the last one are resumed too
     config = dataclasses.replace(_config(steps=4), eval_every=4, checkpoint_every=1)
