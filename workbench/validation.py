@@ -117,7 +117,8 @@ def check_choice(name: str, value: T, allowed: Iterable[T]) -> T:
 
 def check_bool(name: str, value: object) -> bool:
     """``True`` or ``False`` (NumPy bools included), not 0/1 or a string."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not isinstance(value, bool) and not numpy_bool:
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -363,6 +364,33 @@ class ContrastiveLoss(nn.Module):
         if self.validate and not (torch.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale.item()}")
         return scale if self.max_scale is None else scale.clamp(max=self.max_scale)
+
+
+def check_finite_loss(value: Tensor | float, step: int | None = None) -> float:
+    """Read a loss value on the host once and check that it is finite.
+
+    A training loop that builds its loss with ``validate=False`` never reads a tensor in a step; it
+    accumulates the detached losses on the device (``total = total + loss.detach()``) and calls this
+    once per logging interval: one synchronisation, and a NaN or inf anywhere in the interval
+    makes the sum non-finite.
+
+    Args:
+        value: a loss, or a sum of losses (a 0-dim tensor or a number).
+        step: the step it was reached at, for the message.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        FloatingPointError: the value is NaN or infinite.
+    """
+    number = float(value.detach()) if isinstance(value, Tensor) else float(value)
+    if not math.isfinite(number):
+        where = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"loss became {number}{where}; lower the learning rate or raise the temperature"
+        )
+    return number
 
 
 def logsumexp_terms(
