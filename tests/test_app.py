@@ -43,7 +43,6 @@ def _tiny_config(**overrides) -> dict:
         "dataset_params": {"text_encoder": "tokens", "variants": 3},
         "loss": "clip",
         "learn_scale": True,
-        "model_size": "tiny",
         "image_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
         "text_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
         "batch_size": 32,
