@@ -138,3 +138,24 @@ def test_half_inputs_accumulate_in_float32():
     torch.testing.assert_close(rows, want, rtol=1e-6, atol=1e-6)
     (rows.sum() + cols.sum()).backward()
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bounded_spread_path_matches(tiles, exclude, dtype):
+    """Unit features and a known scale: the column sums come from the row exponentials."""
+    q = torch.nn.functional.normalize(leaf(9, 4, seed=11).detach(), dim=1).to(dtype).requires_grad_(True)
+    k = torch.nn.functional.normalize(leaf(9, 4, seed=12).detach(), dim=1).to(dtype).requires_grad_(True)
+    scale = torch.tensor(14.0, dtype=dtype, requires_grad=True)
+    w_rows, w_cols = torch.randn(9, dtype=dtype), torch.randn(9, dtype=dtype)
+    results = []
+    for spread in (None, 28.0):
+        rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=spread)
+        value = (rows * w_rows).sum() + (cols * w_cols).sum()
+        results.append([rows, cols, *torch.autograd.grad(value, [q, k, scale])])
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, **tol)
+    # beyond SAFE_SPREAD the exact two-exponential path runs (same numbers as spread=None, bit for bit)
+    rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=1e4)
+    assert torch.equal(rows, results[0][0]) and torch.equal(cols, results[0][1])

@@ -164,6 +164,7 @@ class ContrastiveLoss(nn.Module):
     # say) ever waits on a collective.
     sharding: Sharding | None = None
     _local: slice | None = None
+    _logit_spread: float | None = None  # set by each call (see forward)
 
     def __init__(
         self,
@@ -198,6 +199,10 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(f"bias is only used by the siglip loss; {type(self).__name__} takes none")
         if self.normalize:
             a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+        # A bound on the spread of the logits known without reading a tensor: unit features give
+        # logits in [-scale, scale], and the scale is the constructor's or at most max_scale.
+        bound = 1.0 / self.temperature if scale is None else self.max_scale
+        self._logit_spread = 2.0 * bound * (1 + 1e-4) if self.normalize and bound is not None else None
         scale = self._resolve_scale(scale, a)
         if sharding is None:
             return self._loss(a, b, index, scale, bias)
@@ -287,7 +292,13 @@ class ContrastiveLoss(nn.Module):
             # one matrix: its rows are the a -> b anchors, its columns the b -> a ones; the positive
             # logits <a_i, b_i> are the same for both
             rows, cols = cross_logsumexp(
-                a, b, scale, exclude_positive=exclude, columns=not one_way, chunk_size=chunk_size
+                a,
+                b,
+                scale,
+                exclude_positive=exclude,
+                columns=not one_way,
+                chunk_size=chunk_size,
+                spread=self._logit_spread,
             )
             acc = accumulation_dtype(a.dtype)
             positive = scale * (a.to(acc) * b.to(acc)).sum(dim=1)

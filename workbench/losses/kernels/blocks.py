@@ -9,24 +9,33 @@ layout is one matrix product:
   same ``L``. Backward: ``G = softmax_rows(L) * g_r + softmax_cols(L) * g_c``, ``dQ = scale G K``,
   ``dK = scale G^T Q``, ``dscale = sum(Q * G K)``: three (M x N x d) products in all, the bound.
 * ``views_logsumexp``: ``L = scale * Z Z^T`` of the 2B embeddings of both views, symmetric, so its
-  row log-sum-exp is the whole reduction; ``dZ = scale (G + G^T) Z``.
+  row log-sum-exp is the whole reduction; ``dZ = scale (G Z + G^T Z)``.
 * ``sigmoid_sum``: SigLIP's ``sum softplus(-z * (scale * Q K^T + bias))``; the positives' sign is
   flipped on the matrix's diagonal in place, so no label matrix is built.
 
 Two memory modes, both exact:
 
-* ``chunk_size=None``: ``L`` is materialised once (M x N entries, the only quadratic buffer) and kept
-  for the backward pass, which overwrites it with ``G`` (a second backward, ``retain_graph=True``,
-  recomputes it);
+* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials
+  (``exp(L - row peak)`` and, for both directions of a square matrix, ``exp(L - column peak)``:
+  one or two (M, N) buffers, against four or more in the peer libraries) with their sums; the
+  backward pass rescales them into ``G`` in place, with no exponential and no product recomputed (a
+  second backward, ``retain_graph=True``, recomputes them, bit for bit);
 * ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are merged
   across chunks with ``logaddexp``; the backward pass recomputes each chunk (one more product, memory
   linear in B).
 
-The elementwise work runs over row or column tiles of about ``TILE_ELEMENTS`` entries, so every
-temporary is small (it stays in cache and glibc reuses it instead of faulting in fresh pages) and no
-(M, N) mask is ever built: excluded entries (the diagonal, the positive of a two-view row) are set to
-``-inf`` through diagonal views. Nothing reads a tensor value on the host (no synchronisation).
-Logits are accumulated in float32 for half inputs (float64 stays float64).
+The elementwise work runs over row tiles of about ``TILE_ELEMENTS`` entries, so temporaries stay
+bounded (a tile, never a second (M, N) matrix beyond the one kept), and no (M, N) mask is ever
+built: excluded entries (the diagonal, the positive of a two-view row) are set to ``-inf`` through
+diagonal views. Nothing reads a tensor value on the host (no synchronisation). Logits are accumulated
+in float32 for half inputs (float64 stays float64).
+
+Arithmetic (FLOPs of the matrix products, forward+backward, for an (M x N) matrix of d-dimensional
+rows): whole matrix ``6 M N d`` (three products; this is the bound the benchmark times), chunked
+``8 M N d`` (the forward product is recomputed). Two views: the same with M = N = 2B (``24 B^2 d``
+whole, ``32 B^2 d`` chunked). SigLIP: as "cross". The
+elementwise work is two exponentials per entry forward (rows and columns) and none backward on the
+whole-matrix path; the chunked path recomputes them.
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ from workbench.losses.kernels.chunked import accumulation_dtype
 # costs about ten tensor operations, each a parallel region: on a loaded machine a region waits for
 # every thread to be scheduled, so fewer, larger tiles win there; smaller ones gain little when idle.
 TILE_ELEMENTS = 1 << 22
+# Largest logit spread for which exp(-spread) and products of two such factors stay normal numbers
+# (float32: exp(-87) is the smallest normal; float64: exp(-708)), with margin.
+SAFE_SPREAD = {torch.float32: 64.0, torch.float64: 600.0}
 
 
 def _row_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
@@ -144,8 +156,8 @@ class _CrossLSE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size):
-        options = (offset, exclude, columns, chunk_size)
+    def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size, spread):
+        options = (offset, exclude, columns, chunk_size, spread)
         chunks = _chunks(q.shape[0], chunk_size)
         ctx.kept = None
         if len(chunks) == 1:
@@ -160,22 +172,32 @@ class _CrossLSE(torch.autograd.Function):
     def _whole(q, k, scale, options):
         """The whole matrix at once: (kept terms, lse rows, lse cols).
 
-        The row softmax is ``row_terms / row_sum``, the column softmax ``col_terms / col_sum``.
+        The row softmax is ``row_terms / row_sum``, the column softmax ``col_terms / col_sum``; on
+        the bounded path (see ``cross_logsumexp``'s ``spread``) the column softmax is
+        ``row_terms * weight[:, None] / col_sum``, so one exponential per entry serves both.
         """
-        offset, exclude, columns, _ = options
+        offset, exclude, columns, _, spread = options
         out = torch.empty(q.shape[0], k.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
         x = _logits(out, q, k, scale)
         if exclude:
             _exclude_diagonal(x, 0, offset)
+        if columns and spread is not None and spread <= SAFE_SPREAD[x.dtype]:
+            row_peak, row_sum, _, _ = _exponentiate_(x, False, None)  # x <- exp(L - row peak)
+            # exp(L - top) = exp(L - row peak) * exp(row peak - top): every factor >= exp(-spread),
+            # a normal number, so the column sums lose nothing to underflow
+            top = row_peak.max()
+            weight = torch.exp(row_peak - top)
+            col_sum = torch.mv(x.T, weight)
+            return ("bounded", x, row_sum, weight, col_sum), _lse(row_peak, row_sum), _lse(top, col_sum)
         row_terms = torch.empty_like(x) if columns else None
         row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, row_terms)
         lse_cols = _lse(col_peak, col_sum) if columns else row_sum.new_empty(0)
-        kept = (x if row_terms is None else row_terms, row_sum, x, col_sum)
+        kept = ("two", x if row_terms is None else row_terms, row_sum, x, col_sum)
         return kept, _lse(row_peak, row_sum), lse_cols
 
     @staticmethod
     def _chunked(q, k, scale, options, chunks):
-        offset, exclude, columns, _ = options
+        offset, exclude, columns = options[:3]
         acc = accumulation_dtype(q.dtype)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         lse_rows = torch.empty(q.shape[0], dtype=acc, device=q.device)
@@ -194,7 +216,7 @@ class _CrossLSE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows, grad_cols):
         q, k, scale, lse_rows, lse_cols = ctx.saved_tensors
-        columns, chunk_size = ctx.options[2:]
+        columns, chunk_size = ctx.options[2:4]
         acc = lse_rows.dtype
         need_q, need_k, need_scale = ctx.needs_input_grad[:3]
         grad_q = torch.empty(q.shape, dtype=acc, device=q.device) if need_q or need_scale else None
@@ -203,8 +225,16 @@ class _CrossLSE(torch.autograd.Function):
         kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
         if kept is None and (chunk_size is None or chunk_size >= q.shape[0]):
             kept = _CrossLSE._whole(q, k, scale, ctx.options)[0]  # the same numbers as the first time
-        if kept is not None:
-            row_terms, row_sum, col_terms, col_sum = kept
+        if kept is not None and kept[0] == "bounded":
+            # G = E * (g_r / row_sum)[:, None] + E * weight[:, None] * (g_c / col_sum)[None, :]
+            _, grad, row_sum, weight, col_sum = kept
+            per_row, per_col = grad_rows / row_sum, grad_cols / col_sum
+            for start, stop in _row_tiles(*grad.shape):
+                factor = torch.outer(weight[start:stop], per_col).add_(per_row[start:stop, None])
+                grad[start:stop].mul_(factor)
+            blocks = [(0, q.shape[0], grad)]
+        elif kept is not None:
+            _, row_terms, row_sum, col_terms, col_sum = kept
             grad = row_terms.mul_((grad_rows / row_sum)[:, None])
             if columns:
                 grad.addcmul_(col_terms, (grad_cols / col_sum)[None, :])
@@ -220,12 +250,12 @@ class _CrossLSE(torch.autograd.Function):
         grad_scale = (q.to(acc) * grad_q).sum().to(scale.dtype) if need_scale else None
         grad_q = grad_q.mul_(scale).to(q.dtype) if need_q else None
         grad_k = grad_k.mul_(scale).to(k.dtype) if need_k else None
-        return grad_q, grad_k, grad_scale, None, None, None, None
+        return grad_q, grad_k, grad_scale, None, None, None, None, None
 
     @staticmethod
     def _recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, options):
         """Yield ``(start, stop, G of those rows)`` chunk by chunk, recomputing the logits."""
-        offset, exclude, columns, chunk_size = options
+        offset, exclude, columns, chunk_size = options[:4]
         if columns:
             lse_cols, grad_cols = lse_cols[None, :], grad_cols[None, :]
         else:
@@ -249,6 +279,7 @@ def cross_logsumexp(
     exclude_positive: bool = False,
     columns: bool = True,
     chunk_size: int | None = None,
+    spread: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Row and column log-sum-exp of ``L = scale * q @ k.T``, from one matrix product.
 
@@ -262,13 +293,17 @@ def cross_logsumexp(
         columns: also return the column log-sum-exp (``k`` as anchors against ``q``): needs a square
             matrix with the positives on the diagonal.
         chunk_size: rows of ``L`` per chunk (memory linear in M); None holds the whole matrix.
+        spread: a bound the caller knows on ``max(L) - min(L)`` over the finite entries (for
+            L2-normalised features, twice the scale), or None. When it is at most
+            ``SAFE_SPREAD[dtype]`` the whole-matrix path derives the column sums from the row
+            exponentials (one exponential per entry and one (M, N) buffer instead of two).
 
     Returns:
         ``(lse_rows (M,), lse_cols (N,) or None)`` in the accumulation dtype.
     """
     if columns and (q.shape[0] != k.shape[0] or offset != 0):
         raise ValueError("columns=True needs a square matrix with the positives on the diagonal")
-    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size)
+    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, spread)
     return rows, (cols if columns else None)
 
 
@@ -276,8 +311,8 @@ class _ViewsLSE(torch.autograd.Function):
     """Row lse of the symmetric ``scale * z @ z.T`` without self-pairs (and positives).
 
     Whole matrix: the forward pass keeps ``exp(L - row peak)`` and the row sums; the backward pass
-    rescales it into G, symmetrises it in place and makes one product ``(G + G^T) Z``. Chunked: each
-    chunk is recomputed and contributes ``G_c Z`` to its rows and ``G_c^T Z_c`` to all.
+    rescales it into G in place and makes the products ``G Z`` and ``G^T Z``. Chunked: each chunk is
+    recomputed and contributes ``G_c Z`` to its rows and ``G_c^T Z_c`` to all.
     """
 
     @staticmethod
@@ -327,8 +362,11 @@ class _ViewsLSE(torch.autograd.Function):
             kept = _ViewsLSE._whole(z, scale, exclude_positive)  # the same numbers as the first time
         if kept is not None:
             terms, row_sum = kept[:2]
-            grad = _symmetrize_(terms.mul_((grad_lse / row_sum)[:, None]))
+            grad = terms.mul_((grad_lse / row_sum)[:, None])
+            # (G + G^T) Z as two products: BLAS reads G^T in place, where forming G + G^T would
+            # cost two transposed passes over the matrix, more than the product it saves
             hidden = grad @ zc
+            hidden.addmm_(grad.T, zc)
         else:
             # H = (G + G^T) Z: each chunk's rows give G_c Z, its columns G_c^T Z_c
             hidden = torch.zeros(z.shape, dtype=acc, device=z.device)
@@ -344,21 +382,6 @@ class _ViewsLSE(torch.autograd.Function):
         grad_scale = ((zc * hidden).sum() / 2).to(scale.dtype) if need_scale else None
         grad_z = hidden.mul_(scale).to(z.dtype) if need_z else None
         return grad_z, grad_scale, None, None
-
-
-def _symmetrize_(g: Tensor, block: int = 512) -> Tensor:
-    """``g <- g + g^T`` in place (square g), block pair by block pair so no (n, n) temporary exists."""
-    size = g.shape[0]
-    for i in range(0, size, block):
-        rows = slice(i, min(size, i + block))
-        for j in range(i, size, block):
-            cols = slice(j, min(size, j + block))
-            upper, lower = g[rows, cols], g[cols, rows]
-            total = upper + lower.T
-            upper.copy_(total)
-            if j != i:
-                lower.copy_(total.T)
-    return g
 
 
 def views_logsumexp(
