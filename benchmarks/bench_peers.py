@@ -180,7 +180,12 @@ def measure(spec: dict) -> dict:
             step(fn)
             memory[label], method = round(peak.stop(), 1), peak.method
     round_seconds = sum(warmup.values())
-    rounds = max(1, min(spec["repeats"], int(spec["max_seconds"] // max(round_seconds, 1e-9))))
+    # --repeats rounds, fewer where they would not fit in --max-seconds, and up to ten times more
+    # where a quarter of it holds them (small B: single passes are short and noisy)
+    fit = int(spec["max_seconds"] // max(round_seconds, 1e-9))
+    rounds = max(1, min(spec["repeats"], fit))
+    if spec.get("adaptive", True):
+        rounds = max(rounds, min(10 * spec["repeats"], fit // 4))
     labels = list(fns)
     times: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(rounds):
@@ -358,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                     "repeats": args.repeats,
                     "max_seconds": args.max_seconds,
                     "memory": not args.no_memory,
+                    "adaptive": not args.tiny,  # the smoke run does exactly --repeats rounds
                 }
                 result = run_worker(spec, timeout=max(600.0, 10 * args.max_seconds))
                 if result["status"] == "ok":

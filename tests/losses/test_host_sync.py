@@ -107,3 +107,19 @@ def test_check_finite_loss_reads_once_and_raises():
     for bad in (float("nan"), torch.tensor(float("inf"))):
         with pytest.raises(FloatingPointError, match="at step 7"):
             check_finite_loss(bad, step=7)
+
+
+@pytest.mark.parametrize("name", loss_names())
+def test_validate_false_skips_only_the_value_checks(name):
+    params = _params(name, 4)
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    a[0, 0] = float("nan")
+    index = torch.arange(4) if name in ("sogclr", "bayes") else None
+    with pytest.raises(ValueError, match="finite"):
+        build_loss(name, **params)(a, b, index=index)
+    value = build_loss(name, validate=False, **params)(a, b, index=index)  # no value is read
+    assert value.ndim == 0
+    with pytest.raises(ValueError, match="same shape"):  # shape checks stay (they read no value)
+        build_loss(name, validate=False, **params)(a, b[:3], index=index)
+    with pytest.raises(ValueError, match="validate must be True or False"):
+        build_loss(name, validate="no", **params)
