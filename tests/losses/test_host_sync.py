@@ -123,3 +123,12 @@ def test_validate_false_skips_only_the_value_checks(name):
         build_loss(name, validate=False, **params)(a, b[:3], index=index)
     with pytest.raises(ValueError, match="validate must be True or False"):
         build_loss(name, validate="no", **params)
+
+
+def test_huge_finite_features_pass_the_value_check():
+    # their squared norms overflow, which sends the check to the full scan: they are finite
+    a, b = torch.randn(4, 3) * 1e30, torch.randn(4, 3)
+    assert build_loss("clip")(a, b).ndim == 0
+    a[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        build_loss("clip")(a, b)

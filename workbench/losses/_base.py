@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.losses.kernels.blocks import cross_logsumexp, views_logsumexp
@@ -193,12 +192,20 @@ class ContrastiveLoss(nn.Module):
         bias: Tensor | float | None = None,
     ) -> Tensor:
         sharding = self.sharding if self.sharding is not None and self.sharding.world_size > 1 else None
-        self._check_features(a, b, min_rows=2 if sharding is None else 1, values=self.validate)
+        self._check_features(a, b, min_rows=2 if sharding is None else 1, values=False)
         index = self._check_index(index, a.shape[0])
         if bias is not None and not self.uses_bias:
             raise ValueError(f"bias is only used by the siglip loss; {type(self).__name__} takes none")
         if self.normalize:
-            a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+            # F.normalize, with the row norms at hand: a NaN or inf feature makes its row's norm
+            # non-finite, so the value check reads one number instead of scanning both matrices
+            norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True)
+            norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True)
+            if self.validate and not torch.isfinite(norm_a.sum() + norm_b.sum()):
+                self._check_features(a, b, values=True)  # or only huge finite features: scan them
+            a, b = a / norm_a.clamp_min(1e-12), b / norm_b.clamp_min(1e-12)
+        elif self.validate:
+            self._check_features(a, b, values=True)
         # A bound on the spread of the logits known without reading a tensor: unit features give
         # logits in [-scale, scale], and the scale is the constructor's or at most max_scale.
         bound = 1.0 / self.temperature if scale is None else self.max_scale

@@ -50,10 +50,11 @@ class SigLipLoss(ContrastiveLoss):
         self.bias = check_number("bias", bias)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
+        passed = bias is not None  # the constructor's bias was checked when it was built
         bias = torch.as_tensor(self.bias if bias is None else bias, device=a.device).to(scale.dtype)
         if bias.numel() != 1:
             raise ValueError(f"bias must be a scalar, got shape {tuple(bias.shape)}")
-        if self.validate and not torch.isfinite(bias):
+        if self.validate and passed and not torch.isfinite(bias):
             raise ValueError(f"bias must be a finite scalar, got {bias}")
         # this call's anchors (a process's share under a sharding) against every column; dividing by
         # their count makes the mean over processes the full-batch loss
