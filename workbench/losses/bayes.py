@@ -135,6 +135,7 @@ class BayesLoss(RunningPartitionLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check ``index`` values and features on every call; False in training.
     """
 
     def __init__(
@@ -151,10 +152,11 @@ class BayesLoss(RunningPartitionLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
         super().__init__(
             num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size,
-            implementation,
+            implementation, validate,
         )  # fmt: skip
         if isinstance(shape, bool) or not isinstance(shape, (int, float)) or math.isnan(shape) or shape <= 0:
             raise ValueError(f"shape (the Gamma shape k) must be > 0 or math.inf, got {shape!r}")
