@@ -61,18 +61,29 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 # batch size and seed, behind a tag hashed from the settings all runs share (steps, learning rates,
 # $N$, $\tau$; `workbench.store.runs.config_run_id`). Re-executing the notebook, or executing it with a
 # longer list of noise levels, batch sizes, losses or seeds, reuses every run that is complete and
-# resumes any that was interrupted. The summary run's id also hashes the lists, so two grids never
+# resumes any that was interrupted. The summary run's id hashes the whole grid, so two grids never
 # overwrite each other's summary.
 
 # %%
-from workbench.labs.convergence import loss_specs, progress_curves, run_convergence, validate_convergence
+import dataclasses
+
+from workbench.labs.convergence import ConvergenceGrid, progress_curves
+from workbench.labs.grid import run_grid
 from workbench.store.runs import config_run_id, load_run
 
-specs = loss_specs(losses)  # unknown labels fail here, listing the allowed ones
-settings = dict(
+shared = {
+    "num_samples": num_samples,
+    "steps": steps,
+    "lr": lr,
+    "temperature": temperature,
+    "reference_steps": reference_steps,
+    "reference_lr": reference_lr,
+}
+# The grid checks every value when it is made; unknown loss labels fail here, listing the allowed ones.
+grid = ConvergenceGrid(
     noise_levels=noise_levels,
     batch_sizes=batch_sizes,
-    losses=specs,
+    losses=losses,
     seeds=seeds,
     steps=steps,
     num_samples=num_samples,
@@ -83,23 +94,11 @@ settings = dict(
     reference_lr=reference_lr,
     reach=reach,
     workers=workers,
+    tag=config_run_id("conv-nb", shared),
 )
-validate_convergence(**settings)
-
-shared = {
-    "num_samples": num_samples,
-    "steps": steps,
-    "lr": lr,
-    "temperature": temperature,
-    "reference_steps": reference_steps,
-    "reference_lr": reference_lr,
-}
-tag = config_run_id("conv-nb", shared)
-summary_id = config_run_id(
-    f"{tag}-summary",
-    {**shared, "noise_levels": noise_levels, "batch_sizes": batch_sizes, "losses": losses,
-     "seeds": seeds, "reference_seeds": reference_seeds, "reach": reach},
-)  # fmt: skip
+tag = grid.tag
+summary_id = config_run_id(f"{tag}-summary", grid.record())
+grid = dataclasses.replace(grid, summary_id=summary_id)
 training = len(noise_levels) * len(batch_sizes) * len(losses) * seeds
 print(f"{training} training runs + {len(noise_levels) * reference_seeds} full-batch reference runs")
 print(f"run ids {tag}-n<noise>-<loss>-b<B>-s<seed>; summary run {summary_id}")
@@ -163,7 +162,7 @@ print(f"run ids {tag}-n<noise>-<loss>-b<B>-s<seed>; summary run {summary_id}")
 # different optima $\mathcal L^*$, so compare progress, not raw losses, across noise levels.
 
 # %%
-summary = run_convergence(**settings, tag=tag, summary_id=summary_id)
+summary = run_grid(grid)
 summary_run = load_run(summary_id)
 runs_table = summary_run.table("runs")
 summary

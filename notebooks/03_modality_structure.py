@@ -31,7 +31,7 @@
 # packaged MiniLM sentence encoder) with the base contrastive loss alone, with each regularizer
 # alone and with all of them, then compares them downstream (zero-shot, few-shot, linear probe,
 # retrieval) and follows the geometry of the space over training. The training and evaluation live
-# in `workbench.labs.modality.structure_experiment`, the loss terms in `workbench.losses.structures`.
+# in `workbench.labs.modality.StructureGrid`, the loss terms in `workbench.losses.structures`.
 
 # %% tags=["parameters"]
 loss: str = "clip"  # base contrastive loss (a name from workbench.losses, e.g. clip, sogclr, bayes, siglip)
@@ -50,32 +50,38 @@ workers: int = 2  # training processes in parallel
 # %% [markdown]
 # ## Checking the parameters and planning the runs
 #
-# The library validates everything before training: an unknown loss or regularizer, weights that
-# do not match the regularizers, more snapshots than steps all stop here with a message that names
-# the parameter and the allowed values. The plan lists one run per (variant, seed): `base` is the
-# base loss alone, then each regularizer alone, then `all`. Run ids are derived from the
-# parameters, so executing the notebook again reuses the finished runs.
+# The grid (`StructureGrid`) validates everything when it is made, before training: an unknown loss
+# or regularizer, weights that do not match the regularizers, more snapshots than steps all stop
+# here with a message that names the parameter and the allowed values. The plan lists one run per
+# (variant, seed): first the base loss alone (named after the loss, e.g. `clip`), then each
+# regularizer alone, then `all`. Run ids are derived from the parameters, so executing the notebook
+# again reuses the finished runs.
 
 # %%
-from workbench.labs.modality import structure_experiment, structure_variants
+import dataclasses
+
+from workbench.labs.grid import run_grid
+from workbench.labs.modality import StructureGrid, structure_variants
 from workbench.store.runs import config_run_id, load_run
 
-variants = structure_variants(regularizers, weights or None)
-settings = dict(
+grid = StructureGrid(  # checks every value when it is made
+    loss=loss,
     regularizers=regularizers,
     weights=weights or None,
-    loss=loss,
-    dataset=dataset,
+    mode=mode,
+    datasets=[dataset],
     steps=steps,
     batch_size=batch_size,
+    snapshots=snapshots,
     seed=seed,
     seeds=seeds,
-    snapshots=snapshots,
-    mode=mode,
     text_encoder=text_encoder,
+    workers=workers,
 )
-tag = config_run_id("structure-nb", settings)
-plan = structure_experiment(plan_only=True, workers=workers, tag=tag, **settings)
+tag = config_run_id("structure-nb", grid.record())
+grid = dataclasses.replace(grid, tag=tag)
+variants = structure_variants(regularizers, weights or None, loss)
+plan = run_grid(grid, plan_only=True)
 print("variants:", {name: chosen or "no regularizer" for name, chosen in variants.items()})
 plan
 
@@ -144,7 +150,7 @@ plan
 # caption: two modalities can have the same internal geometry while sitting apart.
 
 # %%
-summary = structure_experiment(workers=workers, tag=tag, **settings)
+summary = run_grid(grid)
 summary
 
 # %% [markdown]
@@ -163,12 +169,12 @@ summary
 #   distance relative to the spread inside each modality; Schrodi et al. 2025), then the
 #   **effective rank** of the embeddings (how many directions they use; Roy & Vetterli 2007).
 #
-# What to look for: a regularizer helps if its bar beats `base` (grey) by more than the error bars
-# (one standard deviation over seeds). RESULTS.md §3.3 (3 seeds, 500 steps) found that on digits
-# geometric consistency improves zero-shot accuracy (0.990 vs 0.980) while more than doubling the
-# gap, separation and the bridge cost about a point, and the bridge and all three together shrink
-# the gap sharply (centroid gap 0.20 and 0.08 vs 0.43). The task is near its ceiling, so
-# differences are small; on MNIST the ranking changes (RESULTS.md, same section).
+# What to look for: a regularizer helps if its bar beats the base loss alone (the first bar) by more
+# than the error bars (one standard deviation over seeds). RESULTS.md §3.3 (3 seeds, 500 steps)
+# found that on digits geometric consistency improves zero-shot accuracy (0.990 vs 0.980) while
+# more than doubling the gap, separation and the bridge cost about a point, and the bridge and all
+# three together shrink the gap sharply (centroid gap 0.20 and 0.08 vs 0.43). The task is near its
+# ceiling, so differences are small; on MNIST the ranking changes (RESULTS.md, same section).
 
 # %%
 from workbench.viz.downstream import regularizer_figure
@@ -210,7 +216,7 @@ regularizer_figure(
 # %%
 from workbench.viz.embedding import metrics_figure
 
-first = {variant: load_run(f"{tag}-{variant}-s{seed}") for variant in variants}
+first = {row.variant: load_run(row.run_id) for row in plan[plan.seed == seed].itertuples()}
 metrics_figure(
     {variant: run.metrics for variant, run in first.items()},
     ["centroid_gap", "relative_modality_gap", "alignment", "uniformity", "effective_rank", "zero_shot_acc"],

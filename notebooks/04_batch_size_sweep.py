@@ -24,7 +24,7 @@
 # It trains two-tower models on captioned digits at several batch sizes with several losses and
 # measures zero-shot accuracy, a linear probe, retrieval and the modality gap on the held-out split.
 #
-# Everything runs through `workbench.labs.modality.batch_size_experiment`; this notebook picks the
+# Everything runs through `workbench.labs.modality.BatchSizeGrid`; this notebook picks the
 # grid, draws the figures and records where the runs are.
 
 # %% tags=["parameters"]
@@ -50,7 +50,8 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 # run that is already complete.
 
 # %%
-from workbench.labs.modality import batch_size_experiment
+from workbench.labs.grid import run_grid
+from workbench.labs.modality import BatchSizeGrid
 from workbench.store.runs import config_run_id, load_run
 
 # steps = 0 means equal epochs; any other value goes to the library, which rejects steps < 0
@@ -64,7 +65,7 @@ tag = config_run_id("batchsize-nb", shared)
 summary_id = config_run_id(
     f"{tag}-summary", {**shared, "losses": losses, "batch_sizes": batch_sizes, "seeds": seeds}
 )
-settings = dict(
+grid = BatchSizeGrid(  # checks every value when it is made
     batch_sizes=batch_sizes,
     losses=losses,
     seeds=seeds,
@@ -76,7 +77,7 @@ settings = dict(
     tag=tag,
     summary_id=summary_id,
 )
-plan = batch_size_experiment(plan_only=True, **settings)
+plan = run_grid(grid, plan_only=True)
 print(f"{len(plan)} runs; summary run {summary_id}")
 plan
 
@@ -110,7 +111,7 @@ plan
 # together they bracket it.
 
 # %%
-summary = batch_size_experiment(**settings)
+summary = run_grid(grid)
 summary
 
 # %% [markdown]

@@ -1,4 +1,4 @@
-"""The small-batch convergence experiment (workbench.labs.convergence) on a tiny grid."""
+"""The small-batch convergence experiment (workbench.labs.convergence.ConvergenceGrid) on a tiny grid."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from workbench.labs import convergence
+from workbench.labs.grid import run_grid
 from workbench.store.runs import list_runs, load_run
 from workbench.training.trainer import TrainConfig, Trainer
 
@@ -42,7 +43,7 @@ SUMMARY_COLUMNS = [
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("convergence")
-    summary = convergence.run_convergence(losses=LOSSES, root=root, **GRID)
+    summary = run_grid(convergence.ConvergenceGrid(losses=LOSSES, root=root, **GRID))
     return root, summary
 
 
@@ -64,7 +65,7 @@ def test_summary_run_and_tables(experiment):
     assert run.tables == ["runs", "summary"]
     pd.testing.assert_frame_equal(run.table("summary"), summary)
     assert run.summary["settings"] == 2 and run.summary["runs"] == 4
-    assert run.config["losses"] == LOSSES and run.config["reference"]["steps"] == 40
+    assert run.config["losses"] == LOSSES and run.config["reference_steps"] == 40
 
     table = run.table("runs")
     assert len(table) == 1 + 2 * 2  # one reference, two losses x two seeds
@@ -122,7 +123,7 @@ def test_second_call_skips_complete_runs(experiment, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", no_training)
     runs_before = {run.run_id: run.path.joinpath("metrics.csv").stat().st_mtime_ns for run in list_runs(root)}
     table_before = load_run("tiny-summary", root=root).table("runs")
-    again = convergence.run_convergence(losses=LOSSES, root=root, **GRID)
+    again = run_grid(convergence.ConvergenceGrid(losses=LOSSES, root=root, **GRID))
     pd.testing.assert_frame_equal(again, summary, check_exact=True)
     pd.testing.assert_frame_equal(load_run("tiny-summary", root=root).table("runs"), table_before)
     runs_after = {run.run_id: run.path.joinpath("metrics.csv").stat().st_mtime_ns for run in list_runs(root)}
@@ -134,17 +135,18 @@ def test_second_call_skips_complete_runs(experiment, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(noise_levels=(0.7,)), r"noise_levels must lie in \[0, 0.5\], got 0.7"),
+        (dict(noise_levels=(0.7,)), r"noise_levels must be a finite number >= 0.0 and <= 0.5, got 0.7"),
         (dict(batch_sizes=(64,)), r"batch_sizes must lie in \[2, num_samples=32\], got 64"),
         (dict(batch_sizes=(1,)), r"batch_sizes"),
-        (dict(seeds=0), r"seeds and reference_seeds must be >= 1"),
-        (dict(reach=1.5), r"reach must be in \(0, 1\]"),
+        (dict(seeds=0), r"seeds must be an integer >= 1"),
+        (dict(reference_seeds=0), r"reference_seeds must be an integer >= 1"),
+        (dict(reach=1.5), r"reach must be a finite number > 0.0 and <= 1.0"),
     ],
 )
 def test_bad_arguments_raise_before_anything_runs(tmp_path, kwargs, message):
     grid = {**GRID, **kwargs}
     with pytest.raises(ValueError, match=message):
-        convergence.run_convergence(losses=LOSSES, root=tmp_path, **grid)
+        run_grid(convergence.ConvergenceGrid(losses=LOSSES, root=tmp_path, **grid))
     assert list_runs(tmp_path) == []
 
 
@@ -176,24 +178,32 @@ def test_loss_specs_take_labels_of_all_losses():
     [
         (dict(losses={"x": {"name": "nope"}}), "unknown loss name 'nope'"),
         (dict(losses={"x": {"name": "bayes", "shape": -1}}), "shape"),
-        (dict(temperature=0.0), "temperature"),
-        (dict(steps=0), "steps and reference_steps must be integers >= 1"),
+        (dict(losses=["clip", "nope"]), r"losses has unknown label\(s\) \['nope'\]"),
+        (dict(temperature=0.0), "temperature must be a finite number > 0"),
+        (dict(steps=0), "steps must be an integer >= 1"),
+        (dict(reference_steps=0), "reference_steps must be an integer >= 1"),
         (dict(workers=0), "workers must be an integer >= 1"),
-        (dict(reference_lr=0.0), "reference_lr must be a number > 0"),
-        (dict(lr="0.1"), "lr must be a number > 0"),
-        (dict(noise_levels=[]), "noise_levels and batch_sizes must each hold at least one value"),
+        (dict(reference_lr=0.0), "reference_lr must be a finite number > 0"),
+        (dict(lr="0.1"), "lr must be a finite number > 0"),
+        (dict(noise_levels=[]), "noise_levels must be a non-empty sequence"),
+        (dict(batch_sizes=(4, 4)), "batch_sizes has duplicate values"),
     ],
 )
-def test_validate_convergence_rejects_bad_input(kwargs, message):
+def test_the_grid_rejects_bad_input_when_made(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        convergence.validate_convergence(**kwargs)
+        convergence.ConvergenceGrid(**kwargs)
+
+
+def test_losses_are_labels_or_specs():
+    assert convergence.ConvergenceGrid(losses=["clip", "bayes"]).losses == LOSSES
+    assert convergence.ConvergenceGrid().losses == convergence.DEFAULT_LOSSES
+    assert convergence.ConvergenceGrid(losses=["all"]).losses == convergence.ALL_LOSSES
 
 
 def test_summary_id_names_the_summary_run(experiment, monkeypatch):
     root, summary = experiment
     monkeypatch.setattr(Trainer, "train_step", lambda self, step: pytest.fail("trained again"))
-    again = convergence.run_convergence(
-        losses={"clip": LOSSES["clip"]}, root=root, summary_id="other", **GRID
-    )
+    grid = convergence.ConvergenceGrid(losses={"clip": LOSSES["clip"]}, root=root, summary_id="other", **GRID)
+    again = run_grid(grid)
     pd.testing.assert_frame_equal(again, summary[summary.loss == "clip"].reset_index(drop=True))
     assert load_run("other", root=root).config["losses"] == {"clip": LOSSES["clip"]}

@@ -54,8 +54,20 @@ CASES = [
     ("bayes", {"num_samples": NUM_SAMPLES}),
     ("bayes", {"num_samples": NUM_SAMPLES, "negatives": "views", "include_positive": False}),
     ("bayes", {"num_samples": NUM_SAMPLES, "shape": math.inf, "estimator": "batch"}),
+    ("bayes", {"num_samples": NUM_SAMPLES, "estimator": "running"}),
+    # the memory bank: a random subset (process 0's) over both views, in chunks
+    ("bayes", {"num_samples": NUM_SAMPLES, "negatives": "views", "bank_size": 12, "chunk_size": 3}),
+    # the exact oracle: each process refreshes the bank from the whole dataset, every second step
+    ("bayes", {"num_samples": NUM_SAMPLES, "estimator": "exact", "refresh_every": 2}),
 ]
 
+
+
+def _gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every process's ``x`` concatenated along dim 0 in rank order (to compare states across processes)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -119,6 +131,12 @@ def _flat_state(loss: nn.Module) -> torch.Tensor:
     return torch.cat([state[k].double().reshape(-1) for k in sorted(state)]) if state else torch.zeros(0)
 
 
+@torch.no_grad()
+def _embed_all(net: nn.Module, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole dataset's embeddings at the current parameters (the exact Bayes E-step's population)."""
+    return net(x_a, x_b)
+
+
 def _loss_worker(rank: int, port: int, out_dir: str) -> None:
     _join_group(rank, port)
     sharding = distributed.loss_sharding()
@@ -137,6 +155,9 @@ def _loss_worker(rank: int, port: int, out_dir: str) -> None:
         model = copy.deepcopy(reference)
         ddp = DistributedDataParallel(model)
         ref_loss, ddp_loss = build_loss(name, **params), build_loss(name, **params)
+        for loss, net in ((ref_loss, reference), (ddp_loss, model)):
+            if getattr(loss, "needs_population", False):
+                loss.set_population_source(lambda net=net: _embed_all(net, x_a, x_b))
         grad_diff = value_diff = state_diff = rank_diff = 0.0
         for step, index in enumerate(batches):
             reference.zero_grad()
@@ -154,7 +175,7 @@ def _loss_worker(rank: int, port: int, out_dir: str) -> None:
             state = _flat_state(ddp_loss)
             if state.numel():
                 state_diff = max(state_diff, float((state - _flat_state(ref_loss)).abs().max()))
-                both = distributed.all_gather_no_grad(state[None])
+                both = _gather_rows(state[None])
                 rank_diff = max(rank_diff, float((both[0] - both[1]).abs().max()))
         results[f"{case}:{name}"] = {
             "grad": grad_diff,
@@ -193,7 +214,7 @@ def test_shards_split_the_global_batch_and_refuse_a_remainder():
 
 def test_outside_a_process_group_the_helpers_are_the_identity():
     x = torch.randn(3, 2, requires_grad=True)
-    assert distributed.gather_with_grad(x) is x and distributed.all_gather_no_grad(x) is x
+    assert distributed.gather_with_grad(x) is x
     assert distributed.loss_sharding() is None and not distributed.is_distributed()
     assert distributed.average(1.5) == 1.5 and distributed.run_on_main(lambda: 7) == 7
 

@@ -1,4 +1,5 @@
-"""The multimodal-lab experiments (workbench.labs.modality) on tiny grids: tables, run ids, reruns, errors."""
+"""The multimodal-lab grids (workbench.labs.modality, run by run_grid) on tiny grids: tables, run ids,
+reruns, errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from workbench.labs import modality as ex
+from workbench.labs.grid import run_grid
 from workbench.store.runs import list_runs, load_run
 from workbench.training.trainer import TrainConfig, Trainer
 
@@ -36,25 +38,25 @@ def _stats(metrics) -> list[str]:
 @pytest.fixture(scope="module")
 def infogap(tmp_path_factory):
     root = tmp_path_factory.mktemp("infogap")
-    return root, ex.information_gap_experiment(root=root, tag="ig", **INFOGAP)
+    return root, run_grid(ex.InfoGapGrid(root=root, tag="ig", **INFOGAP))
 
 
 @pytest.fixture(scope="module")
 def temperature(tmp_path_factory):
     root = tmp_path_factory.mktemp("temperature")
-    return root, ex.temperature_gap_experiment(root=root, tag="tg", **TEMPERATURE)
+    return root, run_grid(ex.TemperatureGrid(root=root, tag="tg", **TEMPERATURE))
 
 
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablation")
-    return root, ex.ablation_experiment(root=root, tag="ab", **ABLATION)
+    return root, run_grid(ex.StructureGrid(root=root, tag="ab", **ABLATION))
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    return root, ex.batch_size_experiment(root=root, tag="bs", **BATCH)
+    return root, run_grid(ex.BatchSizeGrid(root=root, tag="bs", **BATCH))
 
 
 def _check_summary_run(root, tag, summary, coords, metrics, seeds):
@@ -132,19 +134,29 @@ def test_temperature_summary(temperature):
 
 
 def test_ablation_summary(ablation):
+    """The regularizer ablation is the structure grid with its defaults (the variants narrowed here)."""
     root, summary = ablation
-    assert list(summary.columns) == ["dataset", "variant", *_stats(ex.ABLATION_METRICS), "runs"]
-    assert summary[["dataset", "variant"]].values.tolist() == [
-        ["digits_captions", "clip"],
-        ["digits_captions", "all"],
+    columns = ["dataset", "variant", "regularizers", *_stats(ex.STRUCTURE_METRICS), "runs"]
+    assert list(summary.columns) == columns
+    assert summary[["dataset", "variant", "regularizers"]].values.tolist() == [
+        ["digits_captions", "clip", ""],
+        ["digits_captions", "all", "separation+bridge+consistency"],
     ]
-    runs = _check_summary_run(root, "ab", summary, ["dataset", "variant"], ex.ABLATION_METRICS, seeds=1)
+    runs = _check_summary_run(root, "ab", summary, ["dataset", "variant"], ex.STRUCTURE_METRICS, seeds=1)
     assert sorted(runs.run_id) == ["ab-digits_captions-all-s0", "ab-digits_captions-clip-s0"]
     clip = TrainConfig.from_dict(load_run("ab-digits_captions-clip-s0", root=root).config)
     both = TrainConfig.from_dict(load_run("ab-digits_captions-all-s0", root=root).config)
     assert clip.task.structure == {"mode": "four_term", "weights": {}}  # same base, no regularizer
-    assert both.task.structure == {"mode": "four_term", "weights": ex.REGULARIZER_WEIGHTS}
+    assert both.task.structure == {
+        "mode": "four_term",
+        "weights": {"separation": 1.0, "bridge": 1.0, "consistency": 1.0},
+    }
     assert clip.task.image_tower == clip.task.text_tower == TOWER
+    # the ablation's evaluation cadence: every steps // 4, snapshots every steps // 2
+    assert (clip.eval_every, clip.snapshot_every, clip.checkpoint_every) == (1, 2, 2)
+    record = load_run("ab-summary", root=root).config
+    assert record["kind"] == "structure" and record["variants"] == ["clip", "all"]
+    assert {"workers", "root", "summary_id"}.isdisjoint(record)  # where it ran is not what it is
 
 
 def test_batch_size_summary_uses_equal_epochs(batch):
@@ -178,7 +190,7 @@ def test_rerun_skips_complete_runs(temperature, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", no_training)
     before = {run.run_id: (run.path / "metrics.csv").stat().st_mtime_ns for run in list_runs(root)}
     table = load_run("tg-summary", root=root).table("runs")
-    again = ex.temperature_gap_experiment(root=root, tag="tg", **TEMPERATURE)
+    again = run_grid(ex.TemperatureGrid(root=root, tag="tg", **TEMPERATURE))
     pd.testing.assert_frame_equal(again, summary, check_exact=True)
     pd.testing.assert_frame_equal(load_run("tg-summary", root=root).table("runs"), table)
     after = {run.run_id: (run.path / "metrics.csv").stat().st_mtime_ns for run in list_runs(root)}
@@ -191,62 +203,68 @@ def test_rerun_skips_complete_runs(temperature, monkeypatch):
 def test_infogap_rerun_is_identical(infogap, monkeypatch):
     root, summary = infogap
     monkeypatch.setattr(Trainer, "train_step", lambda self, step: pytest.fail("trained again"))
-    again = ex.information_gap_experiment(root=root, tag="ig", **INFOGAP)
+    again = run_grid(ex.InfoGapGrid(root=root, tag="ig", **INFOGAP))
     pd.testing.assert_frame_equal(again, summary, check_exact=True)
 
 
 def test_changed_settings_under_the_same_tag_raise_before_training(temperature):
     root, _ = temperature
     runs = {run.run_id for run in list_runs(root)}
-    with pytest.raises(ValueError, match=r"run 'tg-t0p1-s0' exists with a different config.*steps"):
-        ex.temperature_gap_experiment(root=root, tag="tg", **{**TEMPERATURE, "steps": 6})
+    with pytest.raises(
+        ValueError, match=r"run 'tg-t0p1-s0' exists and its config differs.*steps.*another tag"
+    ):
+        run_grid(ex.TemperatureGrid(root=root, tag="tg", **{**TEMPERATURE, "steps": 6}))
     assert {run.run_id for run in list_runs(root)} == runs
 
 
 @pytest.mark.parametrize(
-    ("function", "kwargs", "message"),
+    ("grid", "kwargs", "message"),
     [
-        (ex.information_gap_experiment, dict(gaps=(1.5,)), r"gaps must be a finite number >= 0.0 and <= 1.0"),
-        (ex.information_gap_experiment, dict(gaps=()), r"gaps must be a non-empty sequence"),
-        (ex.information_gap_experiment, dict(gaps=(0.5, 0.5)), r"gaps has duplicate values"),
-        (ex.information_gap_experiment, dict(separation_weight=0), r"separation_weight"),
-        (ex.information_gap_experiment, dict(num_samples=5), r"num_samples"),
-        (ex.information_gap_experiment, dict(batch_size=10_000), r"batch_size=10000 exceeds"),
+        (ex.InfoGapGrid, dict(gaps=(1.5,)), r"gaps must be a finite number >= 0.0 and <= 1.0"),
+        (ex.InfoGapGrid, dict(gaps=()), r"gaps must be a non-empty sequence"),
+        (ex.InfoGapGrid, dict(gaps=(0.5, 0.5)), r"gaps has duplicate values"),
+        (ex.InfoGapGrid, dict(separation_weight=0), r"separation_weight"),
+        (ex.InfoGapGrid, dict(num_samples=5), r"num_samples"),
+        (ex.InfoGapGrid, dict(batch_size=10_000), r"batch_size=10000 exceeds"),
         (
-            ex.temperature_gap_experiment,
+            ex.TemperatureGrid,
             dict(temperatures=(0.0,)),
             r"temperatures must be a finite number > 0",
         ),
-        (ex.temperature_gap_experiment, dict(text_encoder="bert"), r"text_encoder must be one of"),
-        (ex.temperature_gap_experiment, dict(seeds=0), r"seeds must be an integer >= 1"),
-        (ex.temperature_gap_experiment, dict(steps=0), r"steps must be an integer >= 1"),
-        (ex.temperature_gap_experiment, dict(workers=0), r"workers must be an integer >= 1"),
-        (ex.temperature_gap_experiment, dict(tag="bad tag"), r"tag 'bad tag' is not allowed"),
-        (ex.temperature_gap_experiment, dict(tower={"kind": "cnn"}), r"tower has unknown key"),
-        (ex.temperature_gap_experiment, dict(tower={"hidden": 0}), r"tower\['hidden'\]"),
-        (ex.temperature_gap_experiment, dict(lr=-1.0), r"lr must be"),
-        (ex.ablation_experiment, dict(variants=("clip", "dropout")), r"variants entries must be one of"),
-        (ex.ablation_experiment, dict(datasets=("cifar",)), r"datasets entries must be one of"),
-        (ex.ablation_experiment, dict(mode="three_term"), r"mode must be 'four_term' or 'clip'"),
-        (ex.ablation_experiment, dict(weights={"bridge": -1.0}), r"weights\['bridge'\]"),
-        (ex.ablation_experiment, dict(weights={"dropout": 1.0}), r"weights has unknown regularizer"),
-        (ex.batch_size_experiment, dict(batch_sizes=(1,)), r"batch_sizes must be an integer >= 2"),
+        (ex.TemperatureGrid, dict(text_encoder="bert"), r"text_encoder must be one of"),
+        (ex.TemperatureGrid, dict(seeds=0), r"seeds must be an integer >= 1"),
+        (ex.TemperatureGrid, dict(steps=0), r"steps must be an integer >= 1"),
+        (ex.TemperatureGrid, dict(workers=0), r"workers must be an integer >= 1"),
+        (ex.TemperatureGrid, dict(tag="bad tag"), r"tag 'bad tag' is not allowed"),
+        (ex.TemperatureGrid, dict(tower={"kind": "cnn"}), r"tower has unknown key"),
+        (ex.TemperatureGrid, dict(tower={"hidden": 0}), r"tower\['hidden'\]"),
+        (ex.TemperatureGrid, dict(lr=-1.0), r"lr must be"),
+        (ex.StructureGrid, dict(variants=("clip", "dropout")), r"variants entries must be one of"),
+        (ex.StructureGrid, dict(datasets=("cifar",)), r"datasets entries must be one of"),
+        (ex.StructureGrid, dict(mode="three_term"), r"mode must be one of four_term, clip"),
         (
-            ex.batch_size_experiment,
+            ex.StructureGrid,
+            dict(regularizers=("bridge",), weights=(-1.0,)),
+            r"weights\[0\] \(bridge\) must be a finite number > 0",
+        ),
+        (ex.StructureGrid, dict(weights=(1.0,)), r"weights must hold one number per regularizer"),
+        (ex.BatchSizeGrid, dict(batch_sizes=(1,)), r"batch_sizes must be an integer >= 2"),
+        (
+            ex.BatchSizeGrid,
             dict(batch_sizes=(4096,)),
             r"batch_sizes must be <= the 1348 training rows",
         ),
-        (ex.batch_size_experiment, dict(losses=("triplet",)), r"losses entries must be one of"),
-        (ex.batch_size_experiment, dict(epochs=0), r"epochs must be a finite number > 0"),
-        (ex.batch_size_experiment, dict(epochs=math.nan), r"epochs must be a finite number > 0"),
+        (ex.BatchSizeGrid, dict(losses=("triplet",)), r"losses entries must be one of"),
+        (ex.BatchSizeGrid, dict(epochs=0), r"epochs must be a finite number > 0"),
+        (ex.BatchSizeGrid, dict(epochs=math.nan), r"epochs must be a finite number > 0"),
     ],
 )
-def test_bad_parameters_raise_before_anything_runs(tmp_path, function, kwargs, message):
+def test_bad_parameters_raise_before_anything_runs(tmp_path, grid, kwargs, message):
     kwargs = {"workers": 1, **kwargs}
-    if function is not ex.information_gap_experiment:
+    if grid is not ex.InfoGapGrid:
         kwargs = {"text_encoder": "tokens", **kwargs}
     with pytest.raises(ValueError, match=message):
-        function(root=tmp_path, **kwargs)
+        run_grid(grid(root=tmp_path, **kwargs))  # most fail when the grid is made, the rest on its data
     assert list_runs(tmp_path) == []
 
 

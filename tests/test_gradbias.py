@@ -92,7 +92,7 @@ def test_full_gradient_of_stateful_losses_ignores_state_and_rng(data):
     with torch.no_grad():
         z_a, z_b = model(x_a, x_b)
         loss(z_a[:8], z_b[:8], index=torch.arange(8))
-    assert loss.visited.any()
+    assert loss.bank.filled.any()
     torch.manual_seed(2)
     assert torch.equal(gradbias.full_gradient(model, x_a, x_b, loss), fresh)
 
@@ -128,9 +128,11 @@ def test_small_batch_statistics(clip_table):
     assert small.bias > 0 and small.rel_bias > 0
     assert small.bias > 3 * small.bias_floor  # well above what sampling noise alone would show
     assert small.mse == pytest.approx(small.bias**2 + small.variance, rel=1e-12)
-    assert small.bias_repeats == 500
-    assert small.bias_floor == pytest.approx(math.sqrt(small.variance / 499), rel=1e-12)
+    assert small.bias_repeats == 500 and small.method == "monte_carlo" and small.resolved
+    # the batch-means floor and the one from the 100 full gradients' variance agree for clip (light tails)
+    assert small.bias_floor == pytest.approx(math.sqrt(small.variance / 499), rel=0.5)
     assert small.bias == pytest.approx(math.sqrt(small.bias_raw**2 - small.bias_floor**2), rel=1e-12)
+    assert small.rel_floor == pytest.approx(small.bias_floor * small.rel_bias / small.bias, rel=1e-12)
     assert 0 < small.cosine < 1
     assert small.jensen_gap < 0  # E[log Zhat] < log Z: the minibatch objective underestimates
     assert rows.loc[16].mse == pytest.approx(rows.loc[16].bias ** 2 + rows.loc[16].variance, rel=1e-12)
@@ -147,16 +149,17 @@ def test_embedding_space_mean_equals_the_mean_of_parameter_gradients(data, name)
     saved = copy.deepcopy(loss.state_dict())
     with torch.no_grad():
         z_a, z_b = model(x_a, x_b)
-    mean, values = gradbias._mean_gradient(model, x_a, x_b, z_a, z_b, loss, saved, 4, 30, 0, None)
-    direct = []
-    for repeat in range(30):
-        loss.load_state_dict(saved)
-        index = gradbias._batch_index(N, 4, 1, repeat)
-        model.zero_grad()
-        loss(*model(x_a[index], x_b[index]), index=index).backward()
-        direct.append(flat_grad(model))
-    torch.testing.assert_close(mean, torch.stack(direct).mean(0), rtol=1e-4, atol=1e-6)
-    assert len(values) == 30
+    groups = [[gradbias._batch_index(N, 4, 1, r) for r in range(g * 10, g * 10 + 10)] for g in range(3)]
+    means, sizes, values = gradbias._group_means(model, x_a, x_b, z_a, z_b, loss, saved, groups, None)
+    assert sizes.tolist() == [10, 10, 10] and len(values) == 30
+    for group, mean in zip(groups, means, strict=True):
+        direct = []
+        for index in group:
+            loss.load_state_dict(saved)
+            model.zero_grad()
+            loss(*model(x_a[index], x_b[index]), index=index).backward()
+            direct.append(flat_grad(model))
+        torch.testing.assert_close(mean, torch.stack(direct).mean(0), rtol=1e-4, atol=1e-6)
 
 
 def test_measure_is_deterministic(data, clip_table):
@@ -176,7 +179,7 @@ def test_stateful_losses_have_cold_and_warm_rows(data):
         "bayes-batch": {"name": "bayes", "shape": math.inf, "estimator": "batch"},
         "bayes": "bayes",
     }
-    table = gradbias.measure(tiny_model(), x_a, x_b, losses, batch_sizes=[4, 8], repeats=5)
+    table = gradbias.measure(tiny_model(), x_a, x_b, losses, batch_sizes=[4, 8], repeats=5, bias_repeats=100)
     assert list(table.columns) == gradbias.COLUMNS
     assert len(table) == 3 * 2 * 2
     for label in losses:
@@ -203,7 +206,9 @@ def test_measure_leaves_model_and_loss_unchanged(data):
         model = tiny_model().train(training)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         loss = build_loss("sogclr", num_samples=N)
-        gradbias.measure(model, x_a, x_b, {"clip": "clip", "sogclr": loss}, batch_sizes=[4], repeats=3)
+        gradbias.measure(
+            model, x_a, x_b, {"clip": "clip", "sogclr": loss}, batch_sizes=[4], repeats=3, bias_repeats=20
+        )
         assert model.training is training
         assert all(m.training is training for m in model.modules())
         for key, value in model.state_dict().items():
@@ -218,6 +223,8 @@ def test_measure_leaves_model_and_loss_unchanged(data):
         (dict(batch_sizes=[4, N + 1]), r"batch_sizes must be integers in \[2, N=32\]"),
         (dict(batch_sizes=[]), r"batch_sizes"),
         (dict(batch_sizes=[4], repeats=1), r"repeats must be an integer >= 2, got 1"),
+        (dict(batch_sizes=[4], floor_groups=1), r"floor_groups must be an integer >= 2, got 1"),
+        (dict(batch_sizes=[4], mode="enumerate"), r"mode must be one of monte_carlo, exact; got 'enumerate'"),
         (dict(batch_sizes=[4], losses=["nope"]), r"unknown loss name 'nope'; known losses: ntxent, clip"),
     ],
 )
@@ -237,7 +244,10 @@ def test_measure_rejects_mismatched_rows(data):
 def test_default_warmup_passes():
     assert gradbias.default_warmup_passes(build_loss("clip")) == 1
     assert gradbias.default_warmup_passes(build_loss("sogclr", num_samples=N, gamma=0.9)) == 3
-    passes = gradbias.default_warmup_passes(build_loss("bayes", num_samples=N, gamma=0.1))
+    assert gradbias.default_warmup_passes(build_loss("bayes", num_samples=N, estimator="bank")) == 2
+    passes = gradbias.default_warmup_passes(
+        build_loss("bayes", num_samples=N, estimator="running", gamma=0.1)
+    )
     assert (1 - 0.1) ** (passes - 1) < 0.05 <= (1 - 0.1) ** (passes - 2)
 
 
@@ -284,6 +294,8 @@ def test_loss_specs_take_labels_only():
         (dict(batch_sizes=[4, 300]), r"batch_sizes must be integers in \[2, N=256\]"),
         (dict(temperature=0.0), "temperature must be a number > 0"),
         (dict(bias_repeats=1), "bias_repeats must be an integer >= 2"),
+        (dict(mode="nope"), "mode must be one of monte_carlo, exact"),
+        (dict(floor_groups=0), "floor_groups must be an integer >= 2"),
         (dict(model_size="huge"), "model size must be one of"),
         (dict(losses=["nope"]), "unknown loss name 'nope'"),
     ],
@@ -332,3 +344,97 @@ def test_full_gradient_chunks_even_a_loss_built_naive(data):
         gradbias.full_gradient(model, x_a, x_b, naive, chunk_size=5),
         gradbias.full_gradient(model, x_a, x_b, build_loss("clip"), chunk_size=None),
     )
+
+
+# --- telling bias from noise ----------------------------------------------------------------------------
+def test_batch_groups():
+    groups, method = gradbias.batch_groups(N, 4, "monte_carlo", 10, 4, seed=0)
+    assert method == "monte_carlo" and [len(g) for g in groups] == [2, 3, 3, 2]
+    assert torch.equal(groups[1][0], gradbias._batch_index(N, 4, 1, 2))  # the Monte-Carlo batches as before
+    groups, method = gradbias.batch_groups(N, 30, "exact", 1000, 4, seed=0)
+    assert method == "enumerated" and len(groups) == 1 and len(groups[0]) == math.comb(N, 30)
+    assert len({tuple(b.tolist()) for b in groups[0]}) == math.comb(N, 30)
+    groups, method = gradbias.batch_groups(N, 5, "exact", 60, 4, seed=0)
+    assert method == "partitions" and len(groups) == 60 // (N // 5)
+    for group in groups:  # N // B disjoint batches: each sample at most once, N mod B left out
+        rows = torch.cat(group)
+        assert len(group) == N // 5 and rows.unique().numel() == rows.numel() == N - N % 5
+
+
+def test_exact_mode_enumerates_every_batch(data):
+    x_a, x_b = data
+    model = tiny_model()
+    table = gradbias.measure(model, x_a, x_b, ["clip"], [N - 1], repeats=2, bias_repeats=N, mode="exact")
+    row = table.iloc[0]
+    assert row.method == "enumerated" and row.bias_repeats == N and row.bias_floor == 0.0 and row.resolved
+    g_star = gradbias.full_gradient(model, x_a, x_b, build_loss("clip"))
+    loss = build_loss("clip")
+    mean = torch.zeros_like(g_star)
+    for left_out in range(N):
+        index = torch.tensor([i for i in range(N) if i != left_out])
+        mean += naive_gradient(model, x_a[index], x_b[index], loss)[0] / N
+    assert row.bias_raw == pytest.approx(float((mean - g_star).norm()), rel=1e-4)
+    assert row.bias == row.bias_raw and row.bias > 0
+
+
+@pytest.fixture(scope="module")
+def oracle_tables(data):
+    x_a, x_b = data
+    oracle = {"name": "bayes", "shape": math.inf, "estimator": "exact"}
+    exact = {
+        "clip": "clip",
+        "oracle": oracle,
+        "bank": {"name": "bayes", "shape": 1.0, "estimator": "bank"},
+        "running": {"name": "bayes", "shape": math.inf, "estimator": "running", "gamma": 0.5},
+    }
+    kwargs = dict(batch_sizes=[4], repeats=10, bias_repeats=200, floor_groups=20)
+    return {
+        mode: gradbias.measure(tiny_model(), x_a, x_b, losses, mode=mode, **kwargs).set_index(
+            ["loss", "state"]
+        )
+        for mode, losses in (("exact", exact), ("monte_carlo", {"clip": "clip", "oracle": oracle}))
+    }
+
+
+def test_the_oracle_reads_zero_in_exact_mode(oracle_tables):
+    table = oracle_tables["exact"]
+    for label in ("oracle", "bank"):
+        for state in ("cold", "warm"):
+            if (label, state) == ("bank", "cold"):  # an empty bank: the batch estimate, by partitions
+                assert table.loc[(label, state)].method == "partitions"
+                continue
+            row = table.loc[(label, state)]
+            assert row.method == "closed_form" and row.bias_floor == 0.0, (label, state)
+            assert row.rel_bias < 1e-5, (label, state)  # float32 round-off
+    running = table.loc[("running", "warm")]
+    assert running.method == "closed_form" and running.rel_bias > 0.05  # 1 / (a running mean) is biased
+    clip = table.loc[("clip", "stateless")]
+    assert clip.method == "partitions" and clip.resolved and clip.rel_bias > 0.3
+
+
+def test_the_monte_carlo_floor_covers_an_unbiased_estimator(oracle_tables):
+    # The oracle's mean gradient misses g* only by sampling noise, and the batch-means floor says so.
+    table = oracle_tables["monte_carlo"]
+    for state in ("cold", "warm"):
+        row = table.loc[("oracle", state)]
+        assert row.method == "monte_carlo" and not row.resolved
+        assert row.bias_raw < 3 * row.bias_floor
+    clip = table.loc[("clip", "stateless")]
+    assert clip.resolved and clip.bias_raw > 3 * clip.bias_floor
+
+
+def test_closed_form_equals_the_enumerated_mean(data):
+    x_a, x_b = data
+    model = tiny_model()
+    with torch.no_grad():
+        z_a, z_b = model(x_a, x_b)
+    loss = build_loss("bayes", num_samples=N, estimator="running", gamma=0.5)
+    gradbias.warm_up(model, x_a, x_b, loss, 4, passes=4, seed=0)
+    saved = copy.deepcopy(loss.state_dict())
+    closed = gradbias._closed_form(model, x_a, x_b, z_a, z_b, loss, saved, None, "exact")
+    assert gradbias._closed_form(model, x_a, x_b, z_a, z_b, loss, saved, None, "monte_carlo") is None
+    groups, method = gradbias.batch_groups(N, N - 1, "exact", 1000, 2, seed=0)
+    assert method == "enumerated"
+    with loss.expected_draws():
+        means, _, _ = gradbias._group_means(model, x_a, x_b, z_a, z_b, loss, saved, groups, None)
+    torch.testing.assert_close(closed[0], means, rtol=1e-4, atol=1e-7)

@@ -81,7 +81,8 @@ LOSSES = {
     "ntxent": _stateless("ntxent"),
     "siglip": _stateless("siglip"),
     "sogclr": _stateful("sogclr", gamma=0.5),
-    "bayes": _stateful("bayes"),  # Gamma draws from the global RNG, seeded identically for both paths
+    # the running estimate; Gamma draws from the global RNG, seeded identically for both paths
+    "bayes": _stateful("bayes", estimator="running"),
 }
 INDEX = torch.tensor([3, 0, 17, 8, 4, 11, 6, 19])
 

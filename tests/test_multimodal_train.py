@@ -54,7 +54,7 @@ def test_multimodal_run_resumes_exactly(tmp_path):
     config = _config(steps=6, checkpoint_every=2)
     whole = train(config, run_id="whole", root=tmp_path, progress=False)
     train(config, run_id="cut", root=tmp_path, progress=False, stop_at_step=4)
-    assert load_run("cut", root=tmp_path).status == "running"
+    assert load_run("cut", root=tmp_path).status == "stopped"
     resumed = train(config, run_id="cut", root=tmp_path, progress=False)
     a = torch.load(whole.path / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(resumed.path / "checkpoint.pt", weights_only=True)["model"]

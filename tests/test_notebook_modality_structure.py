@@ -17,7 +17,7 @@ def test_tiny_comparison_lands_in_the_run_store(tmp_path):
     (summary_run,) = [run for run in runs.values() if run.config.get("kind") == "structure"]
     assert summary_run.is_complete and summary_run.notebooks[0]["path"] == str(executed)
     summary = summary_run.table("summary")
-    assert summary.variant.tolist() == ["base", "bridge"]
+    assert summary.variant.tolist() == ["clip", "bridge"]  # the base loss alone, named after it
     assert summary.zero_shot_acc_mean.between(0, 1).all() and (summary.centroid_gap_mean > 0).all()
     bridge = runs[summary_run.table("runs").set_index("variant").loc["bridge", "run_id"]]
     assert bridge.config["structure"] == {"mode": "four_term", "weights": {"bridge": 0.5}}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import command as cli
+from workbench.cli import notebooks
 from workbench.cli.notebooks import (
     NOTEBOOKS_ENV,
     NotebookError,
@@ -39,7 +40,7 @@ def test_notebooks_are_found_by_stem_slug_and_number():
 
 def test_parameters_are_read_with_types_defaults_and_help():
     params = notebook_parameters("echo")
-    assert list(params) == ["loss", "batch_sizes", "scale", "tag", "fail"]
+    assert list(params) == ["loss", "batch_sizes", "scale", "tag", "fail", "die"]
     assert params["batch_sizes"].type == "list[int]" and params["batch_sizes"].default == [4, 16]
     assert params["loss"].help == "a loss of the registry"
 
@@ -83,6 +84,19 @@ def test_a_bad_value_fails_in_the_first_cells_with_the_allowed_names(tmp_path):
     message = str(info.value)
     assert "ValueError" in message and "'nope'" in message and "clip" in message and "bayes" in message
     assert "In [3]" in message  # parameters, injected parameters, then the validation cell
+    assert list_runs(tmp_path / "runs") == []
+
+
+def test_a_dead_kernel_fails_the_notebook_with_the_reason_and_keeps_the_executed_copy(tmp_path):
+    with pytest.raises(NotebookError) as info:
+        run_notebook("echo", {"die": "true"}, tmp_path)
+    message = str(info.value)
+    assert "01_echo failed in cell In [4]: DeadKernelError: Kernel died" in message
+    executed = info.value.notebook
+    assert executed is not None and executed.parent == tmp_path / "notebook-runs"
+    assert f"(executed copy: {executed})" in message
+    cells = json.loads(executed.read_text())["cells"]
+    assert "os._exit(1)" in "".join(cells[-1]["source"])  # kept up to the cell that killed the kernel
     assert list_runs(tmp_path / "runs") == []
 
 
@@ -131,6 +145,46 @@ def test_cli_two_point_sweep_records_every_point_and_a_failing_one(tmp_path, cap
     assert Path(points.notebook.iloc[0]).parent == tmp_path / "notebook-runs"
 
 
+def test_cli_sweep_survives_a_dead_kernel(tmp_path, capsys):
+    argv = ["sweep", "echo", "--grid", "die=true,false", "-p", "tag", "dk", "--home", str(tmp_path)]
+    assert cli.main(argv) == 1
+    assert "DeadKernelError: Kernel died" in capsys.readouterr().err
+    runs = list_runs(tmp_path / "runs")
+    assert [r.summary["total"] for r in runs if r.run_id.startswith("dk-")] == [20.0]  # the other point ran
+    (sweep,) = [r for r in runs if r.run_id.startswith("sweep-01_echo")]
+    assert sweep.status == "failed" and "1 of 2 points failed" in sweep.error
+    points = sweep.table("points")
+    assert list(points.status) == ["failed", "complete"]
+    assert "DeadKernelError" in points.error.iloc[0] and points.error.iloc[1] == ""
+    for notebook in points.notebook:  # the failed point keeps its executed copy too
+        assert Path(notebook).parent == tmp_path / "notebook-runs" and Path(notebook).is_file()
+
+
+def test_cli_notebook_run_reports_a_dead_kernel_in_one_line(tmp_path, capsys):
+    assert cli.main(["notebook", "run", "echo", "-p", "die", "true", "--home", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("workbench: error: 01_echo failed in cell In [4]: DeadKernelError")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_a_sweep_that_breaks_off_ends_failed_not_running(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the pool broke")
+
+    monkeypatch.setattr(notebooks, "run_pool", broken)
+    with pytest.raises(RuntimeError, match="the pool broke"):
+        run_sweep("echo", {"scale": [1.0, 2.0]}, None, tmp_path)
+    (sweep,) = list_runs(tmp_path / "runs")
+    assert sweep.status == "failed" and sweep.error == "RuntimeError: the pool broke"
+
+
+def test_a_sweep_with_one_worker_runs_in_this_process_and_completes(tmp_path):
+    table = run_sweep("echo", {"scale": [1.0]}, {"tag": "one"}, tmp_path, workers=1)
+    assert list(table.status) == ["complete"] and Path(table.notebook.iloc[0]).is_file()
+    (sweep,) = [r for r in list_runs(tmp_path / "runs") if r.run_id.startswith("sweep-")]
+    assert sweep.status == "complete" and sweep.summary["points"] == 1
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -155,17 +209,17 @@ def test_cli_help_and_usage_errors(capsys):
         cli.main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("train", "gradbias", "runs", "notebook", "sweep", "app"):
+    for command in ("train", "lab", "report", "runs", "notebook", "sweep", "app"):
         assert command in out
-    with pytest.raises(SystemExit) as info:
-        cli.main(["sweep", "echo", "--executor", "slurm"])
-    assert info.value.code == 2
-    assert "invalid choice: 'slurm'" in capsys.readouterr().err
+    assert cli.main(["sweep", "echo", "--executor", "slurm"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("workbench: error:") and "invalid choice: 'slurm'" in line
 
 
 def test_cli_passes_train_arguments_through(tmp_path, capsys):
-    with pytest.raises(SystemExit, match=r"error: .*loss"):
-        cli.main(["train", "--loss", "nope", "--steps", "1", "--root", str(tmp_path)])
+    assert cli.main(["train", "--loss", "nope", "--steps", "1", "--root", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("workbench: error: loss must be one of") and "'nope'" in line
 
 
 def test_cli_app_starts_streamlit_bound_to_localhost(monkeypatch, tmp_path):
@@ -176,6 +230,6 @@ def test_cli_app_starts_streamlit_bound_to_localhost(monkeypatch, tmp_path):
     assert cli.main(["app", "--home", str(tmp_path), "--port", "8600"]) == 0
     ((command, env),) = calls
     assert command[1:4] == ["-m", "streamlit", "run"]
-    assert command[command.index("--server.address") + 1] == "localhost"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "8600"
     assert env["WORKBENCH_HOME"] == str(tmp_path)

@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, loss, stop):
     reference = train(config, run_id="reference", root=tmp_path, progress=False)
 
     partial = train(config, run_id="resumed", root=tmp_path, progress=False, stop_at_step=stop)
-    assert partial.status == "running" and not partial.is_complete
+    assert partial.status == "stopped" and not partial.is_complete  # stopped early, resumable
     assert checkpoint(partial)["step"] == 10
     steps_seen = []
     resumed = train(
@@ -203,7 +203,7 @@ def test_kill_between_checkpoint_and_metrics_flush_loses_no_metrics(tmp_path, mo
     with pytest.raises(HardKill):
         train(config, run_id="killed", root=tmp_path, progress=False)
     monkeypatch.undo()
-    assert load_run("killed", root=tmp_path).status == "running"
+    assert load_run("killed", root=tmp_path).status == "stopped"  # its writer is gone
 
     resumed = train(config, run_id="killed", root=tmp_path, progress=False)
     assert resumed.is_complete
@@ -251,7 +251,7 @@ def test_sigkilled_cli_run_resumes_in_process(tmp_path):
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-2000:]
 
     killed = load_run(run_id, root=tmp_path)
-    assert killed.status == "running" and not killed.is_complete
+    assert killed.status == "stopped" and not killed.is_complete
     start = int(torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"])
     assert 20 <= start < 400 and start % 20 == 0
 
@@ -452,3 +452,31 @@ def test_a_non_finite_loss_names_the_step(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match=r"training loss became nan at step 7"):
         config = synthetic_config(eval_every=10, checkpoint_every=10)
         train(config, run_id="nan", root=tmp_path, progress=False)
+
+
+def test_a_corrupt_checkpoint_is_one_error_and_restart_trains_again(tmp_path, capsys):
+    from workbench.store.runs import CorruptCheckpointError
+
+
+    config = synthetic_config()
+    train(config, run_id="torn", root=tmp_path, progress=False, stop_at_step=10)
+    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"torn")
+    with pytest.raises(CorruptCheckpointError, match="restart"):
+        train(config, run_id="torn", root=tmp_path, progress=False)
+    argv = ["--dataset", "synthetic", "--dataset-params", '{"num_samples": 64}', "--model-size", "tiny"]
+    argv += "--loss clip --batch-size 16 --steps 20 --eval-every 5 --snapshot-every 20".split()
+    argv += ["--checkpoint-every", "5", "--probe-size", "64", "--run-id", "torn", "--root", str(tmp_path)]
+    with pytest.raises(SystemExit) as failed:
+        main(argv)
+    assert str(failed.value).startswith("error: ") and "\n" not in str(failed.value)
+    assert main([*argv, "--restart"]) == 0
+    reference = train(config, run_id="reference", root=tmp_path, progress=False)
+    restarted = load_run(tmp_path / "torn")
+    assert restarted.is_complete
+    pd.testing.assert_frame_equal(restarted.metrics, reference.metrics)
+
+
+def test_bayes_exact_e_step_gets_the_population_from_the_trainer(tmp_path):
+    config = synthetic_config(loss="bayes", loss_params={"estimator": "exact", "refresh_every": 5})
+    run = train(config, run_id="exact", root=tmp_path, progress=False)
+    assert run.is_complete and np.isfinite(run.metrics.train_loss.iloc[1:]).all()

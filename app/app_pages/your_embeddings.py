@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import MAX_UPLOAD_BYTES, UPLOAD_KEY, UPLOAD_TYPES, page_header, upload_source, validate_upload
+from app.common import (
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_DECODED_BYTES,
+    MAX_UPLOAD_DIM,
+    MAX_UPLOAD_ROWS,
+    UPLOAD_KEY,
+    UPLOAD_TYPES,
+    page_header,
+    upload_source,
+    validate_upload,
+)
 from app.views import bridge_view, embedding_view, gap_view
 
 page_header(
@@ -19,7 +29,9 @@ with st.expander("File format", expanded=UPLOAD_KEY not in st.session_state):
 * **`.parquet`**, one row per pair: list columns `image_emb` and `text_emb`, or wide columns
   `image_emb_0, image_emb_1, …` and `text_emb_0, …`; optional `labels` and `captions`.
 * Both modalities in one space (same d), no NaN or inf, at least 2 pairs, at most
-  {MAX_UPLOAD_BYTES // 2**20} MB. Rows are L2-normalised before anything is measured.
+  {MAX_UPLOAD_BYTES // 2**20} MB, {MAX_UPLOAD_ROWS:,} pairs, d = {MAX_UPLOAD_DIM:,} and
+  {MAX_UPLOAD_DECODED_BYTES // 2**30} GB once decoded (checked before decoding). Rows are
+  L2-normalised before anything is measured.
 """
     )
 uploaded = st.file_uploader("Paired embeddings", type=list(UPLOAD_TYPES), key="upload-file")

@@ -1,4 +1,4 @@
-"""The decomposable Bayesian loss: point estimate, running estimate from before the update, Gamma draws."""
+"""The decomposable Bayesian loss: its E-step estimators (bank, exact, running, batch) and Gamma draws."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_point_estimate_without_positive_is_dcl_at_any_batch_size(negatives):
 @pytest.mark.parametrize("double_state", [True, False], ids=["float64-state", "float32-state"])
 def test_running_rate_is_the_estimate_from_before_the_update(negatives, include_positive, double_state):
     mode = _mode(negatives, include_positive)
-    loss = BayesLoss(temperature=0.2, shape=math.inf, gamma=0.3, **mode)
+    loss = BayesLoss(temperature=0.2, shape=math.inf, estimator="running", gamma=0.3, **mode)
     if double_state:
         loss.double()
     rtol = 1e-8 if double_state else 1e-6
@@ -170,15 +170,22 @@ def test_draws_are_reproducible_under_a_seed():
     assert not np.allclose(results[2].grad_a, results[0].grad_a)
 
 
-CHUNK_CONFIGS = [("cross", True, math.inf), ("views", False, math.inf), ("views", True, 2.0)]
+CHUNK_CONFIGS = [
+    ("cross", True, math.inf, "running"),
+    ("views", False, math.inf, "running"),
+    ("views", True, 2.0, "running"),
+    ("cross", True, math.inf, "bank"),
+    ("views", True, 2.0, "bank"),
+]
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 64])
-@pytest.mark.parametrize(("negatives", "include_positive", "shape"), CHUNK_CONFIGS)
-def test_chunked_matches_unchunked(chunk_size, negatives, include_positive, shape):
+@pytest.mark.parametrize(("negatives", "include_positive", "shape", "estimator"), CHUNK_CONFIGS)
+def test_chunked_matches_unchunked(chunk_size, negatives, include_positive, shape, estimator):
     make = partial(
-        BayesLoss, 50, 0.2, shape=shape, gamma=0.4, negatives=negatives, include_positive=include_positive
-    )
+        BayesLoss, 50, 0.2, shape=shape, estimator=estimator, gamma=0.4, negatives=negatives,
+        include_positive=include_positive,
+    )  # fmt: skip
     assert_chunked_matches(make, chunk_size, calls(37, steps=2, num_samples=50), scale=5.0)
 
 
@@ -197,21 +204,35 @@ def test_gradcheck(chunk_size, negatives, shape, warm):
     # On a revisit the rate is the stored estimate, independent of the inputs, so the weight is a
     # constant for finite differences too; on a first visit u = 1 / Zhat, where the surrogate is
     # stationary in u (only valid for the point estimate).
-    loss = BayesLoss(N, 0.3, shape=shape, gamma=0.5, negatives=negatives, chunk_size=chunk_size)
+    loss = BayesLoss(
+        N, 0.3, shape=shape, estimator="running", gamma=0.5, negatives=negatives, chunk_size=chunk_size
+    )
     first, second = calls(5, dim=3, steps=2, num_samples=N)
     if warm:  # every row of the checked call is then a revisit
         evaluate(loss, first.a, first.b, index=second.index)
     gradcheck_loss(loss, second, scale=2.0, seed=11)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 3])
 @pytest.mark.parametrize("negatives", ["cross", "views"])
-def test_permutation_equivariance(negatives):
-    make = partial(BayesLoss, 15, 0.2, shape=math.inf, gamma=0.4, negatives=negatives)
+def test_gradcheck_cold_bank(chunk_size, negatives):
+    # An empty bank holds only the batch once it is written, so its E-step is the batch estimate and
+    # the point-estimate surrogate is stationary in u there: finite differences agree.
+    loss = BayesLoss(N, 0.3, shape=math.inf, estimator="bank", negatives=negatives, chunk_size=chunk_size)
+    (call,) = calls(5, dim=3, num_samples=N)
+    gradcheck_loss(loss, call, scale=2.0)
+
+
+@pytest.mark.parametrize("estimator", ["running", "bank"])
+@pytest.mark.parametrize("negatives", ["cross", "views"])
+def test_permutation_equivariance(negatives, estimator):
+    make = partial(BayesLoss, 15, 0.2, shape=math.inf, estimator=estimator, gamma=0.4, negatives=negatives)
     assert_permutation_equivariant(make, calls(9, steps=2, num_samples=15))
 
 
-def test_state_dict_round_trip():
-    make = partial(BayesLoss, N, 0.2, shape=math.inf, gamma=0.4)
+@pytest.mark.parametrize("estimator", ["running", "bank"])
+def test_state_dict_round_trip(estimator):
+    make = partial(BayesLoss, N, 0.2, shape=math.inf, estimator=estimator, gamma=0.4)
     assert_state_round_trip(make, calls(B, steps=3, num_samples=N))
 
 
@@ -232,6 +253,14 @@ def test_num_samples_is_required():
         ({"shape": math.nan}, "shape"),
         ({"shape": True}, "shape"),
         ({"estimator": "mean"}, "estimator"),
+        ({"bank_size": 0}, "bank_size"),
+        ({"bank_size": N + 1}, "bank_size"),
+        ({"bank_size": 2.5}, "bank_size"),
+        ({"bank_size": True}, "bank_size"),
+        ({"bank_size": 4, "estimator": "running"}, "bank_size"),
+        ({"refresh_every": 0}, "refresh_every"),
+        ({"refresh_every": 1.5}, "refresh_every"),
+        ({"refresh_every": 2, "estimator": "batch"}, "refresh_every"),
         ({"gamma": 0.0}, "gamma"),
         ({"gamma": 1.5}, "gamma"),
         ({"negatives": "queue"}, "negatives"),

@@ -1,29 +1,48 @@
-"""The ``workbench`` command: train, measure gradient bias, inspect runs, run notebooks and sweeps, open the
-dashboard.
+"""The ``workbench`` command: train, run the labs, inspect runs, regenerate the report, run notebooks and
+sweeps, open the dashboard.
 
-Every subcommand has ``--help``. Bad input exits with status 2 and a one-line reason on stderr.
+    workbench train --dataset digits_views --loss ntxent --steps 300   # the flags of TrainConfig
+    workbench lab gradbias --losses clip bayes --batch-sizes 4 64
+    workbench lab convergence --noise 0 0.5 --workers 2               # the flags of ConvergenceGrid
+    workbench lab modality temperature --temperatures 0.1 1   # or infogap, ablation, structure, batchsize
+    workbench lab embeddings pairs.npz                                # the geometry report of a file
+    workbench runs list | runs show RUN_ID
+    workbench report [--check]                                        # RESULTS.md's tables
+    workbench notebook list | params NAME | run NAME -p KEY VALUE
+    workbench sweep NAME --grid KEY=V1,V2
+    workbench app
+
+A lab grid's flags are built from its dataclass fields (``workbench.labs.grid.add_grid_arguments``), as
+the trainer's are from ``TrainConfig``; ``--plan`` lists a grid's runs without training them. Every
+subcommand has ``--help``. ``workbench gradbias``, ``workbench convergence`` and ``workbench experiments``
+are the older spellings of ``workbench lab gradbias``, ``lab convergence`` and ``lab modality``. Bad
+input exits with status 2 and one line, ``workbench: error: ...``, on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-# Subcommands that hand their arguments to a module's own command line, unchanged.
-PASSTHROUGH: dict[str, tuple[str, str]] = {
-    "train": ("workbench.training.trainer", "train one model and write it to the run store (resumable)"),
-    "gradbias": ("workbench.labs.gradbias", "measure gradient bias, variance and MSE against batch size"),
-    "convergence": ("workbench.labs.convergence", "the article's small-batch convergence experiment"),
-    "experiments": ("workbench.labs.modality", "modality-gap experiments: infogap, temperature, ablation..."),
-    "report": ("workbench.store.report", "regenerate RESULTS.md's tables from the run store"),
+# Commands that hand their arguments to a module's own command line: (words, module, help).
+MODULE_COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("train",), "workbench.training.trainer", "train one model and write it to the run store (resumable)"),
+    (("report",), "workbench.store.report", "regenerate RESULTS.md's tables from the run store"),
+    (("lab", "gradbias"), "workbench.labs.gradbias", "gradient bias, variance and MSE against batch size"),
+)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "gradbias": ("lab", "gradbias"),
+    "convergence": ("lab", "convergence"),
+    "experiments": ("lab", "modality"),
 }
 APP_FILE = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
 
@@ -32,9 +51,92 @@ class UsageError(ValueError):
     """Bad command-line input; reported as one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors end the command with one line (see :func:`main`)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
 def _fail(message: str) -> int:
     print(f"workbench: error: {message}", file=sys.stderr)
     return 2
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Usage errors of a module's own command line (its argparse errors and its ``SystemExit("error:
+    ...")``) become :class:`UsageError`, so they too end in one line."""
+    saved = argparse.ArgumentParser.error
+
+    def error(parser: argparse.ArgumentParser, message: str):
+        raise UsageError(message)
+
+    argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+    try:
+        yield
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            raise UsageError(exit_.code.removeprefix("error: ")) from None
+        raise
+    finally:
+        argparse.ArgumentParser.error = saved  # type: ignore[method-assign]
+
+
+def _module_main(module: str, argv: list[str]) -> int:
+    main = __import__(module, fromlist=["main"]).main
+    with _one_line_errors():
+        return main(argv)
+
+
+# -- labs -----------------------------------------------------------------------------------------------
+
+
+def _lab_grid(args: argparse.Namespace) -> int:
+    from workbench.labs.grid import run_grid_command
+
+    return run_grid_command(args)
+
+
+def _lab_embeddings(args: argparse.Namespace) -> int:
+    from workbench.labs.embedding_report import embedding_report
+
+    run = embedding_report(
+        args.path, run_id=args.run_id, root=args.root, seed=args.seed, max_pairs=args.max_pairs
+    )
+    with pd.option_context("display.width", 200, "display.max_rows", None):
+        print(run.table("geometry").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"run {run.run_id}: {run.status} -> {run.path}")
+    return 0
+
+
+def _add_labs(labs: argparse._SubParsersAction) -> None:
+    """The grid labs and the embedding report (their modules import torch, so only for ``workbench lab``)."""
+    from workbench.labs import convergence, modality
+    from workbench.labs.grid import add_grid_parser
+
+    grids = {
+        ("convergence",): (
+            convergence.ConvergenceGrid,
+            (convergence.ConvergenceGrid.__doc__ or "").split("\n\n")[0],
+        ),
+        ("modality", "experiments"): (
+            modality.COMMANDS,
+            "the multimodal lab's grids: " + ", ".join(modality.COMMANDS),
+        ),
+    }
+    for (name, *aliases), (lab, text) in grids.items():
+        parser = labs.add_parser(name, aliases=aliases, help=text, description=text)
+        add_grid_parser(parser, lab)
+        parser.set_defaults(handler=_lab_grid)
+    text = "the geometry report of a file of paired embeddings, stored as a run"
+    embeddings = labs.add_parser("embeddings", help=text, description=text)
+    embeddings.add_argument("path", help=".npz or .parquet file with image_emb and text_emb")
+    embeddings.add_argument("--seed", type=int, default=0, help="seed of the subsample of the pair measures")
+    embeddings.add_argument("--max-pairs", type=int, default=2000, help="pairs used by the O(n^2) measures")
+    embeddings.add_argument("--run-id", default=None, help="default: derived from the file's content")
+    embeddings.add_argument("--root", default=None, help="run-store root")
+    embeddings.set_defaults(handler=_lab_embeddings)
 
 
 # -- runs -----------------------------------------------------------------------------------------------
@@ -53,7 +155,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         table = table[table["run_id"].str.contains(args.match, regex=False)]
     columns = [
         c
-        for c in ("run_id", "status", "kind", "dataset", "loss", "batch_size", "step", "created")
+        for c in ("run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "step", "created")
         if c in table.columns
     ]
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
@@ -67,9 +169,11 @@ def _runs_show(args: argparse.Namespace) -> int:
     if not re.fullmatch(RUN_ID_PATTERN, args.run_id):
         raise UsageError(f"run_id {args.run_id!r} is not a run id; it must match {RUN_ID_PATTERN}")
     run = load_run(args.run_id, root=args.root)
-    print(f"run {run.run_id}  [{run.status}]  step {run.step}  created {run.created}\n  {run.path}")
+    print(f"run {run.run_id}  [{run.status_text}]  step {run.step}  created {run.created}\n  {run.path}")
     if run.error:
         print(f"error: {run.error}")
+    for problem in run.problems():
+        print(f"warning: {problem}")
     print("config:", json.dumps(run.config, indent=2, default=str))
     if run.summary:
         print("summary:", json.dumps(run.summary, indent=2, default=str))
@@ -190,11 +294,23 @@ def _add_parameter_option(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"), help=text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n\n")[0])
+def build_parser(labs: bool = True) -> argparse.ArgumentParser:
+    """The command's parser; ``labs=False`` leaves out the lab grids' flags (they import torch)."""
+    parser = _Parser(prog="workbench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, text) in PASSTHROUGH.items():
-        commands.add_parser(name, help=f"{text} (`workbench {name} --help`; same as python -m {module})")
+    texts = {words: (module, text) for words, module, text in MODULE_COMMANDS}
+    module, text = texts[("train",)]
+    commands.add_parser("train", help=f"{text} (`workbench train --help`; same as python -m workbench.train)")
+    lab = commands.add_parser(
+        "lab", help="run a lab: gradbias, convergence, modality (its grids), embeddings"
+    )
+    lab_commands = lab.add_subparsers(dest="lab", metavar="LAB", required=True)
+    module, text = texts[("lab", "gradbias")]
+    lab_commands.add_parser("gradbias", help=f"{text} (same as python -m {module})")
+    if labs:
+        _add_labs(lab_commands)
+    module, text = texts[("report",)]
+    commands.add_parser("report", help=f"{text} (same as python -m {module})")
 
     runs = commands.add_parser("runs", help="list and inspect the run store").add_subparsers(
         dest="runs_command", metavar="ACTION", required=True
@@ -203,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--root", default=None, help="run-store root (default: $WORKBENCH_HOME/runs or data/runs)"
     )
-    listing.add_argument("--status", choices=("running", "complete", "failed", "invalid"), default=None)
+    listing.add_argument(
+        "--status", choices=("running", "stopped", "complete", "failed", "invalid"), default=None
+    )
     listing.add_argument("--match", default=None, help="only run ids containing this text")
     listing.add_argument("--limit", type=int, default=50, help="show the newest N rows (default 50)")
     listing.set_defaults(handler=_runs_list)
@@ -254,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
 
     app = commands.add_parser("app", help="open the Streamlit dashboard on the run store")
-    app.add_argument("--address", default="localhost", help="bind address (default localhost only)")
+    app.add_argument("--address", default="127.0.0.1", help="bind address (default: this machine only)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--home", default=None, help="data home whose runs/ the dashboard reads")
     app.set_defaults(handler=_app)
@@ -262,15 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in PASSTHROUGH:
-        module = __import__(PASSTHROUGH[argv[0]][0], fromlist=["main"])
-        run: Callable[[list[str]], int] = module.main
-        return run(argv[1:])
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ALIASES:
+        argv = [*ALIASES[argv[0]], *argv[1:]]
     from workbench.cli.notebooks import NotebookError
 
     try:
+        for words, module, _ in MODULE_COMMANDS:
+            if tuple(argv[: len(words)]) == words:
+                return _module_main(module, argv[len(words) :])
+        args = build_parser(labs=argv[:1] == ["lab"]).parse_args(argv)
         return args.handler(args)
     except (UsageError, NotebookError, ValueError, FileNotFoundError) as error:
         return _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)

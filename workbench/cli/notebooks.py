@@ -7,10 +7,12 @@ refuses unknown names before any kernel starts, and executes the notebook with p
 copy, outputs and all, lands under ``<data home>/notebook-runs/``; its path is exported to the kernel as
 ``WORKBENCH_NOTEBOOK``, so every run the notebook writes records which executed notebook produced it.
 
-A sweep runs one papermill execution per grid point, in parallel local processes or as Ray tasks, and
-records every point (parameters, status, executed notebook, error) as a ``sweep`` run in the run store.
-Notebooks derive their run ids from their parameters, so re-running a sweep resumes interrupted points
-and reuses finished ones.
+A sweep runs one papermill execution per grid point, in parallel local processes
+(``workbench.labs.grid.run_pool``) or as Ray tasks, and records every point (parameters, status,
+executed notebook, error) as a ``sweep`` run in the run store. A point that fails, be it an exception
+in a cell or a kernel that died, is recorded as failed with its reason and its executed copy, and the
+other points go on; the sweep run always ends, complete or failed. Notebooks derive their run ids from
+their parameters, so re-running a sweep resumes interrupted points and reuses finished ones.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from workbench.labs.grid import run_pool
 from workbench.store.runs import NOTEBOOK_ENV, RunWriter, config_run_id, data_home
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -41,7 +42,15 @@ LIST_TYPES = {f"list[{name}]": kind for name, kind in SCALAR_TYPES.items() if na
 
 
 class NotebookError(ValueError):
-    """A notebook could not be found, was given bad parameters, or failed while executing."""
+    """A notebook could not be found, was given bad parameters, or failed while executing.
+
+    Attributes:
+        notebook: the executed copy of a notebook that failed while executing (kept), else None.
+    """
+
+    def __init__(self, message: str, notebook: Path | None = None) -> None:
+        super().__init__(message)
+        self.notebook = notebook
 
 
 @dataclass(frozen=True)
@@ -217,8 +226,9 @@ def run_notebook(
         log_output: Echo the notebook's output while it runs.
 
     Raises:
-        NotebookError: Unknown notebook or parameter, a bad value, or an exception inside the notebook
-            (the message names the exception and its text; the partly executed copy is kept).
+        NotebookError: Unknown notebook or parameter, a bad value, an exception inside the notebook (the
+            message names the exception and its text), or a kernel that died or could not start; the
+            partly executed copy is kept (``NotebookError.notebook``).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -255,9 +265,36 @@ def run_notebook(
             message = str(error.evalue).strip().splitlines()
             raise NotebookError(
                 f"{path.stem} failed in cell In [{error.exec_count}]: {error.ename}: "
-                f"{message[-1] if message else ''} (executed copy: {output})"
+                f"{message[-1] if message else ''} (executed copy: {output})",
+                output,
+            ) from None
+        except Exception as error:  # the kernel died (a crash, the OOM killer), timed out or never started
+            where = _last_started_cell(output)
+            text = str(error).strip().splitlines()
+            raise NotebookError(
+                f"{path.stem} failed{where}: {type(error).__name__}: {text[-1] if text else ''} "
+                f"(executed copy: {output})",
+                output if output.exists() else None,
             ) from None
     return output
+
+
+def _last_started_cell(output: Path) -> str:
+    """`` in cell In [n]`` for the last cell the kernel started, from the executed copy papermill saved.
+
+    ``n`` is the cell's execution count, or its place among the code cells where the kernel died before
+    its count reached the client (papermill executes the code cells in order, so the two agree).
+    """
+    try:
+        cells = [cell for cell in json.loads(output.read_text())["cells"] if cell.get("cell_type") == "code"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    started = [
+        i for i, cell in enumerate(cells) if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return ""
+    return f" in cell In [{cells[started[-1]].get('execution_count') or started[-1] + 1}]"
 
 
 # -- sweeps ---------------------------------------------------------------------------------------------
@@ -300,14 +337,17 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def _run_point(name: str, parameters: dict[str, Any], root: str, threads: int | None) -> dict[str, Any]:
-    """One sweep point, in its own process; failures are returned, not raised, so the sweep goes on."""
+def _run_point(job: tuple[str, dict[str, Any], str, int | None]) -> dict[str, Any]:
+    """One sweep point (name, parameters, data home, threads); a failure is returned, not raised, so the
+    sweep goes on, with its reason and the executed copy."""
+    name, parameters, root, threads = job
     started = time.perf_counter()
     try:
         output = run_notebook(name, parameters, root, threads=threads)
         status, error = "complete", ""
-    except NotebookError as exc:
-        output, status, error = None, "failed", str(exc)
+    except Exception as exc:
+        output, status = getattr(exc, "notebook", None), "failed"
+        error = str(exc) if isinstance(exc, NotebookError) else f"{type(exc).__name__}: {exc}"
     return {
         **{f"param.{k}": json.dumps(v) if isinstance(v, list) else v for k, v in parameters.items()},
         "status": status,
@@ -317,14 +357,7 @@ def _run_point(name: str, parameters: dict[str, Any], root: str, threads: int | 
     }
 
 
-def _run_local(name: str, points: list[dict], root: str, workers: int, threads: int) -> list[dict]:
-    # spawn, not fork: each worker starts a Jupyter kernel, and forking a process with threads is unsafe.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_point, name, point, root, threads) for point in points]
-        return [future.result() for future in futures]
-
-
-def _run_ray(name: str, points: list[dict], root: str, workers: int, threads: int, address: str | None):
+def _run_ray(jobs: list[tuple], workers: int, address: str | None) -> list[dict[str, Any]]:
     try:
         import ray
     except ImportError:
@@ -335,7 +368,7 @@ def _run_ray(name: str, points: list[dict], root: str, workers: int, threads: in
         ray.init(**options, log_to_driver=False, ignore_reinit_error=True)
     try:
         task = ray.remote(num_cpus=1)(_run_point)
-        return ray.get([task.remote(name, point, root, threads) for point in points])
+        return ray.get([task.remote(job) for job in jobs])
     finally:
         if started_here:
             ray.shutdown()
@@ -365,7 +398,8 @@ def run_sweep(
         ray_address: Address of a running Ray cluster (``ray://host:10001`` or ``auto``).
 
     Returns:
-        One row per point: ``param.<name>`` columns, status, notebook (executed copy), error, seconds.
+        One row per point: ``param.<name>`` columns, status, notebook (executed copy, also of a failed
+        point), error, seconds. The ``sweep`` run ends failed when a point failed, else complete.
 
     Raises:
         NotebookError: Bad notebook, parameter, grid or executor; nothing is executed then.
@@ -389,17 +423,20 @@ def run_sweep(
     threads = max(1, (os.cpu_count() or 1) // workers)
 
     config = {"kind": "sweep", "notebook": stem, "grid": dict(grid), "fixed": base, "executor": executor}
-    writer = RunWriter.create(config, run_id=config_run_id(f"sweep-{stem}", config), root=Path(home) / "runs")
-    if executor == "ray":
-        rows = _run_ray(stem, points, home, workers, threads, ray_address)
-    else:
-        rows = _run_local(stem, points, home, workers, threads)
-    table = pd.DataFrame(rows)
-    writer.save_table("points", table)
-    failed = int((table.status != "complete").sum())
-    summary = {"points": len(table), "failed": failed, "seconds": float(table.seconds.sum())}
-    if failed:
-        writer.fail(f"{failed} of {len(table)} points failed; see the 'points' table")
-    else:
-        writer.finish(summary)
+    jobs = [(stem, point, home, threads) for point in points]
+    run_id = config_run_id(f"sweep-{stem}", config)
+    # the writer's context marks the sweep failed on any exception (an interrupt included)
+    with RunWriter.create(config, run_id=run_id, root=Path(home) / "runs") as writer:
+        if executor == "ray":
+            rows = _run_ray(jobs, workers, ray_address)
+        else:
+            # spawn, not fork: each worker starts a Jupyter kernel, and forking a threaded process is unsafe
+            rows = run_pool(_run_point, jobs, workers, spawn=True)
+        table = pd.DataFrame(rows)
+        writer.save_table("points", table)
+        failed = int((table.status != "complete").sum())
+        if failed:
+            writer.fail(f"{failed} of {len(table)} points failed; see the 'points' table")
+        else:
+            writer.finish({"points": len(table), "failed": 0, "seconds": float(table.seconds.sum())})
     return table

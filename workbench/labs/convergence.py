@@ -12,24 +12,36 @@ which is exactly 1.0 at the optimum of the global objective. L* is the lowest gl
 full-batch training (B = N, where minibatch and global gradients coincide) reaches from several
 initialisations. A run "reaches the optimum" when its final progress is >= ``reach``.
 
-Every training run lands in the run store (``<tag>-...`` ids, resumable and skipped once complete),
-and a ``<tag>-summary`` run holds the tables ``runs`` (one row per run) and ``summary``.
+The experiment is a :class:`ConvergenceGrid`, trained by ``workbench.labs.grid.run_grid``: every
+training run lands in the run store (``<tag>-...`` ids, resumable and skipped once complete), and a
+``<tag>-summary`` run holds the tables ``runs`` (one row per run) and ``summary``. Command line (one
+flag per grid field): ``workbench lab convergence --help``, or ``python -m workbench.labs.convergence``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from workbench.labs.grid import (
+    Check,
+    Grid,
+    Point,
+    axis,
+    check_axis,
+    ints,
+    lab_main,
+    numbers,
+)
 from workbench.losses import select_specs
-from workbench.store.runs import RunWriter, load_run
-from workbench.training.trainer import TrainConfig, train
+from workbench.store.runs import Run, load_run, slug
+from workbench.training.trainer import TrainConfig
 
 DEFAULT_LOSSES: dict[str, dict] = {
     "clip": {"name": "clip"},
@@ -63,239 +75,173 @@ def experiment_config(
 ) -> TrainConfig:
     params = {key: value for key, value in loss.items() if key != "name"}
     params["temperature"] = temperature
-    return TrainConfig.from_dict(dict(
-        dataset="synthetic",
-        dataset_params={"num_samples": num_samples, "noise": noise},
-        model="two_tower",
-        model_size="linear",
-        loss=loss["name"],
-        loss_params=params,
-        batch_size=batch_size,
-        optimizer="adam",
-        lr=lr,
-        schedule="cosine",
-        steps=steps,
-        seed=seed,
-        eval_every=max(1, steps // 20),
-        snapshot_every=steps,
-        checkpoint_every=max(1, steps // 4),
-        probe_size=num_samples,  # the global objective is evaluated on all N samples
-    ))
-
-
-def _train_one(job: tuple[str, TrainConfig, str | None]) -> str:
-    run_id, config, root = job
-    import torch
-
-    torch.set_num_threads(1)  # many tiny runs: one thread per process beats shared threads
-    return str(train(config, run_id=run_id, root=root, progress=False).path)
-
-
-def _run_all(jobs: list[tuple[str, TrainConfig, str | None]], workers: int) -> list[str]:
-    if workers <= 1:
-        return [_train_one(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_train_one, jobs))
-
-
-def _slug(value: float) -> str:
-    return f"{value:g}".replace(".", "p")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def validate_convergence(
-    noise_levels: Sequence[float] = (0.0, 0.25, 0.5),
-    batch_sizes: Sequence[int] = (4, 16),
-    losses: dict[str, dict] | None = None,
-    seeds: int = 10,
-    steps: int = 2000,
-    num_samples: int = 256,
-    lr: float = 0.01,
-    temperature: float = 0.1,
-    reference_seeds: int = 3,
-    reference_steps: int = 3000,
-    reach: float = 0.99,
-    workers: int | None = None,
-    reference_lr: float = 0.02,
-) -> dict[str, dict]:
-    """Check :func:`run_convergence`'s arguments before anything trains; return the loss specs.
-
-    Every loss is built once at ``num_samples`` and ``temperature``, so a bad loss parameter fails here.
-
-    Raises:
-        ValueError: naming the parameter and its allowed values.
-    """
-    from workbench.losses import build_loss
-
-    losses = dict(DEFAULT_LOSSES if losses is None else losses)
-    if not losses:
-        raise ValueError("losses must name at least one loss")
-    if not _is_int(num_samples) or num_samples < 4:
-        raise ValueError(f"num_samples must be an integer >= 4, got {num_samples!r}")
-    if not list(noise_levels) or not list(batch_sizes):
-        raise ValueError("noise_levels and batch_sizes must each hold at least one value")
-    for noise in noise_levels:
-        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 0.5:
-            raise ValueError(f"noise_levels must lie in [0, 0.5], got {noise!r}")
-    for batch_size in batch_sizes:
-        if not _is_int(batch_size) or not 2 <= batch_size <= num_samples:
-            raise ValueError(f"batch_sizes must lie in [2, num_samples={num_samples}], got {batch_size!r}")
-    if not _is_int(seeds) or not _is_int(reference_seeds) or seeds < 1 or reference_seeds < 1:
-        raise ValueError("seeds and reference_seeds must be >= 1")
-    if not _is_int(steps) or not _is_int(reference_steps) or steps < 1 or reference_steps < 1:
-        raise ValueError(
-            f"steps and reference_steps must be integers >= 1, got {steps!r}, {reference_steps!r}"
+    return TrainConfig.from_dict(
+        dict(
+            dataset="synthetic",
+            dataset_params={"num_samples": num_samples, "noise": noise},
+            model="two_tower",
+            model_size="linear",
+            loss=loss["name"],
+            loss_params=params,
+            batch_size=batch_size,
+            optimizer="adam",
+            lr=lr,
+            schedule="cosine",
+            steps=steps,
+            seed=seed,
+            eval_every=max(1, steps // 20),
+            snapshot_every=steps,
+            checkpoint_every=max(1, steps // 4),
+            probe_size=num_samples,  # the global objective is evaluated on all N samples
         )
-    for name, value in (("lr", lr), ("reference_lr", reference_lr)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    if not 0 < reach <= 1:
-        raise ValueError(f"reach must be in (0, 1], got {reach!r}")
-    if workers is not None and (not _is_int(workers) or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    )
+
+
+def _check_losses(name: str, losses: Any) -> dict[str, dict]:
+    """Loss labels (see :func:`loss_specs`) or a dict label -> {"name": registry name, **params}."""
+    if losses is None or (isinstance(losses, Sequence) and not isinstance(losses, (str, bytes))):
+        return loss_specs(losses)
+    if not isinstance(losses, dict) or not losses:
+        raise ValueError(f"{name} must be loss labels or a non-empty dict of loss specs, got {losses!r}")
     for label, spec in losses.items():
         if not isinstance(spec, dict) or "name" not in spec:
-            raise ValueError(f"losses[{label!r}] must be a dict with a 'name', got {spec!r}")
-        params = {key: value for key, value in spec.items() if key != "name"}
-        if spec["name"] in ("sogclr", "bayes"):
-            params["num_samples"] = num_samples
-        build_loss(spec["name"], **{**params, "temperature": temperature})
-    return losses
+            raise ValueError(f"{name}[{label!r}] must be a dict with a 'name', got {spec!r}")
+    return {label: dict(spec) for label, spec in losses.items()}
 
 
-def run_convergence(
-    noise_levels: Sequence[float] = (0.0, 0.25, 0.5),
-    batch_sizes: Sequence[int] = (4, 16),
-    losses: dict[str, dict] | None = None,
-    seeds: int = 10,
-    steps: int = 2000,
-    num_samples: int = 256,
-    lr: float = 0.01,
-    temperature: float = 0.1,
-    reference_seeds: int = 3,
-    reference_steps: int = 3000,
-    reference_lr: float = 0.02,
-    reach: float = 0.99,
-    workers: int | None = None,
-    tag: str = "convergence",
-    root: str | Path | None = None,
-    summary_id: str | None = None,
-) -> pd.DataFrame:
-    """Run the experiment; return one row per (noise, batch size, loss) with mean/std over seeds.
+@dataclass(frozen=True)
+class ConvergenceGrid(Grid):
+    """The article's small-batch convergence experiment: progress to the optimum per noise, B and loss.
 
-    Args:
-        noise_levels: fractions of near-duplicates, each in [0, 0.5].
+    For each noise level, ``reference_seeds`` full-batch runs (B = N) define L*, and every (batch size,
+    loss, seed) trains one minibatch run. Run ids ``<tag>-n<noise>-fullbatch-s<seed>`` and
+    ``<tag>-n<noise>-<loss label>-b<B>-s<seed>``: they name the noise, loss label, batch size and
+    seed only, so the tag must change with anything else that changes a run (steps, lr, ...).
+
+    Summary: one row per (noise, batch_size, loss): progress mean / std / min, excess loss mean / std,
+    the runs that reached the optimum, the runs and L*. The ``runs`` table has every run, the
+    full-batch ones included (``kind`` reference), with its initial and final global loss.
+
+    Attributes:
+        noise_levels: fractions of injected near-duplicates, each in [0, 0.5].
         batch_sizes: minibatch sizes, each in [2, num_samples].
-        losses: label -> {"name": registry name, **params}; default clip, sogclr, bayes, bayes-point.
-        seeds: runs (initialisations) per setting.
-        steps, lr: training length and peak learning rate (cosine schedule to 0).
-        num_samples, temperature: the data size and the shared temperature.
-        reference_seeds, reference_steps, reference_lr: full-batch runs that define L*.
-        reach: final progress counted as reaching the optimum.
-        workers: parallel processes (default: CPU count, at most 4).
-        tag: prefix of the run ids. A training run's id names its noise, loss label, batch size and
-            seed, so the tag must change with anything else that changes its config (steps, lr, ...).
-        root: run-store root.
-        summary_id: id of the summary run (default ``<tag>-summary``). Its config lists the whole grid,
-            so grids that share a tag but differ in their lists need distinct summary ids.
+        losses: loss labels (clip, sogclr, bayes, bayes-point, bayes-g0.9, or all), or a dict label ->
+            {"name": registry name, **params}; default clip, sogclr, bayes, bayes-point.
+        num_samples: N, the size of the simulated data set; the global objective sums over all N.
+        temperature: the temperature every loss shares.
+        reference_seeds: full-batch runs per noise level; the lowest final loss defines L*.
+        reference_steps: steps of each full-batch run.
+        reference_lr: peak learning rate of the full-batch runs (cosine schedule to 0).
+        reach: a run reaches the optimum when its final progress is at least this, in (0, 1].
     """
-    losses = validate_convergence(
-        noise_levels,
-        batch_sizes,
-        losses,
-        seeds,
-        steps,
-        num_samples,
-        lr,
-        temperature,
-        reference_seeds,
-        reference_steps,
-        reach,
-        workers,
-        reference_lr=reference_lr,
-    )
-    workers = workers or min(4, os.cpu_count() or 1)
-    root_arg = None if root is None else str(root)
-    clip = {"name": "clip"}
 
-    jobs, keys = [], []
-    for noise in noise_levels:
-        for seed in range(reference_seeds):
-            config = experiment_config(
-                clip, num_samples, seed, noise, num_samples, reference_steps, reference_lr, temperature
-            )
-            jobs.append((f"{tag}-n{_slug(noise)}-fullbatch-s{seed}", config, root_arg))
-            keys.append(("reference", noise, num_samples, "full-batch", seed))
-        for batch_size in batch_sizes:
-            for label, spec in losses.items():
-                for seed in range(seeds):
-                    config = experiment_config(
-                        spec, batch_size, seed, noise, num_samples, steps, lr, temperature
-                    )
-                    run_id = f"{tag}-n{_slug(noise)}-{label}-b{batch_size}-s{seed}"
-                    jobs.append((run_id, config, root_arg))
-                    keys.append(("run", noise, batch_size, label, seed))
-    paths = _run_all(jobs, workers)
+    seeds: int = 10
+    steps: int = 2000
+    lr: float = 0.01
+    tag: str = "convergence"
+    noise_levels: tuple[float, ...] = (0.0, 0.25, 0.5)
+    batch_sizes: tuple[int, ...] = (4, 16)
+    losses: dict[str, dict] | tuple[str, ...] | None = None
+    num_samples: int = 256
+    temperature: float = 0.1
+    reference_seeds: int = 3
+    reference_steps: int = 3000
+    reference_lr: float = 0.02
+    reach: float = 0.99
 
-    records = []
-    for (kind, noise, batch_size, label, seed), path in zip(keys, paths, strict=True):
-        metrics = load_run(path).metrics
-        records.append(
-            {
-                "kind": kind,
-                "noise": noise,
-                "batch_size": batch_size,
-                "loss": label,
-                "seed": seed,
-                "run_id": Path(path).name,
-                "initial": float(metrics["global_loss"].iloc[0]),
-                "final": float(metrics["global_loss"].iloc[-1]),
-            }
-        )
-    table = pd.DataFrame(records)
-    optimum = table[table.kind == "reference"].groupby("noise")["final"].min().rename("optimum")
-    table = table.join(optimum, on="noise")
-    table["progress"] = (table.initial - table.final) / (table.initial - table.optimum)
-    table["excess"] = table.final - table.optimum
-    table["reached"] = table.progress >= reach
-    runs = table[table.kind == "run"].drop(columns="kind")
-    summary = (
-        runs.groupby(["noise", "batch_size", "loss"], sort=False)
-        .agg(
-            progress_mean=("progress", "mean"),
-            progress_std=("progress", "std"),
-            progress_min=("progress", "min"),
-            excess_mean=("excess", "mean"),
-            excess_std=("excess", "std"),
-            reached=("reached", "sum"),
-            runs=("seed", "count"),
-            optimum=("optimum", "first"),
-        )
-        .reset_index()
-    )
-    config = {
-        "kind": "convergence",
-        "noise_levels": list(noise_levels),
-        "batch_sizes": list(batch_sizes),
-        "losses": losses,
-        "seeds": seeds,
-        "steps": steps,
-        "num_samples": num_samples,
-        "lr": lr,
-        "temperature": temperature,
-        "reference": {"seeds": reference_seeds, "steps": reference_steps, "lr": reference_lr},
-        "reach": reach,
+    kind = "convergence"
+    checks: ClassVar[dict[str, Check]] = {
+        **Grid.checks,
+        "noise_levels": axis(numbers(0.0, 0.5)),
+        "losses": _check_losses,
+        "num_samples": ints(4),
+        "reference_seeds": ints(1),
+        "reference_steps": ints(1),
+        "reference_lr": numbers(0.0, open_low=True),
+        "reach": numbers(0.0, 1.0, open_low=True),
     }
-    with RunWriter.create(config, run_id=summary_id or f"{tag}-summary", root=root) as writer:
-        writer.save_table("runs", table)
-        writer.save_table("summary", summary)
-        writer.finish(
-            {"settings": len(summary), "runs": len(runs), "mean_progress": float(np.mean(runs.progress))}
+    cli_options: ClassVar[dict[str, dict[str, Any]]] = {
+        "noise_levels": {"aliases": ("--noise",)},
+        "losses": {"nargs": "+", "type": str, "metavar": "LABEL"},
+    }
+    cli_flags: ClassVar[dict[str, dict[str, Any]]] = {
+        "--with-ablation": {
+            "dest": "losses",
+            "action": "store_const",
+            "const": ["all"],
+            "help": "every loss label, bayes with gamma=0.9 (a fast-tracking estimate) included",
+        }
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
+        def batch_size(name: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= self.num_samples:
+                raise ValueError(f"{name} must lie in [2, num_samples={self.num_samples}], got {value!r}")
+            return value
+
+        self._set("batch_sizes", check_axis("batch_sizes", self.batch_sizes, batch_size))
+        from workbench.losses import build_loss
+
+        for spec in self.losses.values():  # every loss is built once, so a bad parameter fails here
+            params = {key: value for key, value in spec.items() if key != "name"}
+            if spec["name"] in ("sogclr", "bayes"):
+                params["num_samples"] = self.num_samples
+            build_loss(spec["name"], **{**params, "temperature": self.temperature})
+
+    def points(self) -> list[Point]:
+        clip, n = {"name": "clip"}, self.num_samples
+        points = []
+        for noise in self.noise_levels:
+            config = experiment_config(
+                clip, n, 0, noise, n, self.reference_steps, self.reference_lr, self.temperature
+            )
+            coords = {"kind": "reference", "noise": noise, "batch_size": n, "loss": "full-batch"}
+            points.append(Point(coords, f"n{slug(noise)}-fullbatch", config, range(self.reference_seeds)))
+            for batch_size in self.batch_sizes:
+                for label, spec in self.losses.items():
+                    config = experiment_config(
+                        spec, batch_size, 0, noise, n, self.steps, self.lr, self.temperature
+                    )
+                    coords = {"kind": "run", "noise": noise, "batch_size": batch_size, "loss": label}
+                    slug_ = f"n{slug(noise)}-{label}-b{batch_size}"
+                    points.append(Point(coords, slug_, config, range(self.seeds)))
+        return points
+
+    def measure(self, run: Run) -> dict[str, float]:
+        metrics = run.metrics
+        return {
+            "initial": float(metrics["global_loss"].iloc[0]),
+            "final": float(metrics["global_loss"].iloc[-1]),
+        }
+
+    def summarize(
+        self, table: pd.DataFrame, points: list[Point]
+    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+        """Progress against L*, the best final global loss of the full-batch runs of each noise level."""
+        optimum = table[table.kind == "reference"].groupby("noise")["final"].min().rename("optimum")
+        table = table.join(optimum, on="noise")
+        table["progress"] = (table.initial - table.final) / (table.initial - table.optimum)
+        table["excess"] = table.final - table.optimum
+        table["reached"] = table.progress >= self.reach
+        runs = table[table.kind == "run"].drop(columns="kind")
+        summary = (
+            runs.groupby(["noise", "batch_size", "loss"], sort=False)
+            .agg(
+                progress_mean=("progress", "mean"),
+                progress_std=("progress", "std"),
+                progress_min=("progress", "min"),
+                excess_mean=("excess", "mean"),
+                excess_std=("excess", "std"),
+                reached=("reached", "sum"),
+                runs=("seed", "count"),
+                optimum=("optimum", "first"),
+            )
+            .reset_index()
         )
-    return summary
+        totals = {"settings": len(summary), "runs": len(runs), "mean_progress": float(np.mean(runs.progress))}
+        return table, summary, totals
 
 
 def progress_curves(summary_run: str, root: str | Path | None = None) -> pd.DataFrame:
@@ -323,38 +269,7 @@ def progress_curves(summary_run: str, root: str | Path | None = None) -> pd.Data
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m workbench.labs.convergence", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.25, 0.5])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--tag", default="convergence")
-    parser.add_argument("--root", default=None)
-    parser.add_argument(
-        "--with-ablation", action="store_true", help="add bayes with gamma=0.9 (a fast-tracking estimate)"
-    )
-    args = parser.parse_args(argv)
-    losses = dict(ALL_LOSSES if args.with_ablation else DEFAULT_LOSSES)
-    try:
-        summary = run_convergence(
-            noise_levels=args.noise,
-            batch_sizes=args.batch_sizes,
-            losses=losses,
-            seeds=args.seeds,
-            steps=args.steps,
-            workers=args.workers,
-            tag=args.tag,
-            root=args.root,
-        )
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    return 0
+    return lab_main(argv, "python -m workbench.labs.convergence", __doc__, ConvergenceGrid)
 
 
 if __name__ == "__main__":

@@ -222,18 +222,20 @@ def make_example_embeddings(
     if path.is_file() and not overwrite:
         return path
     tower = {"hidden": 128, "depth": 2, "out_dim": 64}
-    config = TrainConfig.from_dict(dict(
-        dataset="digits_captions",
-        dataset_params={"text_encoder": text_encoder, "seed": seed},
-        loss="clip",
-        learn_scale=True,
-        batch_size=128,
-        steps=steps,
-        seed=seed,
-        device="cpu",
-        image_tower=tower,
-        text_tower=tower,
-    ))
+    config = TrainConfig.from_dict(
+        dict(
+            dataset="digits_captions",
+            dataset_params={"text_encoder": text_encoder, "seed": seed},
+            loss="clip",
+            learn_scale=True,
+            batch_size=128,
+            steps=steps,
+            seed=seed,
+            device="cpu",
+            image_tower=tower,
+            text_tower=tower,
+        )
+    )
     trainer = Trainer(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small is fastest on one thread, and a busy CPU punishes more

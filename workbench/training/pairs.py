@@ -39,6 +39,8 @@ class PairTask(Task):
         in_a, in_b = dataset.in_dims
         self.model = build_pair_model(kind, in_a, in_b, model_size(config.task.model_size)).to(device)
         self.loss = loss_from_config(config, len(dataset), dataset.views).to(device)
+        if getattr(self.loss, "needs_population", False):  # bayes' exact E-step (an oracle for labs)
+            self.loss.set_population_source(self._population)
         self.scale = None
         if config.learn_scale:
             init = 10.0 if config.loss == "siglip" else 1.0 / self.loss.temperature
@@ -51,6 +53,18 @@ class PairTask(Task):
         # fixed augmentations, so snapshots at different steps see the same inputs
         x_a, x_b = dataset.batch(self.probe_index, step_generator(config.seed, 0, stream=2))
         self.probe_views = x_a.to(device), x_b.to(device)
+
+    @torch.no_grad()
+    def _population(self) -> tuple[Tensor, Tensor]:
+        """Every sample's embeddings now, through fixed views (equal on every process)."""
+        every_row = torch.arange(len(self.dataset))
+        x_a, x_b = self.dataset.batch(every_row, step_generator(self.config.seed, 0, stream=2))
+        training = self.model.training
+        self.model.eval()
+        try:
+            return embed(self.model, x_a.to(self.device), x_b.to(self.device), 1024, self.autocast)
+        finally:
+            self.model.train(training)
 
     def parameters(self) -> list[nn.Parameter]:
         return super().parameters() + self.extra_parameters()

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from workbench.data import build_dataset
-from workbench.store.runs import Run, RunWriter, load_run, new_run_id, runs_root
+from workbench.store.runs import Run, RunWriter, config_diff, load_run, new_run_id, runs_root
 from workbench.training import distributed
 from workbench.training.config import (
     ImageTextConfig,
@@ -170,6 +170,7 @@ def train(
     progress: bool = True,
     stop_at_step: int | None = None,
     on_step: Callable[[int, Trainer], None] | None = None,
+    restart: bool = False,
 ) -> Run:
     """Train (or resume) a run and return it from the run store.
 
@@ -185,6 +186,8 @@ def train(
         progress: show a tqdm progress bar.
         stop_at_step: stop early after this step, leaving the run resumable (as a kill would).
         on_step: called after every step with (step, trainer); for notebooks and tests.
+        restart: forget what the run trained so far (checkpoint, metrics, snapshots) and start it from
+            step 0; for a run whose checkpoint is damaged. A complete run is never restarted.
 
     Raises:
         ValueError: a bad config, or a complete run with this id and another config; nothing is written.
@@ -208,6 +211,8 @@ def train(
     )
     with writer if main else contextlib.nullcontext():
         start = 0
+        if restart and main:
+            writer.restart()
         checkpoint = distributed.run_on_main(lambda: writer.load_checkpoint())
         recent: list[Tensor] = []
         if checkpoint is not None:
@@ -295,7 +300,7 @@ def _is_complete(path: Path, config: TrainConfig) -> bool:
         stored = TrainConfig.from_dict(done.config).to_dict()
     except ValueError:
         stored = done.config
-    changed = sorted(key for key in set(wanted) | set(stored) if wanted.get(key) != stored.get(key))
+    changed = config_diff(stored, wanted)
     if changed:
         raise ValueError(
             f"run {path.name!r} is complete and its config differs (keys {changed}); "
@@ -325,13 +330,16 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m workbench.t
     add_config_arguments(parser)
     parser.add_argument("--run-id", default=None, help="resume this run if it exists")
     parser.add_argument("--root", default=None, help="run-store root")
+    parser.add_argument(
+        "--restart", action="store_true", help="train the run again from step 0 (its checkpoint is damaged)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        run = train(config_from_args(args), run_id=args.run_id, root=args.root)
+        run = train(config_from_args(args), run_id=args.run_id, root=args.root, restart=args.restart)
     except (ValueError, FloatingPointError) as err:
         raise SystemExit(f"error: {err}") from None
     finally:
