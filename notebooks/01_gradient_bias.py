@@ -61,6 +61,9 @@ from IPython.display import Markdown, display
 from workbench.labs.gradbias import loss_specs, run_gradbias, validate_gradbias
 from workbench.store.report import gradbias_table
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 specs = loss_specs(losses)
 dataset_params = {"num_samples": num_samples, "noise": noise} if dataset == "synthetic" else {}
@@ -214,16 +217,12 @@ bias_curves(table, "rel_bias", title="relative bias against batch size").show()
 # %%
 import ipywidgets as widgets
 
+from workbench.viz.controls import show_linked
+
 loss_labels = list(dict.fromkeys(table.loss))
-
-
-def show_decomposition(loss: str) -> None:
-    decomposition(table, loss).show()
-
-
-_ = widgets.interact(
-    show_decomposition,
-    loss=widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss"),
+_ = show_linked(
+    lambda loss: decomposition(table, loss),
+    {"loss": widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss")},
 )
 
 # %% [markdown]
@@ -239,16 +238,15 @@ _ = widgets.interact(
 METRICS = ["rel_bias", "bias", "variance", "mse", "cosine", "jensen_gap", "bias_floor"]
 
 
-def show_metric(metric: str, loss: str) -> None:
-    chosen = None if loss == "all" else [loss]
-    bias_curves(table, metric, losses=chosen).show()
+def metric_figure(metric: str, loss: str):
+    return bias_curves(table, metric, losses=None if loss == "all" else [loss])
 
 
-_ = widgets.interact(
-    show_metric,
-    metric=widgets.Dropdown(options=METRICS, value="mse", description="metric"),
-    loss=widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
-)
+metric_controls = {
+    "metric": widgets.Dropdown(options=METRICS, value="mse", description="metric"),
+    "loss": widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
+}
+_ = show_linked(metric_figure, metric_controls, box=widgets.HBox(list(metric_controls.values())))
 
 # %% [markdown]
 # ## Single minibatches at one batch size
@@ -268,18 +266,17 @@ _ = widgets.interact(
 #   bought with far more variance.
 
 # %%
-def show_batches(batch_size: int, column: str) -> None:
-    batch_distribution(samples, batch_size, column).show()
-    batch_bars(table, batch_size, "cosine").show()
+def batch_figures(batch_size: int, column: str):
+    return [batch_distribution(samples, batch_size, column), batch_bars(table, batch_size, "cosine")]
 
 
-_ = widgets.interact(
-    show_batches,
-    batch_size=widgets.SelectionSlider(
+batch_controls = {
+    "batch_size": widgets.SelectionSlider(
         options=sorted(batch_sizes), value=min(batch_sizes), description="batch size"
     ),
-    column=widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
-)
+    "column": widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
+}
+_ = show_linked(batch_figures, batch_controls, box=widgets.HBox(list(batch_controls.values())))
 
 # %% [markdown]
 # ## What this says about large batches

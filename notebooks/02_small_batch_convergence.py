@@ -67,6 +67,9 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 # %%
 from workbench.labs.convergence import loss_specs, progress_curves, run_convergence, validate_convergence
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 specs = loss_specs(losses)  # unknown labels fail here, listing the allowed ones
 settings = dict(

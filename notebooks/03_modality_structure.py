@@ -59,6 +59,9 @@ workers: int = 2  # training processes in parallel
 # %%
 from workbench.labs.modality import structure_experiment, structure_variants
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 variants = structure_variants(regularizers, weights or None)
 settings = dict(
