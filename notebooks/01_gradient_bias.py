@@ -56,10 +56,7 @@ seed: int = 0  # seeds the data draw, the model, the batches and the Gamma draws
 # reuses the stored measurement instead of repeating it.
 
 # %%
-from IPython.display import Markdown, display
-
 from workbench.labs.gradbias import loss_specs, run_gradbias, validate_gradbias
-from workbench.store.report import gradbias_table
 from workbench.store.runs import config_run_id, load_run
 from workbench.viz.notebook import setup_figures
 
@@ -166,24 +163,31 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # Details: `workbench.viz.bias` docstring.
 
 # %%
+from workbench.viz.bias import bias_table
+
 table = run_gradbias(**settings, seed=seed, run_id=run_id)
 samples = load_run(run_id).table("gradbias_samples")
-display(Markdown(gradbias_table(run_id)))
+bias_table(table)
 
 # %% [markdown]
-# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$), per loss,
+# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$, 3 significant
+# digits; "≈ 0 (round-off)" where the bias is zero up to float precision, at $B = N$), per loss,
 # state and batch size.
 
 # %% [markdown]
 # ## Relative bias against batch size
 #
-# One line per loss (dotted: cold state, solid: warm or stateless), log-log, with the noise-floor
-# band. What to look for:
+# The first figure shows four losses, the stateful ones in their warm state (as later in
+# training): plain InfoNCE (`clip`), its two fixes that carry $Z_i$ across batches (`sogclr`,
+# `bayes`) and the `bayes-batch` ablation. Log-log, with the noise-floor band; the band stops at the
+# noise floor, below which the measurement cannot tell values apart. At $B = N$ every "minibatch" is a
+# permutation of the data, so the bias of the stateless losses is zero up to float round-off; that
+# point is marked with an open triangle at the bottom instead of stretching the axis by six decades.
+# The second figure shows every loss and state, one panel per family. What to look for:
 #
 # * `clip`, `ntxent` and a cold `moco` start near 1 at $B = 4$ (the average step is about as far
-#   from $g^*$ as $g^*$ is long), fall with $B$, and drop to float round-off at $B = N$, where every
-#   "minibatch" is a permutation of the data. That drop is the bias vanishing, not a plotting
-#   artefact.
+#   from $g^*$ as $g^*$ is long), fall with $B$, and reach float round-off at $B = N$ (the
+#   triangles). That is the bias vanishing, not a plotting artefact.
 # * `bayes-batch` lies below `clip`: fixing the positive's weight removes a large share of
 #   InfoNCE's bias; what is left is the ratio bias. At the default budget this is resolved at
 #   $B = 64$ (about 0.17 against 0.55); at $B = 4$ the band of `bayes-batch` is too wide to tell.
@@ -200,9 +204,10 @@ display(Markdown(gradbias_table(run_id)))
 #   is a change of objective; a warm `moco` stays biased even at $B = N$.
 
 # %%
-from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, decomposition
+from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, bias_overview, decomposition
 
-bias_curves(table, "rel_bias", title="relative bias against batch size").show()
+bias_overview(table).show()
+bias_curves(table, "rel_bias", title="relative bias of every loss and state, per family").show()
 
 # %% [markdown]
 # ## Bias or variance: the mean squared error
