@@ -34,6 +34,7 @@ PAGES = {
 }
 BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
 RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
+SEED_RUN = "seeded-s"  # + 0 and 1
 TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
 
 
@@ -96,6 +97,12 @@ def build_fixture_store(home: Path) -> Path:
         w.save_snapshot(2, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
         w.finish({"train_loss": 1.0})
     (root / DAMAGED_RUN / "snapshots" / "step_00000002.npz").write_bytes(b"not a zip file")
+    for seed, offset in enumerate((0.0, 0.2)):  # one setting, two seeds: aggregated on the runs page
+        config = {"dataset": "digits_captions", "loss": "sogclr", "batch_size": 8, "seed": seed}
+        with RunWriter.create(config, run_id=f"{SEED_RUN}{seed}", root=root) as w:
+            for step in (1, 2):
+                w.log(step, train_loss=2.0 - step / 2 + offset)
+            w.finish({"train_loss": 1.0 + offset})
     return root
 
 
@@ -151,7 +158,31 @@ def test_runs_page_lists_filters_and_compares(home):
     assert at.session_state["selected_runs"] == [BRIDGE_RUN, SPHERE_RUN]
     differing = at.dataframe[1].value
     assert "image_tower.out_dim" in differing.index
+    # Keys only one run has count: the bridge weight exists only in the bridge run's config.
+    assert differing.loc["structure.weights.bridge", SPHERE_RUN] == "(missing)"
     assert len(at.get("plotly_chart")) == 1
+    # Short labels: loss, dataset, batch size, regularizers, seed, then the id.
+    label = at.multiselect(key="runs-compare").format_func(BRIDGE_RUN)
+    assert label.startswith("clip · digits_captions · B=32 · bridge=1") and BRIDGE_RUN in label
+
+
+def test_runs_page_aggregates_seeds_and_refreshes_a_live_run(home):
+    at = _app()
+    at.multiselect(key="runs-compare").select(f"{SEED_RUN}0").select(f"{SEED_RUN}1").run()
+    _no_errors(at)
+    differing = at.dataframe[1].value
+    assert list(differing.index) == ["seed"]
+    assert "Config keys that differ (1 of 4)" in [e.label for e in at.expander]
+    assert at.toggle(key="runs-aggregate").value
+    seeds = at.dataframe[2].value
+    assert seeds.runs.tolist() == [2] and seeds.train_loss.tolist() == ["1.10 ± 0.141"]
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "2 seeds, mean" in spec and '"fill":"toself"' in spec.replace(" ", "")  # mean and its band
+    at.toggle(key="runs-aggregate").set_value(False).run()
+    assert "2 seeds" not in at.get("plotly_chart")[0].proto.spec
+    at.multiselect(key="runs-compare").select(RUNNING_RUN).run()
+    _no_errors(at)
+    assert "Live:" in _texts(at.caption) and "refresh every 3 s" in _texts(at.caption)
 
 
 @pytest.mark.parametrize("page", ["geometry", "modality_gap", "bridges"])
@@ -215,11 +246,37 @@ def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
     at.slider(key="gap-wi-shift").set_value(1.0).run()
     _no_errors(at)
     assert at.metric[0].value != before
+    # The run learned its scale: used by default, and the temperature box is off while it is.
+    assert at.checkbox(key="gap-wi-scale").value
+    assert at.number_input(key="gap-wi-temp").disabled
+    at.checkbox(key="gap-wi-scale").uncheck().run()
+    assert not at.number_input(key="gap-wi-temp").disabled
+    # SigLIP gets its own scale and bias, never the run's CLIP scale.
     at.selectbox(key="gap-wi-loss").set_value("siglip").run()
+    _no_errors(at)
+    assert not at.get("checkbox") or "gap-wi-scale" not in [c.key for c in at.checkbox]
+    assert at.number_input(key="gap-wi-sscale").value == 10.0
+    assert at.number_input(key="gap-wi-bias").value == -10.0
+    captions = _texts(at.caption)
+    assert "Lowest siglip loss at shift" in captions and "scale = 10, bias = -10" in captions
     at.slider(key="gap-top").set_value(2).run()
     at.radio(key="gap-gap-dims").set_value(3).run()
     _no_errors(at)
     assert not at.warning, _texts(at.warning)
+    # Subplot titles say what a measure is and which way is better.
+    assert "centroid gap (lower is better" in at.get("plotly_chart")[0].proto.spec.replace("\\u00b1", "±")
+
+
+def test_what_if_grid_is_widened_until_the_minimum_is_inside():
+    from workbench.metrics.gap import whatif_curve
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)) + np.array([2.0, 0, 0, 0])
+    curve = whatif_curve(x, x + 0.05 * rng.normal(size=x.shape) - np.array([4.0, 0, 0, 0]), "clip",
+                         {"temperature": 0.5}, low=-1.0, high=0.0, points=5)  # fmt: skip
+    best = curve.loc[curve["loss"].idxmin(), "shift"]
+    assert curve["shift"].max() > 0.0 and curve["shift"].min() < best < curve["shift"].max()
+    assert not curve["at_edge"].any()
 
 
 def test_bridges_page_paths_sigma_and_bridge_means(home):
@@ -375,11 +432,21 @@ def test_upload_page_good_then_bad_file(home):
     at = _app("your_embeddings")
     _no_errors(at)
     assert "Upload a file" in _texts(at.info)
+    # Any file type reaches the page and a refusal says why; the message goes with the file.
+    at.file_uploader(key="upload-file").set_value(("table.csv", b"a,b\n1,2", "text/csv")).run()
+    assert "unsupported file type '.csv'" in _texts(at.error)
     at.file_uploader(key="upload-file").set_value(
         ("mine.npz", _good_upload(), "application/octet-stream")
     ).run()
     _no_errors(at)
     assert "60 pairs in d = 5" in _texts(at.success)
+    # The scalar report on top, every measure with its direction; no checkpoint-only controls.
+    tiles = {m.label: m.value for m in at.metric}
+    for label in ("centroid gap ↓", "relative modality gap ↓", "modality separability ↓", "alignment ↓",
+                  "uniformity ↓", "cone (mean cosine) ↓", "effective rank ↑", "image→text recall@1 ↑",
+                  "mean recall ↑"):  # fmt: skip
+        assert label in tiles, sorted(tiles)
+    assert "step 0" not in _texts(at.caption)
     assert len(at.get("plotly_chart")) >= 5  # projection, gap arrow, per-dim gap, spectrum, what-if, bridges
     at.radio(key="upload-geometry-color").set_value("class").run()
     at.slider(key="upload-bridges-sigma").set_value(0.3).run()
@@ -474,3 +541,34 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
             browser.close()
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{n}.png" for n in routes)
+
+
+def test_point_inspector_search_neighbours_and_download(home):
+    at = _app("geometry", run=BRIDGE_RUN)
+    assert "Click a point" in _texts(at.caption)
+    at.text_input(key="geometry-find").input("7").run()
+    _no_errors(at)
+    assert "match '7'" in _texts(at.caption)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "search matches (image)" in spec and "search matches (text)" in spec
+    # The side panel: the digit image, its caption, the rank of its own caption, neighbours both ways.
+    assert len(at.get("imgs")) >= 1
+    ranks = [m for m in at.metric if m.label == "Rank of its own caption"]
+    assert len(ranks) == 1 and ranks[0].value.endswith("of 64")
+    markdown = _texts(at.markdown)
+    assert "Nearest images" in markdown and "Nearest texts (across)" in markdown
+    table = at.dataframe[0].value
+    assert set(table["listed because"]) == {"search"} and (table.label == "7").all()
+    assert at.get("download_button")
+    at.text_input(key="geometry-find").input("no such caption").run()
+    assert "0 item(s) match" in _texts(at.caption)
+
+
+def test_selected_points_come_from_the_chart_event():
+    from app.inspector import selected_points
+
+    event = {"selection": {"points": [{"customdata": ["3", "7", "a seven", "12", "b"]},
+                                      {"customdata": ["3", "7", "a seven", "12", "b"]},
+                                      {"x": 1.0}]}}  # fmt: skip
+    assert selected_points(event) == [(12, "b")]
+    assert selected_points({}) == [] and selected_points(None) == []
