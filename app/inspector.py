@@ -119,17 +119,17 @@ def inspect_panel(source: Source, step: int, info: emb.PointInfo, row: int, key:
     ):  # fmt: skip
         st.markdown(f"*{title}*")
         thumbs = _images_for(source, info.ids[rows])
-        cols = st.columns(max(len(rows), 1))
-        for i, (col, other, sim) in enumerate(zip(cols, rows, sims, strict=False)):
-            mark = " ✓" if int(other) == row else ""
-            text = f"`{info.ids[other]}` {info.label_names()[other]} · cos {format_value(sim)}{mark}"
-            if thumbs is not None:
-                col.image(thumbs[i], width=THUMB, clamp=True)
-            col.caption(
-                text
-                if kind == "a" or not info.customdata()[other, 2]
-                else f"{text}: {info.customdata()[other, 2]}"
-            )
+        if thumbs is not None:  # a row of small images, their cosine under each
+            cols = st.columns(max(len(rows), 1))
+            for col, thumb, sim in zip(cols, thumbs, sims, strict=False):
+                col.image(thumb, width=THUMB, clamp=True, caption=f"{format_value(sim)}")
+        lines = []
+        for other, sim in zip(rows, sims, strict=True):
+            mark = " ✓ own pair" if int(other) == row else ""
+            text = info.customdata()[other, 2] if kind == "b" else ""
+            lines.append(f"1. `{info.ids[other]}` {info.label_names()[other]} · cos {format_value(sim)}{mark}"
+                         + (f"  \n   {text}" if text else ""))  # fmt: skip
+        st.markdown("\n".join(lines))
 
 
 def inspectable_chart(

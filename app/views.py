@@ -61,6 +61,11 @@ def scalar_report_view(report: dict, columns: int = 5) -> None:
     st.caption("↑ higher is better, ↓ lower is better; hover a value for its definition and unit.")
 
 
+def _at(source: Source, step: int, lead: str = " at") -> str:
+    """`` at step 3`` for runs; nothing for an upload, which has no checkpoints."""
+    return f"{lead} step {step}" if source.run is not None else ""
+
+
 def _plot(fig, key: str) -> None:
     # theme=None keeps the figures' own template, so they look as they do in the notebooks.
     st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False})
@@ -126,20 +131,21 @@ def embedding_view(source: Source, prefix: str) -> None:
             axis = "PC" if "pca" in opts["method"] else "UMAP"
             coords = proj.at(step)
             fig = emb.scatter_figure(
-                coords, info, opts["color_by"], opts["pair_lines"], f"{title}, step {step}",
+                coords, info, opts["color_by"], opts["pair_lines"], f"{title}{_at(source, step, ',')}",
                 proj.bounds(), axis,
             )  # fmt: skip
             inspectable_chart(fig, source, step, info, coords, prefix)
         if proj.explained is not None:
             shares = ", ".join(f"{v:.1%}" for v in proj.explained[proj.index(step)])
-            st.caption(f"Variance explained by the axes at step {step}: {shares}.")
+            st.caption(f"Variance explained by the axes{_at(source, step)}: {shares}.")
     with data_guard("the unit-sphere view"):
         snap = source.snapshot(step)
         d = np.shape(snap["a"])[1]
         st.subheader("Unit sphere")
         if d == 3:
             arrays = {k: snap[k] for k in opts["keys"]}
-            sphere = emb.sphere_figure(arrays, info, opts["color_by"], opts["pair_lines"], f"step {step}")
+            label = _at(source, step, "").strip()
+            sphere = emb.sphere_figure(arrays, info, opts["color_by"], opts["pair_lines"], label)
             _plot(sphere, f"{prefix}-sphere")
         else:
             st.caption(f"The embeddings are {d}-dimensional; the unit-sphere view is for 3-d embeddings.")
@@ -196,7 +202,7 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
     if not guard.ok:
         return
 
-    st.subheader(f"The gap vector at step {step}")
+    st.subheader(f"The gap vector{_at(source, step)}")
     cols = st.columns(2)
     method = cols[0].selectbox(
         "Projection", ["frozen_pca", "pca"], format_func=METHOD_LABELS.get, key=f"{prefix}-gap-method"
@@ -380,7 +386,7 @@ def bridge_view(source: Source, prefix: str) -> None:
         paths = bridge_paths(a, b, n_paths=n_paths, n_steps=n_steps, sigma=sigma, seed=0, pairs=pairs)
         axis = "PC" if "pca" in method else "UMAP"
         fig = emb.scatter_figure(
-            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths at step {step}",
+            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths{_at(source, step)}",
             bounds=proj.bounds(), axis_title=axis, marker_size=4,
         )  # fmt: skip
         for trace in fig.data:

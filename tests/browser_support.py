@@ -66,6 +66,10 @@ def jupyterlab(root: Path, home: Path, scratch: Path, timeout: float = 120) -> I
     url = f"http://127.0.0.1:{port}"
     for sub in ("settings", "workspaces", "runtime", "config"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
+    # Render every cell: JupyterLab 4 leaves cells outside the viewport out of the page by default.
+    tracker = scratch / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text('{"windowingMode": "none"}')
     env = {
         **os.environ,
         "WORKBENCH_HOME": str(home),

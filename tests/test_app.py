@@ -446,7 +446,7 @@ def test_upload_page_good_then_bad_file(home):
                   "uniformity ↓", "cone (mean cosine) ↓", "effective rank ↑", "image→text recall@1 ↑",
                   "mean recall ↑"):  # fmt: skip
         assert label in tiles, sorted(tiles)
-    assert "step 0" not in _texts(at.caption)
+    assert "step 0" not in _texts(at.caption) and "One checkpoint" not in _texts(at.caption)
     assert len(at.get("plotly_chart")) >= 5  # projection, gap arrow, per-dim gap, spectrum, what-if, bridges
     at.radio(key="upload-geometry-color").set_value("class").run()
     at.slider(key="upload-bridges-sigma").set_value(0.3).run()
@@ -552,7 +552,7 @@ def test_point_inspector_search_neighbours_and_download(home):
     spec = at.get("plotly_chart")[0].proto.spec
     assert "search matches (image)" in spec and "search matches (text)" in spec
     # The side panel: the digit image, its caption, the rank of its own caption, neighbours both ways.
-    assert len(at.get("imgs")) >= 1
+    assert len(at.get("image")) >= 1  # the item, then its neighbours
     ranks = [m for m in at.metric if m.label == "Rank of its own caption"]
     assert len(ranks) == 1 and ranks[0].value.endswith("of 64")
     markdown = _texts(at.markdown)
@@ -572,3 +572,85 @@ def test_selected_points_come_from_the_chart_event():
                                       {"x": 1.0}]}}  # fmt: skip
     assert selected_points(event) == [(12, "b")]
     assert selected_points({}) == [] and selected_points(None) == []
+
+
+# A point of the first scatter trace of a plot, in page pixels (plotly's own axis mapping).
+_POINT_PX = """(gd) => {
+  const trace = gd._fullData.findIndex(t => t.mode === 'markers' && t.x && t.x.length);
+  const t = gd._fullData[trace], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])];
+}"""
+_IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+
+
+@pytest.mark.slow
+def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_path):
+    """Click a point, search, refuse a .csv, and watch a running run's curve grow, in chromium."""
+    reason = _ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from workbench.store.runs import RunWriter
+
+    config = {"dataset": "digits_captions", "loss": "clip"}
+    live = RunWriter.create(config, run_id="live-run", root=store / "runs")
+    live.log(1, train_loss=2.0)
+    live.flush()
+    shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve(store, cwd=tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        errors = page.locator('[data-testid="stException"]')
+
+        # Click one point: the inspector shows its image, caption, rank and neighbours.
+        page.goto(f"{url}/geometry?run={BRIDGE_RUN}", timeout=60_000)
+        page.wait_for_selector(".js-plotly-plot .legend", timeout=120_000)
+        page.wait_for_function(_IDLE, timeout=120_000)
+        plot = page.locator(".js-plotly-plot").first
+        x, y = plot.evaluate(_POINT_PX)
+        page.mouse.click(x, y)
+        page.wait_for_selector("text=Rank of its own caption", timeout=60_000)
+        page.wait_for_function(_IDLE, timeout=60_000)
+        assert page.locator('[data-testid="stImage"]').count() >= 1
+        assert page.get_by_text("Download these points (CSV)").count() == 1  # the table of chosen points
+        page.screenshot(path=str(shots / "inspector-click.png"), full_page=True)
+        # Search by label: matches are ringed in the figure and listed.
+        page.get_by_label("Find points (id, label or caption text; commas for several)").fill("3")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("text=search matches (image)", timeout=60_000)
+        page.wait_for_function(_IDLE, timeout=60_000)
+        page.screenshot(path=str(shots / "inspector-search.png"), full_page=True)
+        assert errors.count() == 0, errors.first.inner_text()
+
+        # A file of another type is refused with the reason.
+        page.goto(f"{url}/your_embeddings", timeout=60_000)
+        page.wait_for_selector("h1", timeout=90_000)
+        csv = tmp_path / "table.csv"
+        csv.write_text("a,b\n1,2\n")
+        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(csv))
+        page.wait_for_selector("text=unsupported file type '.csv'", timeout=60_000)
+        page.screenshot(path=str(shots / "upload-refused.png"), full_page=True)
+
+        # The runs page follows a running run: a new logged step appears without touching the page.
+        page.goto(f"{url}/", timeout=60_000)
+        page.wait_for_selector("h1", timeout=90_000)
+        page.wait_for_function(_IDLE, timeout=120_000)
+        picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs to compare")
+        picker.click()
+        page.keyboard.type("live-run")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("text=Live:", timeout=60_000)
+        count = "() => (document.querySelector('.js-plotly-plot') || {_fullData: [{x: []}]})._fullData[0]" \
+            ".x.length"
+        page.wait_for_function(f"() => ({count})() === 1", timeout=60_000)
+        live.log(2, train_loss=1.5)
+        live.flush()
+        page.wait_for_function(f"() => ({count})() === 2", timeout=30_000)
+        page.screenshot(path=str(shots / "runs-live.png"), full_page=True)
+        assert errors.count() == 0, errors.first.inner_text()
+        browser.close()
+    live.finish({})
