@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app.common import SELECTED_KEY, SUMMARY_METRICS, open_run, page_header, runs_frame
@@ -110,7 +111,10 @@ def curves() -> None:
     tables, steps = {}, {}
     for ids in groups.values():
         live = [run for run_id in ids if (run := open_run(run_id)) is not None]  # re-read: live runs
-        steps.update({run.run_id: run.step for run in live if run.run_id in running})
+        for run in live:
+            if run.run_id in running:  # the last step it logged (the status file is written less often)
+                logged = run.metrics.get("step", pd.Series(dtype=float)).max()
+                steps[run.run_id] = int(logged) if pd.notna(logged) else run.step
         if aggregate and len(live) > 1:
             tables[group_label(frame, ids)] = mean_std_over_seeds([run.metrics for run in live])
         else:
