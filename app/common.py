@@ -33,6 +33,10 @@ from workbench.viz.projection import Projection, fit_projection, run_projection,
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 #: Most pairs an uploaded file may hold: projections and the O(n^2) measures stay interactive.
 MAX_UPLOAD_ROWS = 50_000
+#: Largest embedding dimension of an upload (the loader's default cap).
+MAX_UPLOAD_DIM = 65_536
+#: Most memory decoding an upload may take, checked from its headers before anything is decoded.
+MAX_UPLOAD_DECODED_BYTES = 1 * 2**30
 UPLOAD_TYPES = ("npz", "parquet")
 UPLOAD_KEY = "uploaded_embeddings"
 SELECTED_KEY = "selected_runs"
@@ -106,12 +110,20 @@ def open_run(run_id: Any) -> Run | None:
 
 
 def run_warnings(run: Run) -> bool:
-    """Warn about a run that is not complete or has no snapshots; True when its snapshots can be shown."""
+    """Warn about a run that is not complete, has damaged files or no snapshots; True when its snapshots
+    can be shown."""
     status = run.status
     steps = run.snapshot_steps
     if status == "running":
+        writer = run.writer
+        who = f", {writer.describe()}" if writer is not None else ""
         st.warning(
-            f"Run `{run.run_id}` is still running (last step {run.step}); showing what it has written."
+            f"Run `{run.run_id}` is still running (last step {run.step}{who}); showing what it has written."
+        )
+    elif status == "stopped":
+        st.warning(
+            f"Run `{run.run_id}` stopped at step {run.step} without finishing: the process writing it is "
+            "gone (killed?). Train the same config again to resume it. Showing what it wrote."
         )
     elif status == "failed":
         st.warning(f"Run `{run.run_id}` failed: {run.error or 'no error recorded'}. Showing what it wrote.")
@@ -120,6 +132,8 @@ def run_warnings(run: Run) -> bool:
             f"Run `{run.run_id}` is half-written or damaged: its config.json or status.json is missing "
             "or unreadable."
         )
+    for problem in run.problems():
+        st.warning(f"Run `{run.run_id}`: {problem}")
     if not steps:
         st.warning(f"Run `{run.run_id}` has no embedding snapshots to show.")
         return False
@@ -140,9 +154,12 @@ def runs_frame(root: str) -> pd.DataFrame:
             loss = ", ".join(config["losses"])
         kind = config.get("kind") or ("train" if "loss" in config else "")
         snapshots = run.snapshot_steps
+        status = run.status
+        writer = run.writer if status == "running" else None
         row = {
             "run_id": run.run_id,
-            "status": run.status,
+            "status": status,
+            "writer": writer.describe().split(" since ")[0] if writer is not None else "",
             "kind": kind,
             "dataset": config.get("dataset", ""),
             "loss": loss or "",
@@ -162,7 +179,8 @@ def runs_frame(root: str) -> pd.DataFrame:
         elif row["batch_size"] is not None:
             row["batch_size"] = str(row["batch_size"])
         rows.append(row)
-    columns = ["run_id", "status", "kind", "dataset", "loss", "batch_size", "regularizers", "steps", "seed"]
+    columns = ["run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
+    columns += ["seed"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
     # Newest first: the run just trained is the one looked for.
     frame = pd.DataFrame(rows[::-1], columns=columns)
@@ -371,8 +389,10 @@ def validate_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -
     """Check an uploaded paired-embedding file and turn it into an upload source's data.
 
     The file is read by ``workbench.data.userdata.load_paired_embeddings`` (``.npz`` read without
-    pickle, or ``.parquet``), which checks the keys, shapes and finiteness; on top of that the
-    dashboard needs both modalities in one space (same d) and at most :data:`MAX_UPLOAD_ROWS` rows.
+    pickle, or ``.parquet``), which sizes it from its headers before decoding anything (at most
+    :data:`MAX_UPLOAD_ROWS` rows, d <= :data:`MAX_UPLOAD_DIM`, :data:`MAX_UPLOAD_DECODED_BYTES` decoded)
+    and checks the keys, shapes and finiteness; on top of that the dashboard needs both modalities
+    in one space (same d).
 
     Args:
         name: The file name (its suffix picks the reader).
@@ -402,11 +422,15 @@ def validate_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            loaded = load_paired_embeddings(path)
+            loaded = load_paired_embeddings(
+                path, max_dim=MAX_UPLOAD_DIM, max_rows=MAX_UPLOAD_ROWS, max_bytes=MAX_UPLOAD_DECODED_BYTES
+            )
+        except MemoryError:
+            raise  # the header checks exist so that this never happens: a test must see it if it does
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
             message = str(err).replace(str(path), name)
             raise ValueError(message if message.startswith(name) else f"{name}: {message}") from None
-        except Exception as err:  # a corrupt parquet raises pyarrow's own error types
+        except Exception as err:  # anything a decoder raises on a damaged file
             raise ValueError(f"{name}: could not be read as {suffix}: {type(err).__name__}: {err}") from None
     image, text = loaded["image_emb"], loaded["text_emb"]
     n, d = image.shape
@@ -415,9 +439,8 @@ def validate_upload(name: str, data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -
             f"{name}: image_emb has d={d} columns but text_emb has d={text.shape[1]}; the geometry "
             "views compare the two modalities in one space, so both need the same dimension"
         )
-    if n > MAX_UPLOAD_ROWS:
-        raise ValueError(f"{name}: {n} rows is over the limit of {MAX_UPLOAD_ROWS} pairs; upload a sample")
-    norms = np.minimum(np.linalg.norm(image, axis=1), np.linalg.norm(text, axis=1))
+    # Squared norms without an (n, d) temporary.
+    norms = np.minimum(np.einsum("ij,ij->i", image, image), np.einsum("ij,ij->i", text, text))
     if (norms == 0).any():
         row = int(np.flatnonzero(norms == 0)[0])
         raise ValueError(f"{name}: row {row} has an all-zero embedding, which has no direction")

@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.binding import ADDRESS
+
 APP = Path(__file__).resolve().parent / "streamlit_app.py"
 REPO = APP.parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -32,11 +34,11 @@ CHROMIUM_ARGS = [
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("localhost", 0))
+        sock.bind((ADDRESS, 0))
         return sock.getsockname()[1]
 
 
-def streamlit_command(port: int, address: str = "localhost") -> list[str]:
+def streamlit_command(port: int, address: str = ADDRESS) -> list[str]:
     """The command line that serves the dashboard headless on ``address:port``."""
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
@@ -62,13 +64,20 @@ def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def serve(home: Path, cwd: Path, timeout: float = 120) -> Iterator[str]:
-    """Serve the dashboard on the data home ``home`` from a free localhost port; yields its URL."""
+def serve(home: Path, cwd: Path, timeout: float = 120, address: str = ADDRESS) -> Iterator[str]:
+    """Serve the dashboard on the data home ``home`` from a free port; yields its URL on 127.0.0.1.
+
+    ``address`` is the bind address (another one only to check that the pages then refuse to show).
+    """
     port = free_port()
-    url = f"http://localhost:{port}"
+    url = f"http://{ADDRESS}:{port}"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        streamlit_command(port), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        streamlit_command(port, address),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_server(url, proc, timeout)

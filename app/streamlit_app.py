@@ -1,7 +1,8 @@
 """Entry point of the workbench dashboard: ``streamlit run app/streamlit_app.py`` (or ``workbench app``).
 
 The pages live in ``app/app_pages/``; shared code in ``app/common.py`` and ``app/views.py``. Paths
-are resolved from this file, so the app starts from any working directory. The run store is
+are resolved from this file, so the app starts from any working directory. Pages are only shown on
+127.0.0.1 (``app.binding``), whatever address the server was started on. The run store is
 ``workbench.store.runs.runs_root()``: ``$WORKBENCH_HOME/runs`` when that variable is set.
 """
 
@@ -27,7 +28,10 @@ PAGES = [
     ("your_embeddings.py", "Your embeddings", ":material/upload_file:"),
 ]
 
+from app.binding import check_page  # noqa: E402
+
 st.set_page_config(page_title="workbench", page_icon=":material/hub:", layout="wide")
+check_page()  # this machine only, however the server was started
 page = st.navigation(
     [
         st.Page(APP_DIR / "app_pages" / file, title=title, icon=icon, default=i == 0)

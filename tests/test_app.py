@@ -35,6 +35,7 @@ PAGES = {
 BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
 RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
 SEED_RUN = "seeded-s"  # + 0 and 1
+_LIVE_WRITERS: list = []
 TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
 
 
@@ -44,7 +45,6 @@ def _tiny_config(**overrides) -> dict:
         "dataset_params": {"text_encoder": "tokens", "variants": 3},
         "loss": "clip",
         "learn_scale": True,
-        "model_size": "tiny",
         "image_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
         "text_tower": {"hidden": 32, "depth": 1, "out_dim": 8},
         "batch_size": 32,
@@ -88,7 +88,8 @@ def build_fixture_store(home: Path) -> Path:
     writer = RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=RUNNING_RUN, root=root)
     writer.save_snapshot(1, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
     writer.log(1, centroid_gap=0.5)
-    writer.flush()  # left "running", as a killed or live trainer leaves it
+    writer.flush()  # left "running", as a live trainer leaves it
+    _LIVE_WRITERS.append(writer)  # it holds the run's writer lock for the whole session, as a live trainer
     with RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=FAILED_RUN, root=root) as w:
         w.fail("FloatingPointError: loss became nan at step 3")
     (root / INVALID_RUN / "snapshots").mkdir(parents=True)

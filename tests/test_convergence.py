@@ -154,10 +154,9 @@ def test_experiment_config_targets_the_global_objective():
     )
     assert config.loss == "bayes" and config.loss_params == {"shape": math.inf, "temperature": 0.1}
     assert config.probe_size == 64  # the global objective is evaluated on all N samples
-    assert config.model == "two_tower" and config.model_size == "linear"
+    assert config.model == "two_tower" and config.task.model_size == "linear"
     assert config.schedule == "cosine" and config.seed == 3 and config.batch_size == 8
     assert config.eval_every == 10 and config.checkpoint_every == 50 and config.snapshot_every == 200
-    config.validate()
 
 
 def test_loss_specs_take_labels_of_all_losses():

@@ -112,8 +112,8 @@ def test_information_gap_summary(infogap):
     assert config.dataset_params["label_weight_image"] == 1.0
     assert config.dataset_params["label_weight_shared"] == 0.0
     assert config.dataset_params["label_weight_text"] == 0.0
-    assert config.structure == {"mode": "clip", "weights": {"separation": 1.0}}
-    assert TrainConfig.from_dict(load_run("ig-g1-clip-s0", root=root).config).structure == {}
+    assert config.task.structure == {"mode": "clip", "weights": {"separation": 1.0}}
+    assert TrainConfig.from_dict(load_run("ig-g1-clip-s0", root=root).config).task.structure == {}
 
 
 def test_temperature_summary(temperature):
@@ -127,7 +127,7 @@ def test_temperature_summary(temperature):
     assert sorted(runs.run_id) == ["tg-t0p1-s0", "tg-t1-s0"]
     config = TrainConfig.from_dict(load_run("tg-t0p1-s0", root=root).config)
     assert config.learn_scale is False and config.loss_params == {"temperature": 0.1}
-    assert config.structure == {} and config.dataset_params["text_encoder"] == "tokens"
+    assert config.task.structure == {} and config.dataset_params["text_encoder"] == "tokens"
     assert config.eval_every == 1 and config.snapshot_every == 2 and config.probe_size == 48
 
 
@@ -142,9 +142,9 @@ def test_ablation_summary(ablation):
     assert sorted(runs.run_id) == ["ab-digits_captions-all-s0", "ab-digits_captions-clip-s0"]
     clip = TrainConfig.from_dict(load_run("ab-digits_captions-clip-s0", root=root).config)
     both = TrainConfig.from_dict(load_run("ab-digits_captions-all-s0", root=root).config)
-    assert clip.structure == {"mode": "four_term", "weights": {}}  # same base, no regularizer
-    assert both.structure == {"mode": "four_term", "weights": ex.REGULARIZER_WEIGHTS}
-    assert clip.image_tower == clip.text_tower == TOWER
+    assert clip.task.structure == {"mode": "four_term", "weights": {}}  # same base, no regularizer
+    assert both.task.structure == {"mode": "four_term", "weights": ex.REGULARIZER_WEIGHTS}
+    assert clip.task.image_tower == clip.task.text_tower == TOWER
 
 
 def test_batch_size_summary_uses_equal_epochs(batch):

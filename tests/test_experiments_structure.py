@@ -73,7 +73,7 @@ def test_structure_experiment_snapshots_geometry_over_training(tmp_path):
     run = load_run("st-consistency-s1", root=tmp_path)
     config = TrainConfig.from_dict(run.config)
     assert config.loss == "sogclr" and config.seed == 1
-    assert config.structure == {"mode": "four_term", "weights": {"consistency": 0.5}}
+    assert config.task.structure == {"mode": "four_term", "weights": {"consistency": 0.5}}
     assert run.snapshot_steps == [2, 4]
     geometry = run.metrics.dropna(subset=["centroid_gap"])
     assert geometry.step.tolist() == [2, 4]

@@ -268,14 +268,14 @@ TRAINER_CASES = {
 
 
 def _trained_parameters(micro_batch, **fields) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         model_size="tiny", batch_size=16, micro_batch=micro_batch, steps=3, probe_size=16, **fields
-    )
+    ))
     trainer = Trainer(config)
-    initial = [p.detach().clone() for p in trainer._parameters()]
+    initial = [p.detach().clone() for p in trainer.task.parameters()]
     for step in range(3):
         assert math.isfinite(trainer.train_step(step))
-    return initial, [p.detach().clone() for p in trainer._parameters()]
+    return initial, [p.detach().clone() for p in trainer.task.parameters()]
 
 
 @pytest.mark.parametrize("case", list(TRAINER_CASES))

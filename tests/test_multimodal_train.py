@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from workbench.store.runs import load_run
-from workbench.training.trainer import TrainConfig, train
+from workbench.training.trainer import TrainConfig, Trainer, train
 
 ALL_THREE = {"mode": "four_term", "weights": {"separation": 1.0, "bridge": 0.5, "consistency": 0.5}}
 
@@ -18,7 +18,6 @@ def _config(**overrides) -> TrainConfig:
         dataset_params={"text_encoder": "tokens", "variants": 3},
         loss="clip",
         learn_scale=True,
-        model_size="tiny",
         image_tower={"hidden": 32, "depth": 1, "out_dim": 16},
         text_tower={"hidden": 32, "depth": 1, "out_dim": 16},
         batch_size=32,
@@ -30,7 +29,7 @@ def _config(**overrides) -> TrainConfig:
         structure=ALL_THREE,
     )
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(dict(**values))
 
 
 def test_structured_run_logs_downstream_metrics_and_geometry(tmp_path):
@@ -55,7 +54,7 @@ def test_multimodal_run_resumes_exactly(tmp_path):
     config = _config(steps=6, checkpoint_every=2)
     whole = train(config, run_id="whole", root=tmp_path, progress=False)
     train(config, run_id="cut", root=tmp_path, progress=False, stop_at_step=4)
-    assert load_run("cut", root=tmp_path).status == "running"
+    assert load_run("cut", root=tmp_path).status == "stopped"
     resumed = train(config, run_id="cut", root=tmp_path, progress=False)
     a = torch.load(whole.path / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(resumed.path / "checkpoint.pt", weights_only=True)["model"]
@@ -97,8 +96,8 @@ def test_bad_multimodal_configs_fail_before_writing(tmp_path, overrides, message
 
 
 def test_structure_on_a_paired_dataset_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="multimodal"):
-        train(TrainConfig(dataset="synthetic", structure=ALL_THREE), root=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"structure do\(es\) not apply to dataset .synthetic"):
+        TrainConfig.from_dict(dict(dataset="synthetic", structure=ALL_THREE))
 
 
 def test_probe_training_rows_cover_every_class_when_subsampled(monkeypatch):
@@ -110,8 +109,8 @@ def test_probe_training_rows_cover_every_class_when_subsampled(monkeypatch):
     dataset = build_dataset(config.dataset, **config.dataset_params)
     dataset.train_index = dataset.train_index[np.argsort(dataset.labels[dataset.train_index], kind="stable")]
     monkeypatch.setattr(multimodal, "EVAL_ROWS", 200)
-    trainer = multimodal.MultimodalTrainer(config, dataset)
-    assert len(trainer.train_eval_index) == 200
-    labels = dataset.labels[trainer.train_eval_index.numpy()]
+    trainer = Trainer(config, dataset)
+    assert len(trainer.task.train_eval_index) == 200
+    labels = dataset.labels[trainer.task.train_eval_index.numpy()]
     assert set(labels.tolist()) == set(range(10))
-    assert set(trainer.train_eval_index.tolist()) <= set(dataset.train_index.tolist())
+    assert set(trainer.task.train_eval_index.tolist()) <= set(dataset.train_index.tolist())

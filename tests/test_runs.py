@@ -123,7 +123,8 @@ def test_list_runs_order_and_status(tmp_path):
     assert "dims" not in table.columns  # lists are not scalars
     assert table.loc[0, "summary.acc"] == 0.9
     assert math.isnan(table.loc[1, "summary.acc"])  # failed runs have no summary
-    assert list(runs_table(tmp_path / "empty").columns) == ["run_id", "status", "created"]
+    assert table["writer"].tolist()[:2] == ["", ""] and table["writer"].iloc[2].startswith("pid ")
+    assert list(runs_table(tmp_path / "empty").columns) == ["run_id", "status", "writer", "created"]
 
 
 def test_resume_keeps_metrics_and_truncates(tmp_path):
@@ -211,9 +212,10 @@ def test_invalid_run_folder(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "status.json").write_text("{not json")
     run = load_run("broken", root=tmp_path)
-    assert run.status == "invalid"
-    assert run.config == {}
-    assert run.created == ""
+    with pytest.warns(runs.DamagedFileWarning, match=r"broken/status\.json is damaged"):
+        assert run.status == "invalid"
+        assert run.config == {}
+        assert run.created == ""
     w = _make(tmp_path, run_id="noconfig")
     (w.path / "config.json").unlink()
     assert Run(w.path).status == "invalid"

@@ -38,7 +38,7 @@ def synthetic_config(**overrides) -> TrainConfig:
         probe_size=64,
     )
     fields.update(overrides)
-    return TrainConfig(**fields)
+    return TrainConfig.from_dict(dict(**fields))
 
 
 def checkpoint(run) -> dict:
@@ -57,7 +57,7 @@ def assert_no_run_written(root) -> None:
 
 # --- end to end ---------------------------------------------------------------------------------------
 def test_tiny_digits_run_end_to_end(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         dataset="digits_views",
         batch_size=32,
         steps=20,
@@ -66,7 +66,7 @@ def test_tiny_digits_run_end_to_end(tmp_path):
         checkpoint_every=10,
         probe_size=64,
         model_size="tiny",
-    )
+    ))
     run = train(config, run_id="digits", root=tmp_path, progress=False)
     assert run.status == "complete"
     assert run.path == (tmp_path / "digits").resolve()
@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, loss, stop):
     reference = train(config, run_id="reference", root=tmp_path, progress=False)
 
     partial = train(config, run_id="resumed", root=tmp_path, progress=False, stop_at_step=stop)
-    assert partial.status == "running" and not partial.is_complete
+    assert partial.status == "stopped" and not partial.is_complete  # stopped early, resumable
     assert checkpoint(partial)["step"] == 10
     steps_seen = []
     resumed = train(
@@ -203,7 +203,7 @@ def test_kill_between_checkpoint_and_metrics_flush_loses_no_metrics(tmp_path, mo
     with pytest.raises(HardKill):
         train(config, run_id="killed", root=tmp_path, progress=False)
     monkeypatch.undo()
-    assert load_run("killed", root=tmp_path).status == "running"
+    assert load_run("killed", root=tmp_path).status == "stopped"  # its writer is gone
 
     resumed = train(config, run_id="killed", root=tmp_path, progress=False)
     assert resumed.is_complete
@@ -251,11 +251,11 @@ def test_sigkilled_cli_run_resumes_in_process(tmp_path):
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-2000:]
 
     killed = load_run(run_id, root=tmp_path)
-    assert killed.status == "running" and not killed.is_complete
+    assert killed.status == "stopped" and not killed.is_complete
     start = int(torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"])
     assert 20 <= start < 400 and start % 20 == 0
 
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         dataset="synthetic",
         dataset_params={"num_samples": 64},
         model_size="tiny",
@@ -266,7 +266,7 @@ def test_sigkilled_cli_run_resumes_in_process(tmp_path):
         snapshot_every=400,
         checkpoint_every=20,
         probe_size=64,
-    )
+    ))
     assert TrainConfig.from_dict(killed.config) == config  # the CLI defaults equal the dataclass ones
     seen = []
 
@@ -322,16 +322,27 @@ def test_complete_run_with_a_different_config_is_refused(tmp_path):
 BAD_CONFIGS = {
     "unknown loss": (dict(loss="nope"), r"loss must be one of ntxent, clip, .*bayes; got 'nope'"),
     "batch larger than data": (dict(batch_size=65), r"batch_size=65 exceeds the training set size 64"),
-    "batch size 1": (dict(batch_size=1), r"batch_size must be >= 2"),
+    "batch size 1": (dict(batch_size=1), r"batch_size must be an integer >= 2"),
     "zero lr": (dict(lr=0.0), r"lr must be a finite number > 0"),
     "negative lr": (dict(lr=-1e-3), r"lr must be a finite number > 0"),
     "unknown optimizer": (dict(optimizer="lbfgs"), r"optimizer must be one of adam, adamw, sgd; got 'lbfgs'"),
     "unknown dataset": (dict(dataset="nope"), r"unknown dataset 'nope'; known datasets: .*synthetic"),
     "unknown schedule": (dict(schedule="step"), r"schedule must be one of"),
     "zero steps": (dict(steps=0), r"steps must be a positive integer"),
-    "micro batch 0": (dict(micro_batch=0), r"micro_batch must be None or a positive integer"),
-    "unknown model size": (dict(model_size="huge"), r"model size must be one of"),
+    "micro batch 0": (dict(micro_batch=0), r"micro_batch \(None or a positive integer\) must be"),
+    "unknown model size": (dict(model_size="huge"), r"model_size must be one of linear, tiny"),
     "bad loss param": (dict(loss_params={"nope": 1}), r"unknown parameter\(s\) \['nope'\]"),
+    "negative seed": (dict(seed=-1), r"seed must be an integer >= 0, got -1"),
+    "probe size 1": (dict(probe_size=1), r"probe_size must be an integer >= 2"),
+    "unknown dataset param": (
+        dict(dataset_params={"rows": 3}),
+        r"dataset_params has unknown key\(s\) \['rows'\]",
+    ),
+    "structure on pairs": (
+        dict(structure={"mode": "clip"}),
+        r"structure do\(es\) not apply to dataset 'synthetic'",
+    ),
+    "loss params not a dict": (dict(loss_params=[1]), r"loss_params must be a JSON object"),
 }
 
 
@@ -400,7 +411,7 @@ def test_cli_trains_a_run_with_the_flags_as_config(tmp_path, capsys):
     assert main(argv) == 0
     assert "run cli: complete" in capsys.readouterr().out
     run = load_run("cli", root=tmp_path)
-    expected = TrainConfig(
+    expected = TrainConfig.from_dict(dict(
         dataset="synthetic",
         dataset_params={"num_samples": 32},
         model_size="tiny",
@@ -414,6 +425,30 @@ def test_cli_trains_a_run_with_the_flags_as_config(tmp_path, capsys):
         snapshot_every=4,
         checkpoint_every=2,
         probe_size=16,
-    )
+    ))
     assert TrainConfig.from_dict(run.config) == expected
     assert run.metrics.step.tolist() == [0, 2, 4]
+
+
+def test_train_loss_window_survives_a_resume(tmp_path):
+    # evaluations every 10 steps, checkpoints every 5: a stop at 15 cuts a logging window in half
+    config = synthetic_config(eval_every=10, checkpoint_every=5)
+    reference = train(config, run_id="reference", root=tmp_path, progress=False)
+    train(config, run_id="resumed", root=tmp_path, progress=False, stop_at_step=15)
+    resumed = train(config, run_id="resumed", root=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(resumed.metrics, reference.metrics)
+
+
+def test_a_non_finite_loss_names_the_step(tmp_path, monkeypatch):
+    from workbench.training.trainer import Trainer
+
+    step_once = Trainer.train_step
+
+    def poisoned(self, step):
+        value = step_once(self, step)
+        return value * float("nan") if step == 7 else value
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(FloatingPointError, match=r"training loss became nan at step 7"):
+        config = synthetic_config(eval_every=10, checkpoint_every=10)
+        train(config, run_id="nan", root=tmp_path, progress=False)

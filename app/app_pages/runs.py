@@ -46,7 +46,7 @@ for column, values in filters.items():
 if only_snapshots:
     shown = shown[shown.snapshots > 0]
 
-bad = frame[frame.status.isin(["running", "failed", "invalid"])]
+bad = frame[frame.status.isin(["running", "stopped", "failed", "invalid"])]
 if len(bad):
     counts = ", ".join(f"{n} {s}" for s, n in bad.status.value_counts().items())
     st.warning(f"Not every run is complete: {counts}. Their pages show what they wrote so far.")

@@ -6,6 +6,9 @@ import streamlit as st
 
 from app.common import (
     MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_DECODED_BYTES,
+    MAX_UPLOAD_DIM,
+    MAX_UPLOAD_ROWS,
     UPLOAD_KEY,
     UPLOAD_TYPES,
     cached_upload_report,
@@ -30,7 +33,9 @@ with st.expander("File format", expanded=UPLOAD_KEY not in st.session_state):
 * **`.parquet`**, one row per pair: list columns `image_emb` and `text_emb`, or wide columns
   `image_emb_0, image_emb_1, …` and `text_emb_0, …`; optional `labels` and `captions`.
 * Both modalities in one space (same d), no NaN or inf, at least 2 pairs, at most
-  {MAX_UPLOAD_BYTES // 2**20} MB. Rows are L2-normalised before anything is measured.
+  {MAX_UPLOAD_BYTES // 2**20} MB, {MAX_UPLOAD_ROWS:,} pairs, d = {MAX_UPLOAD_DIM:,} and
+  {MAX_UPLOAD_DECODED_BYTES // 2**30} GB once decoded (checked before decoding). Rows are
+  L2-normalised before anything is measured.
 """
     )
 # No type filter on the widget: a filtered-out file (a .csv) would be refused in the browser without a

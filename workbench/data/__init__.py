@@ -9,6 +9,7 @@ batches it would have seen.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from workbench.data.base import Augment, PairDataset, epoch_batch, sample_batch, step_generator
@@ -22,6 +23,7 @@ __all__ = [
     "MultimodalDataset",
     "PairDataset",
     "build_dataset",
+    "dataset_kind",
     "dataset_names",
     "epoch_batch",
     "sample_batch",
@@ -33,6 +35,13 @@ def dataset_names() -> list[str]:
     return list(_BUILDERS)
 
 
+def dataset_kind(name: str) -> str:
+    """``"pairs"`` (a :class:`PairDataset`) or ``"image_text"`` (a ``MultimodalDataset``), unbuilt."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_BUILDERS)}")
+    return "pairs" if name in _PAIR_DATASETS else "image_text"
+
+
 def build_dataset(name: str, **params):
     """Build a registered dataset (``dataset_names()``) with its keyword parameters.
 
@@ -42,9 +51,16 @@ def build_dataset(name: str, **params):
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_BUILDERS)}")
+    allowed = set(inspect.signature(_BUILDERS[name]).parameters)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"dataset_params has unknown key(s) {unknown} for dataset {name!r}; allowed: {sorted(allowed)}"
+        )
     return _BUILDERS[name](**params)
 
 
+_PAIR_DATASETS = ("synthetic", "digits_views")
 # two-view / paired datasets (PairDataset), then image-text datasets (MultimodalDataset)
 _BUILDERS: dict[str, Callable] = {
     "synthetic": make_synthetic,

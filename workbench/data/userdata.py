@@ -21,6 +21,11 @@ Checks, each a ValueError naming the file unless said otherwise: the file exists
 are 2-D with the same number of rows (the message gives both shapes), no NaN or inf (the message names
 the array and the first bad row), at least 2 rows.
 
+Memory is bounded for any file: rows, dimension (``max_dim``, default :data:`MAX_DIM`), dtypes and
+the bytes decoding takes (``max_bytes``) are read from the npz member headers or the parquet footer
+(``workbench.data.embedfile``) and checked before any array is decoded. Labels are mapped through
+``np.unique`` (class ``k`` is the k-th smallest label), so a label of 10^9 costs nothing.
+
 Image folder (:func:`image_folder_captions`)
 --------------------------------------------
 A folder of PNG/JPG images and a CSV with columns ``filename`` (relative to the folder), ``caption``
@@ -31,6 +36,7 @@ light ink on black). Errors name the CSV, the row (1-based, header excluded) and
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -38,6 +44,7 @@ import numpy as np
 import torch
 
 from workbench.data import captions as cap
+from workbench.data.embedfile import EmbeddingFile, open_embedding_file
 from workbench.data.multimodal import (
     MultimodalDataset,
     check_float,
@@ -49,128 +56,138 @@ from workbench.data.multimodal import (
 )
 
 REQUIRED_KEYS = ("image_emb", "text_emb")
+OPTIONAL_KEYS = ("labels", "captions")
+#: Default cap on the embedding dimension d (``max_dim``): past it the O(d^2) views have no meaning.
+MAX_DIM = 65_536
+#: Default cap on the memory decoding a file may take (``max_bytes``), checked before decoding.
+MAX_DECODED_BYTES = 4 * 2**30
+# The finiteness check and the float32 conversion run over blocks of about this many values.
+_BLOCK_VALUES = 1 << 22
 
 
 # ------------------------------------------------------------------------------------------ embeddings
 
 
 def _check_embedding(path: Path, key: str, array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{path}: {key} must hold numbers, got dtype {array.dtype}")
-    if array.ndim != 2:
-        raise ValueError(f"{path}: {key} must be 2-D (n, d), got shape {array.shape}")
-    array = array.astype(np.float32)
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{path}: {key} has a non-finite value (NaN or inf) in row {row}")
-    return array
-
-
-def _load_npz(path: Path) -> dict:
-    out = {}
-    with np.load(path, allow_pickle=False) as z:
-        found = list(z.files)
-        missing = [k for k in REQUIRED_KEYS if k not in found]
-        if missing:
-            raise ValueError(f"{path}: missing {', '.join(missing)}; found keys: {found or 'none'}")
-        for key in (*REQUIRED_KEYS, "labels", "captions"):
-            if key not in found:
-                continue
-            try:
-                out[key] = z[key]
-            except ValueError as err:  # object arrays need pickle, which is never allowed here
-                raise ValueError(
-                    f"{path}: {key} is stored as Python objects (pickle), which is not loaded; "
-                    "save it as a numeric or unicode string array"
-                ) from err
+    """float32 copy of a numeric (n, d) array, refused at the first row with NaN or inf (blockwise)."""
+    out = array if array.dtype == np.float32 else np.empty(array.shape, dtype=np.float32)
+    rows = max(1, _BLOCK_VALUES // max(1, array.shape[1]))
+    for start in range(0, array.shape[0], rows):
+        block = array[start : start + rows]
+        if block.dtype != np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 range -> inf, reported below
+                block = block.astype(np.float32)
+            out[start : start + rows] = block
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise ValueError(f"{path}: {key} has a non-finite value (NaN or inf) in row {row}")
     return out
 
 
-def _stack_list_column(path: Path, key: str, column) -> np.ndarray:
-    rows = []
-    width = None
-    for i, cell in enumerate(column):
-        if cell is None:
-            raise ValueError(f"{path}: {key} is empty (null) in row {i}")
-        row = np.asarray(cell, dtype=np.float64).reshape(-1)
-        if width is None:
-            width = row.size
-        elif row.size != width:
-            raise ValueError(f"{path}: {key} row {i} has {row.size} values but row 0 has {width}")
-        rows.append(row)
-    return np.stack(rows) if rows else np.zeros((0, 0))
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _load_parquet(path: Path) -> dict:
-    import pandas as pd
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MB"
 
-    df = pd.read_parquet(path)
-    columns = [str(c) for c in df.columns]
-    out = {}
-    missing = []
-    for key in REQUIRED_KEYS:
-        if key in df.columns:
-            out[key] = _stack_list_column(path, key, df[key].tolist())
-            continue
-        wide = {}
-        for c in columns:
-            m = re.fullmatch(rf"{key}_(\d+)", c)
-            if m:
-                wide[int(m.group(1))] = c
-        if not wide:
-            missing.append(key)
-            continue
-        if sorted(wide) != list(range(len(wide))):
-            gap = next(i for i in range(len(wide) + 1) if i not in wide)
-            raise ValueError(f"{path}: wide columns {key}_0.. have a gap at {key}_{gap}")
-        out[key] = df[[wide[i] for i in range(len(wide))]].to_numpy()
+
+def _check_headers(
+    path: Path, file: EmbeddingFile, max_rows: int | None, max_dim: int, max_bytes: int
+) -> int:
+    """Check keys, dtypes, shapes and the decoded size from the headers alone; returns n."""
+    entries = file.entries
+    missing = [k for k in REQUIRED_KEYS if k not in entries]
     if missing:
-        raise ValueError(f"{path}: missing {', '.join(missing)}; found keys: {columns or 'none'}")
-    for key, alias in (("labels", "label"), ("captions", "caption")):
-        name = key if key in df.columns else alias if alias in df.columns else None
-        if name is not None:
-            out[key] = df[name].to_numpy()
-    return out
+        raise ValueError(f"{path}: missing {', '.join(missing)}; found keys: {file.keys or 'none'}")
+    for key, entry in entries.items():
+        if entry.kind == "object":
+            raise ValueError(
+                f"{path}: {key} is stored as Python objects (pickle), which is not loaded; "
+                "save it as a numeric or unicode string array"
+            )
+        wanted = ("number",) if key in REQUIRED_KEYS else ("number", "string")
+        if entry.kind not in wanted:
+            what = "numbers" if key in REQUIRED_KEYS else "numbers or strings"
+            raise ValueError(f"{path}: {key} must hold {what}, got dtype {entry.dtype}")
+    image, text = entries["image_emb"].shape, entries["text_emb"].shape
+    if len(image) != 2 or len(text) != 2 or image[0] != text[0]:
+        raise ValueError(
+            f"{path}: image_emb has shape {image} but text_emb has shape {text}; "
+            "both must be 2-D (n, d) with the same number of rows n"
+        )
+    n = image[0]
+    if n < 2:
+        raise ValueError(f"{path}: needs at least 2 rows, got {n}")
+    if max_rows is not None and n > max_rows:
+        raise ValueError(f"{path}: {n} rows is over the limit of {max_rows} (max_rows); use a sample")
+    for key, shape in (("image_emb", image), ("text_emb", text)):
+        if shape[1] < 1:
+            raise ValueError(f"{path}: {key} has no columns (shape {shape}); each row needs d >= 1 values")
+        if shape[1] > max_dim:
+            raise ValueError(
+                f"{path}: {key} has d = {shape[1]} columns, over the limit of {max_dim} (max_dim); "
+                "reduce the dimension first (e.g. PCA) or raise max_dim"
+            )
+    for key in OPTIONAL_KEYS:
+        if key in entries and math.prod(entries[key].shape) != n:
+            raise ValueError(f"{path}: {key} has {math.prod(entries[key].shape)} rows but image_emb has {n}")
+    # Decoded arrays plus the float32 copies of the embeddings.
+    need = sum(e.nbytes for e in entries.values()) + 4 * n * (image[1] + text[1])
+    if need > max_bytes:
+        raise ValueError(
+            f"{path}: decoding it needs about {_size(need)} ({_plural(n, 'row')}, d = {image[1]} and "
+            f"{text[1]}), over the limit of {_size(max_bytes)} (max_bytes); use a sample or raise max_bytes"
+        )
+    return n
 
 
-def load_paired_embeddings(path) -> dict:
+def load_paired_embeddings(
+    path, max_dim: int = MAX_DIM, max_rows: int | None = None, max_bytes: int = MAX_DECODED_BYTES
+) -> dict:
     """Read and check a file of paired embeddings (layouts in the module docstring).
+
+    The file is sized from its headers (npz member headers, the parquet footer) before anything is
+    decoded: keys, dtypes, rows, dimension and the memory decoding takes are checked first, so a
+    small file declaring huge arrays is refused without allocating them.
+
+    Args:
+        path: A ``.npz`` or ``.parquet`` file.
+        max_dim: Largest embedding dimension accepted (each modality).
+        max_rows: Most pairs accepted (None: no cap besides ``max_bytes``).
+        max_bytes: Most bytes decoding may take (arrays plus their float32 copies).
 
     Returns:
         ``{"image_emb": (n, d_i) float32, "text_emb": (n, d_t) float32, "labels": (n,) int64 or None,
-        "class_names": list[str] or None, "captions": list[str] or None, "path": str}``. String labels
-        become indices into the sorted ``class_names``; integer labels keep their values.
+        "class_names": list[str] or None, "captions": list[str] or None, "path": str}``. Labels
+        (integers >= 0 or strings) become indices into ``class_names``, the sorted distinct label
+        values as strings: labels 3 and 7 become 0 and 1, with class names "3" and "7".
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Anything else wrong with the file or the limits; the message starts with the path.
     """
+    max_dim = check_int("max_dim", max_dim, 1)
+    max_bytes = check_int("max_bytes", max_bytes, 1)
+    if max_rows is not None:
+        max_rows = check_int("max_rows", max_rows, 2)
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"paired embeddings file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        raw = _load_npz(path)
-    elif suffix in (".parquet", ".pq"):
-        raw = _load_parquet(path)
-    else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .npz or .parquet")
-    image = np.asarray(raw["image_emb"])
-    text = np.asarray(raw["text_emb"])
-    if image.ndim != 2 or text.ndim != 2 or image.shape[0] != text.shape[0]:
-        raise ValueError(
-            f"{path}: image_emb has shape {image.shape} but text_emb has shape {text.shape}; "
-            "both must be 2-D (n, d) with the same number of rows n"
-        )
-    image = _check_embedding(path, "image_emb", image)
-    text = _check_embedding(path, "text_emb", text)
-    n = image.shape[0]
-    if n < 2:
-        raise ValueError(f"{path}: needs at least 2 rows, got {n}")
+    file = open_embedding_file(
+        path, (*REQUIRED_KEYS, *OPTIONAL_KEYS), REQUIRED_KEYS, {"labels": "label", "captions": "caption"}
+    )
+    n = _check_headers(path, file, max_rows, max_dim, max_bytes)
+    image = _check_embedding(path, "image_emb", _decoded(file, "image_emb"))
+    text = _check_embedding(path, "text_emb", _decoded(file, "text_emb"))
     labels = class_names = captions = None
-    if "labels" in raw:
-        labels, class_names = _labels(path, np.asarray(raw["labels"]), n)
-    if "captions" in raw:
-        values = np.asarray(raw["captions"]).reshape(-1)
-        if values.shape[0] != n:
-            raise ValueError(f"{path}: captions has {values.shape[0]} rows but image_emb has {n}")
+    if "labels" in file.entries:
+        labels, class_names = _labels(path, file.read("labels"), n)
+    if "captions" in file.entries:
+        values = file.read("captions").reshape(-1)
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8", "replace")
         captions = ["" if c is None else str(c) for c in values.tolist()]
     return {
         "image_emb": image,
@@ -182,7 +199,18 @@ def load_paired_embeddings(path) -> dict:
     }
 
 
+def _decoded(file: EmbeddingFile, key: str) -> np.ndarray:
+    array = file.read(key)
+    if array.shape != file.entries[key].shape or array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{file.path}: {key} decoded to shape {array.shape} and dtype {array.dtype}, not the "
+            f"{file.entries[key].shape} of numbers its header declares"
+        )
+    return array
+
+
 def _labels(path: Path, values: np.ndarray, n: int) -> tuple[np.ndarray, list[str]]:
+    """Labels as indices into the sorted distinct values (``np.unique``: never a range up to the max)."""
     values = values.reshape(-1)
     if values.shape[0] != n:
         raise ValueError(f"{path}: labels has {values.shape[0]} rows but image_emb has {n}")
@@ -191,21 +219,38 @@ def _labels(path: Path, values: np.ndarray, n: int) -> tuple[np.ndarray, list[st
             np.isfinite(values).all() and (values == np.round(values)).all()
         ):
             raise ValueError(f"{path}: labels must be whole numbers or strings")
-        labels = values.astype(np.int64)
-        if labels.min() < 0:
-            raise ValueError(f"{path}: labels must be >= 0, got {labels.min()} in row {int(labels.argmin())}")
-        return labels, [str(k) for k in range(int(labels.max()) + 1)]
-    names = [str(v) for v in values.tolist()]
-    class_names = sorted(set(names))
-    lookup = {c: i for i, c in enumerate(class_names)}
-    return np.array([lookup[v] for v in names], dtype=np.int64), class_names
+        numbers = values.astype(np.int64)
+        if numbers.min() < 0:
+            raise ValueError(
+                f"{path}: labels must be >= 0, got {numbers.min()} in row {int(numbers.argmin())}"
+            )
+        distinct, index = np.unique(numbers, return_inverse=True)
+        return index.astype(np.int64).reshape(-1), [str(v) for v in distinct.tolist()]
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "utf-8", "replace")
+    elif values.dtype.hasobject:  # strings from parquet; a null has no class
+        missing = np.flatnonzero(np.array([v is None for v in values.tolist()], dtype=bool))
+        if missing.size:
+            raise ValueError(f"{path}: labels is empty (null) in row {int(missing[0])}")
+        values = values.astype(str)
+    distinct, index = np.unique(values, return_inverse=True)
+    return index.astype(np.int64).reshape(-1), [str(v) for v in distinct.tolist()]
 
 
-def user_embeddings(path, test_fraction: float = 0.25, seed: int = 0) -> MultimodalDataset:
-    """A :class:`MultimodalDataset` ("features", V = 1) from :func:`load_paired_embeddings`."""
+def user_embeddings(
+    path,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    max_dim: int = MAX_DIM,
+    max_bytes: int = MAX_DECODED_BYTES,
+) -> MultimodalDataset:
+    """A :class:`MultimodalDataset` ("features", V = 1) from :func:`load_paired_embeddings`.
+
+    ``max_dim`` and ``max_bytes`` are the limits of :func:`load_paired_embeddings`.
+    """
     test_fraction = check_test_fraction(test_fraction)
     check_int("seed", seed, 0)
-    data = load_paired_embeddings(path)
+    data = load_paired_embeddings(path, max_dim=max_dim, max_bytes=max_bytes)
     n = data["image_emb"].shape[0]
     labels = data["labels"] if data["labels"] is not None else np.full(n, -1, dtype=np.int64)
     train, test = seeded_split(labels, test_fraction, seed)

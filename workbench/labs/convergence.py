@@ -63,7 +63,7 @@ def experiment_config(
 ) -> TrainConfig:
     params = {key: value for key, value in loss.items() if key != "name"}
     params["temperature"] = temperature
-    return TrainConfig(
+    return TrainConfig.from_dict(dict(
         dataset="synthetic",
         dataset_params={"num_samples": num_samples, "noise": noise},
         model="two_tower",
@@ -80,7 +80,7 @@ def experiment_config(
         snapshot_every=steps,
         checkpoint_every=max(1, steps // 4),
         probe_size=num_samples,  # the global objective is evaluated on all N samples
-    )
+    ))
 
 
 def _train_one(job: tuple[str, TrainConfig, str | None]) -> str:

@@ -34,7 +34,7 @@ from workbench.data.userdata import check_int, load_paired_embeddings, save_pair
 from workbench.metrics.downstream import retrieval_recall
 from workbench.metrics.geometry import gap_vector, geometry_report, singular_spectrum
 from workbench.store.runs import Run, RunWriter, config_run_id, data_home, load_run, runs_root
-from workbench.training.trainer import TrainConfig, make_trainer
+from workbench.training.trainer import TrainConfig, Trainer
 
 __all__ = [
     "embedding_report",
@@ -222,7 +222,7 @@ def make_example_embeddings(
     if path.is_file() and not overwrite:
         return path
     tower = {"hidden": 128, "depth": 2, "out_dim": 64}
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         dataset="digits_captions",
         dataset_params={"text_encoder": text_encoder, "seed": seed},
         loss="clip",
@@ -233,8 +233,8 @@ def make_example_embeddings(
         device="cpu",
         image_tower=tower,
         text_tower=tower,
-    )
-    trainer = make_trainer(config)
+    ))
+    trainer = Trainer(config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small is fastest on one thread, and a busy CPU punishes more
     try:

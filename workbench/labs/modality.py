@@ -231,7 +231,7 @@ def _base_config(
     learn_scale: bool = True,
     structure: dict | None = None,
 ) -> TrainConfig:
-    return TrainConfig(
+    return TrainConfig.from_dict(dict(
         dataset=dataset,
         dataset_params=dict(dataset_params),
         loss=loss,
@@ -250,7 +250,7 @@ def _base_config(
         image_tower=dict(tower),
         text_tower=dict(tower),
         structure=dict(structure or {}),
-    )
+    ))
 
 
 def _dataset_sizes(name: str, params: dict, batch_size: int | None = None):
@@ -375,7 +375,6 @@ def _run_grid(
     for point in points:
         for seed in range(first_seed, first_seed + seeds):
             config = dataclasses.replace(point.config, seed=seed)
-            config.validate()
             run_id = f"{tag}-{point.slug}-s{seed}"
             jobs.append((run_id, config, root_arg, list(metrics), post))
             rows.append({**point.coords, "seed": seed, "run_id": run_id, **point.constants})
@@ -420,13 +419,13 @@ def _separated_probes(run: Run) -> dict[str, float]:
 
     from workbench.data import step_generator
     from workbench.metrics.downstream import linear_probe_accuracy
-    from workbench.training.trainer import make_trainer
+    from workbench.training.trainer import Trainer
 
     nan = {"sep_image_probe_acc": math.nan, "sep_concat_probe_acc": math.nan}
     config = TrainConfig.from_dict(run.config)
-    if not config.structure.get("weights", {}).get("separation"):
+    if not config.task.structure.get("weights", {}).get("separation"):
         return nan
-    trainer = make_trainer(config)
+    trainer = Trainer(config)
     state = torch.load(run.path / "checkpoint.pt", weights_only=True, map_location="cpu")
     trainer.model.load_state_dict(state["model"])
     trainer.model.eval()
@@ -439,9 +438,10 @@ def _separated_probes(run: Run) -> dict[str, float]:
             out = trainer.model(batch, keys)
         return {key: F.normalize(value.float(), dim=1).cpu().numpy() for key, value in out.items()}
 
-    train_emb, test_emb = embed(trainer.train_eval_index, False), embed(trainer.probe_index, True)
-    train_y = trainer.dataset.labels[trainer.train_eval_index.numpy()]
-    test_y = trainer.dataset.labels[trainer.probe_index.numpy()]
+    task = trainer.task
+    train_emb, test_emb = embed(task.train_eval_index, False), embed(task.probe_index, True)
+    train_y = trainer.dataset.labels[task.train_eval_index.numpy()]
+    test_y = trainer.dataset.labels[task.probe_index.numpy()]
 
     def probe(names: Sequence[str]) -> float:
         return linear_probe_accuracy(

@@ -65,6 +65,9 @@ RMG_FLOOR = 1e-3
 BRIDGE_MAX_PAIRS = 256
 # Target number of entries of one block of the n x n similarity matrix in the chunked logsumexp.
 _BLOCK_ENTRIES = 1 << 22
+#: Largest Gram matrix side formed for singular values: min(n, d) past it (both n and d large), the
+#: spectrum is that of a seeded sample of MAX_GRAM rows (128 MB and seconds instead of O(min(n, d)^2)).
+MAX_GRAM = 4096
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -148,6 +151,8 @@ def _singular_values(z: np.ndarray) -> np.ndarray:
     # Square roots of the eigenvalues of the smaller Gram matrix: an order of magnitude faster than an
     # SVD for tall matrices (5000 x 512). Eigenvalues below max * k * eps (rounding noise, k the Gram
     # size) are set to 0, so singular values below about 1e-7 of the largest count as exactly 0.
+    if min(z.shape) > MAX_GRAM:  # bounded memory: the spectrum of a seeded row sample
+        z = z[np.sort(np.random.default_rng(0).choice(z.shape[0], MAX_GRAM, replace=False))]
     gram = z.T @ z if z.shape[0] >= z.shape[1] else z @ z.T
     eig = np.linalg.eigvalsh(gram)[::-1]
     eig[eig < eig[0] * gram.shape[0] * np.finfo(np.float64).eps] = 0.0
@@ -437,7 +442,8 @@ def effective_rank_single(z: np.ndarray) -> float:
     Following the paper, the singular values are those of the (row-normalised, UNCENTRED) embedding
     matrix, normalised to sum 1 (not their squares); 0 log 0 = 0. Singular values come from the
     eigenvalues of the smaller Gram matrix (fast for n = 5000, d = 512); values below about 1e-7 of
-    the largest are rounding noise and are set to 0.
+    the largest are rounding noise and are set to 0. When both n and d exceed :data:`MAX_GRAM`, they
+    are those of a seeded sample of ``MAX_GRAM`` rows (memory stays bounded).
 
     Args:
         z: Embeddings, shape (n, d); rows are L2-normalised internally.
@@ -494,15 +500,17 @@ def singular_spectrum(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 
     Source: Roy & Vetterli 2007 (the distribution whose entropy gives the effective rank). Singular
     values are of the row-normalised, uncentred matrices, divided by their sum; they are computed
-    from the Gram matrix, so values below about 1e-7 of the largest are returned as 0.
+    from the Gram matrix, so values below about 1e-7 of the largest are returned as 0. When both the
+    rows and d exceed :data:`MAX_GRAM`, a seeded sample of ``MAX_GRAM`` rows stands in (so at most
+    ``MAX_GRAM`` values each).
 
     Args:
         x: Image embeddings, shape (n, d); rows are L2-normalised internally.
         y: Text embeddings paired row by row with ``x``, same shape.
 
     Returns:
-        ``{"x": (min(n, d),), "y": (min(n, d),), "joint": (min(2n, d),)}``, each descending and
-        summing to 1.
+        ``{"x": (min(n, d),), "y": (min(n, d),), "joint": (min(2n, d),)}`` (each at most
+        :data:`MAX_GRAM` long), each descending and summing to 1.
 
     Raises:
         ValueError: If the inputs are not valid paired embeddings.

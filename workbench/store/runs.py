@@ -12,9 +12,18 @@ Layout of ``<root>/<run_id>/``::
     provenance.json               which executed notebooks wrote to the run (see ``NOTEBOOK_ENV``)
     cache/projections/            2-D/3-D projections of the snapshots, cached by the dashboard
     artifacts/                    free-form files
+    writer.lock                   pid, host and start of the process writing the run (see ``.lock``)
 
 Every file is written to a ``.tmp-*`` sibling, fsynced and renamed over its target, so a killed process
-leaves the old file or the new one, never a torn one. Readers skip ``.tmp-*`` names.
+leaves the old file or the new one, never a torn one. Readers skip ``.tmp-*`` names; the next writer of
+the run deletes the ones a killed process left.
+
+One process writes a run at a time: ``RunWriter.create`` takes the run's writer lock and a second
+process gets a ``RunLockedError`` naming the holder. ``Run.status`` reads ``stopped`` for a run whose
+status.json says ``running`` but whose writer is gone (killed), so a dead run never shows as running.
+
+Readers treat a damaged file as damaged (``.files``): a warning naming it where a default can stand in,
+a ``DamagedFileError`` (a ``ValueError``) where not, never a traceback from deep inside a parser.
 """
 
 from __future__ import annotations
@@ -26,26 +35,68 @@ import operator
 import os
 import re
 import secrets
-import tempfile
+import socket
 import time
-from collections.abc import Callable, Mapping
+import warnings
+import zipfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from workbench.store import lock as _lock
+from workbench.store.files import (
+    TMP_PREFIX,
+    DamagedFileError,
+    DamagedFileWarning,
+    atomic_write,
+    damaged_message,
+    empty_metrics,
+    inside,
+    read_json,
+    read_metrics,
+    remove_stale_tmp,
+    warn_damaged,
+)
+from workbench.store.lock import RunLockedError
+
+__all__ = [
+    "NOTEBOOK_ENV",
+    "RUN_ID_PATTERN",
+    "RUN_STATES",
+    "STATUSES",
+    "CorruptCheckpointError",
+    "DamagedFileError",
+    "DamagedFileWarning",
+    "Run",
+    "RunLockedError",
+    "RunWriter",
+    "config_run_id",
+    "data_home",
+    "list_runs",
+    "load_run",
+    "new_run_id",
+    "runs_root",
+    "runs_table",
+]
 
 # The notebook runner sets this to the executed notebook's path; every run a notebook opens records it.
 NOTEBOOK_ENV = "WORKBENCH_NOTEBOOK"
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 STATUSES = ("running", "complete", "failed")
+#: What ``Run.status`` answers: a stored status, ``stopped`` (stored "running", writer gone) or ``invalid``.
+RUN_STATES = (*STATUSES, "stopped", "invalid")
 
 # fullmatch, because "$" alone would also accept a trailing newline.
 _NAME_RE = re.compile(RUN_ID_PATTERN)
 _SNAPSHOT_RE = re.compile(r"step_(\d{8,})\.npz")
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
+# Readers (the dashboard) write caches under cache/ without the writer lock: their fresh temp files stay.
+_KEEP_TMP = {"cache": 600.0}
 
 
 # --------------------------------------------------------------------------------------------- locations
@@ -132,20 +183,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A failed write cleans up after itself; only a hard kill can leave a .tmp- file, which readers skip.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+# Kept under its old name: the dashboard's caches (workbench.viz.projection) write through it.
+_atomic_write = atomic_write
+
+
+class CorruptCheckpointError(DamagedFileError):
+    """``checkpoint.pt`` cannot be loaded; the message names it and says how to start the run afresh."""
 
 
 def _json_default(obj: Any) -> Any:
@@ -158,13 +201,13 @@ def _json_default(obj: Any) -> Any:
 
 def _write_json(path: Path, obj: Any) -> None:
     data = (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
-    _atomic_write(path, lambda fh: fh.write(data))
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def _read_json(path: Path) -> Any:
-    """Parsed JSON, or None when the file is missing or unreadable."""
+    """Parsed JSON, or None when the file is missing or unreadable (quietly: the writer's own reads)."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
 
@@ -175,12 +218,7 @@ def _read_dict(path: Path) -> dict[str, Any]:
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame({"step": pd.Series(dtype="int64")})
-    # A header-only file parses as object columns; pin the dtypes so empty and full tables look alike.
-    return df.astype({"step": "int64", **{c: "float64" for c in df.columns if c != "step"}})
+    return read_metrics(path)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -209,6 +247,16 @@ def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or canon(a[k]) != canon(b[k]))
 
 
+def _as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _as_step(status: Mapping[str, Any]) -> int:
+    """The step of a status.json, 0 when missing or not a whole number >= 0 (a damaged file)."""
+    value = status.get("step")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _json_name(name: str) -> str:
     return name if name.endswith(".json") else f"{name}.json"
 
@@ -221,7 +269,12 @@ def _is_scalar(value: Any) -> bool:
 
 
 class RunWriter:
-    """Writes one run folder. Make one with ``RunWriter.create``.
+    """Writes one run folder. Make one with ``RunWriter.create``, which takes the run's writer lock.
+
+    The lock is held until :meth:`finish`, :meth:`fail`, :meth:`close`, the end of a ``with`` block or
+    the writer's garbage collection; a write after that takes it again. A newer writer of the same run
+    in the same process takes the lock over, and writes through the older one then raise
+    ``RunLockedError``.
 
     Attributes:
         path: The run folder.
@@ -238,6 +291,7 @@ class RunWriter:
         self._status = "running"
         self._rows: dict[int, dict[str, float]] = {}
         self._names: dict[str, None] = {}  # metric columns in first-logged order
+        self._lock: _lock.RunLock | None = None
 
     @classmethod
     def create(
@@ -248,7 +302,7 @@ class RunWriter:
         prefix: str = "run",
         resume: bool = True,
     ) -> RunWriter:
-        """Create a run folder, or reopen an existing one.
+        """Create a run folder, or reopen an existing one, holding its writer lock.
 
         Args:
             config: JSON-serialisable resolved config.
@@ -258,6 +312,8 @@ class RunWriter:
             resume: Reopen an existing run (its stored config must equal ``config``) instead of refusing.
 
         Raises:
+            RunLockedError: Another live process is writing the run (a ``ValueError``; one line naming it).
+            DamagedFileError: The stored config.json cannot be read, so the run cannot be resumed.
             ValueError: Invalid run id, run exists and ``resume`` is False, or the stored config differs.
         """
         normalised = _normalise(config)
@@ -269,9 +325,13 @@ class RunWriter:
             exists = False
         except FileExistsError:
             exists = True
+        if exists and not path.is_dir():
+            raise ValueError(f"run_id {path.name!r}: {path} exists and is not a folder")
         if exists and not resume:
             raise ValueError(f"run_id {path.name!r} already exists under {base}; pass resume=True to reopen")
-
+        held = _lock.RunLock.acquire(path)
+        # Nothing is written before the lock is held: a second writer leaves the run untouched.
+        old = _read_dict(path / "status.json")
         config_path = path / "config.json"
         # A folder without config.json was left by a crash right after mkdir: start it afresh.
         if not exists or not config_path.exists():
@@ -280,17 +340,55 @@ class RunWriter:
         else:
             stored = _read_json(config_path)
             if not isinstance(stored, dict):
-                raise ValueError(f"config.json of run {path.name!r} is unreadable; cannot resume it")
+                raise DamagedFileError(
+                    damaged_message(
+                        config_path,
+                        "not a JSON object",
+                        f"run {path.name!r} cannot be resumed; delete its folder or choose another run_id",
+                    )
+                )
             diff = _config_diff(stored, normalised)
             if diff:
                 keys = ", ".join(diff)
                 raise ValueError(f"config differs from the stored one of run {path.name!r} in keys: {keys}")
-            old = _read_dict(path / "status.json")
-            writer = cls(path, stored, created=old.get("created") or _now(), step=int(old.get("step") or 0))
+            writer = cls(path, stored, created=_as_str(old.get("created")) or _now(), step=_as_step(old))
             writer._load_metrics()
+        writer._take(held)
+        previous = held.previous
+        if old.get("status") == "running" and previous is not None and previous != held.info:
+            warnings.warn(
+                f"run {path.name!r}: taking over from {previous.describe()}, which stopped without "
+                f"finishing (killed?); resuming after step {writer._step}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        remove_stale_tmp(path, _KEEP_TMP)
         writer._record_provenance()
         writer._write_status("running")
         return writer
+
+    # -- the writer lock
+
+    def _take(self, held: _lock.RunLock) -> None:
+        self._lock = held
+        held.owner = self
+
+    def _check_writer(self) -> None:
+        """Make sure this writer holds the run's lock (taking it again after finish/fail/close)."""
+        if self._lock is not None and self._lock.held and self._lock.owner is self:
+            return
+        if self._lock is not None and self._lock.held:
+            raise RunLockedError(
+                f"run {self.run_id!r} was reopened by a newer RunWriter in this process; "
+                "write through that one"
+            )
+        self._take(_lock.RunLock.acquire(self.path))
+
+    def close(self) -> None:
+        """Release the writer lock (kept in the file as the last writer's record); writes retake it."""
+        if self._lock is not None and self._lock.owner is self:
+            self._lock.release()
+        self._lock = None
 
     def _record_provenance(self) -> None:
         """Append the executed notebook that opened this run (from ``NOTEBOOK_ENV``), once per notebook."""
@@ -341,15 +439,18 @@ class RunWriter:
         self._step = max(0, min(self._step, after_step))
 
     def _write_metrics(self) -> None:
+        self._check_writer()
         records = [{"step": s, **self._rows[s]} for s in sorted(self._rows)]
         df = pd.DataFrame.from_records(records, columns=["step", *self._names])
         data = df.to_csv(index=False).encode()
         _atomic_write(self.path / "metrics.csv", lambda fh: fh.write(data))
 
     def _write_status(self, status: str, error: str | None = None) -> None:
+        self._check_writer()
         self._status = status
         state = {"status": status, "created": self._created, "updated": _now(), "step": self._step}
-        _write_json(self.path / "status.json", {**state, "error": error})
+        writer = {"pid": os.getpid(), "host": socket.gethostname()}
+        _write_json(self.path / "status.json", {**state, "error": error, "writer": writer})
 
     def flush(self) -> None:
         """Rewrite metrics.csv and status.json (with the last step)."""
@@ -374,12 +475,14 @@ class RunWriter:
                 raise TypeError(f"snapshot array {key!r} has dtype object, which only pickle could store")
             data[key] = arr
         path = self.path / "snapshots" / f"step_{step:08d}.npz"
+        self._check_writer()
         _atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **data))
         return path
 
     def save_table(self, name: str, df: pd.DataFrame) -> Path:
         """Save ``df`` as ``tables/<name>.parquet``; ``name`` must match the run id pattern."""
         path = self.path / "tables" / f"{_check_name(name, 'name')}.parquet"
+        self._check_writer()
         _atomic_write(path, lambda fh: df.to_parquet(fh))
         return path
 
@@ -392,6 +495,7 @@ class RunWriter:
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` to ``artifacts/<name>.json`` (``.json`` added when missing)."""
         path = self.artifact_path(_json_name(name))
+        self._check_writer()
         _write_json(path, obj)
         return path
 
@@ -400,17 +504,66 @@ class RunWriter:
         import torch  # deferred so that readers and dashboards never pay for importing torch
 
         path = self.path / "checkpoint.pt"
+        self._check_writer()
         _atomic_write(path, lambda fh: torch.save(dict(state), fh))
         return path
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """Load ``checkpoint.pt`` on the CPU with ``weights_only=True``; None when there is none."""
+        """Load ``checkpoint.pt`` on the CPU with ``weights_only=True``; None when there is none.
+
+        Raises:
+            CorruptCheckpointError: The file exists but does not load (truncated, overwritten, not a
+                checkpoint); the message names it and says how to train the run again from the start.
+        """
         import torch
 
         path = self.path / "checkpoint.pt"
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return None
-        return torch.load(path, weights_only=True, map_location="cpu")
+        advice = (
+            f"restart the run from step 0 (the trainer's --restart, or RunWriter.restart()) or delete "
+            f"the file to train run {self.run_id!r} again"
+        )
+        if not path.is_file() or not inside(path, self.path):
+            raise CorruptCheckpointError(damaged_message(path, "not a file inside the run folder", advice))
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; torch.load's own error misleads here
+            raise CorruptCheckpointError(
+                damaged_message(path, "not a zip archive: truncated or overwritten", advice)
+            )
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except MemoryError:
+            raise
+        except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors ...
+            first = re.split(r"(?<=[.!?])\s", str(err).strip(), maxsplit=1)[0][:200]
+            raise CorruptCheckpointError(
+                damaged_message(path, f"{type(err).__name__}: {first}", advice)
+            ) from None
+        if not isinstance(state, dict):
+            raise CorruptCheckpointError(
+                damaged_message(path, f"it holds a {type(state).__name__}, not a dict", advice)
+            )
+        return state
+
+    def restart(self) -> None:
+        """Forget everything trained so far: checkpoint, snapshots, summary, caches and metrics.
+
+        For a run whose checkpoint is damaged (:class:`CorruptCheckpointError`): the config, the
+        creation time and the provenance stay, and the run trains again from step 0.
+        """
+        self._check_writer()
+        for name in ("checkpoint.pt", "summary.json"):
+            (self.path / name).unlink(missing_ok=True)
+        for sub in ("snapshots", "cache"):
+            for top, _dirs, files in os.walk(self.path / sub, topdown=False):
+                for name in files:
+                    Path(top, name).unlink(missing_ok=True)
+                for name in _dirs:
+                    with contextlib.suppress(OSError):
+                        Path(top, name).rmdir()
+        self._rows, self._names, self._step = {}, {}, 0
+        self._write_metrics()
+        self._write_status("running")
 
     # -- end of run
 
@@ -420,11 +573,13 @@ class RunWriter:
         _write_json(self.path / "summary.json", dict(summary))
         # Status last, so a reader never sees "complete" before the summary exists.
         self._write_status("complete")
+        self.close()
 
     def fail(self, error: str) -> None:
         """Flush and mark the run failed with ``error``."""
         self._write_metrics()
         self._write_status("failed", str(error))
+        self.close()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -432,19 +587,51 @@ class RunWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            if self._status == "running":
-                self.flush()
-            return
-        # Interrupted runs are marked failed too: RunWriter.create(..., resume=True) picks them up again.
-        self.fail("interrupted" if issubclass(exc_type, KeyboardInterrupt) else f"{exc_type.__name__}: {exc}")
+        superseded = self._lock is not None and self._lock.held and self._lock.owner is not self
+        try:
+            if superseded:
+                return  # a newer writer of this run (same process) owns the files now
+            if exc_type is None:
+                if self._status == "running":
+                    self.flush()
+                return
+            # Interrupted runs are marked failed too: RunWriter.create(..., resume=True) picks them up.
+            interrupted = issubclass(exc_type, KeyboardInterrupt)
+            message = "interrupted" if interrupted else f"{exc_type.__name__}: {exc}"
+            try:
+                self.fail(message)
+            except RunLockedError:
+                pass  # another process writes the run now; the exception in flight says what went wrong
+        finally:
+            self.close()
 
 
 # --------------------------------------------------------------------------------------------- reader
 
 
+_ADVICE = {
+    "config.json": "the run's config is unknown and it cannot be resumed; delete the run folder, or train "
+    "again under another run_id",
+    "status.json": "the run shows as invalid; train the same config again under this run_id to resume it",
+    "summary.json": "the run's summary is not shown; train the same config again to rewrite it",
+    "provenance.json": "the notebooks that wrote the run are not shown",
+    "snapshot": "that checkpoint's embeddings cannot be shown; delete the file, or train the run again",
+    "table": "that table cannot be shown; delete the file and rerun what wrote it",
+    "checkpoint.pt": "the run cannot resume from it; restart it from step 0 (the trainer's --restart) or "
+    "delete the file",
+    "artifact": "delete the file and rerun what wrote it",
+    "metrics.csv": "the run's metrics are not shown; delete the link",
+}
+_OUTSIDE = "it is a symbolic link to a place outside the run folder, which is never read"
+
+
 class Run:
     """Read-only view of a run folder; constructing one reads nothing.
+
+    Every read treats a damaged file as damaged (see ``workbench.store.files``): a
+    ``DamagedFileWarning`` and a default where one can stand in, a ``DamagedFileError`` where not.
+    :meth:`problems` lists every damaged file at once. Files that are symbolic links leading outside
+    the run folder are treated as damaged and never read.
 
     Attributes:
         path: The run folder.
@@ -459,10 +646,23 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.run_id!r}, status={self.status!r})"
 
+    def _file(self, *parts: str, report: Any = None) -> Path | None:
+        """``path/parts`` when reading it stays inside the run folder; None (and a warning) otherwise."""
+        path = self.path.joinpath(*parts)
+        if not (path.is_symlink() or path.parent.is_symlink()) or inside(path, self.path):
+            return path
+        advice = _ADVICE.get(parts[-1], _ADVICE.get(parts[0].rstrip("s"), "delete the link"))
+        warn_damaged(path, _OUTSIDE, advice, report)
+        return None
+
+    def _json(self, name: str, report: Any = None) -> Any:
+        path = self._file(name, report=report)
+        return None if path is None else read_json(path, _ADVICE[name], report)
+
     def _load_config(self) -> dict[str, Any] | None:
         # Only a successful read is cached: a run being created may not have its config yet.
         if self._config is None:
-            config = _read_json(self.path / "config.json")
+            config = self._json("config.json")
             if isinstance(config, dict):
                 self._config = config
         return self._config
@@ -473,13 +673,39 @@ class Run:
         return self._load_config() or {}
 
     def _status_dict(self) -> dict[str, Any]:
-        return _read_dict(self.path / "status.json")
+        status = self._json("status.json")
+        return status if isinstance(status, dict) else {}
+
+    @property
+    def writer(self) -> _lock.LockInfo | None:
+        """The live process writing this run (pid, host, start), or None when no process is."""
+        return _lock.holder(self.path.resolve())
 
     @property
     def status(self) -> str:
-        """``running``, ``complete``, ``failed``, or ``invalid`` when status or config is unreadable."""
+        """One of :data:`RUN_STATES`.
+
+        ``running`` only while a process holds the run's writer lock; ``stopped`` when status.json says
+        running but that process is gone (killed: train the same config again to resume);
+        ``invalid`` when status.json or config.json is missing or unreadable.
+        """
         status = self._status_dict().get("status")
-        return status if status in STATUSES and self._load_config() is not None else "invalid"
+        if status not in STATUSES or self._load_config() is None:
+            return "invalid"
+        if status == "running" and self.writer is None:
+            return "stopped"
+        return status
+
+    @property
+    def status_text(self) -> str:
+        """The status for people: ``running (pid 123)``, ``stopped at step 40``, ``complete``, ..."""
+        status = self.status
+        if status == "running":
+            writer = self.writer
+            return f"running ({writer.describe().split(' since ')[0]})" if writer else "running"
+        if status == "stopped":
+            return f"stopped at step {self.step}"
+        return status
 
     @property
     def is_complete(self) -> bool:
@@ -489,28 +715,31 @@ class Run:
     @property
     def notebooks(self) -> list[dict[str, str]]:
         """Executed notebooks that wrote to this run: ``[{"path", "name", "time"}]``, oldest first."""
-        producers = _read_dict(self.path / "provenance.json").get("notebooks", [])
+        provenance = self._json("provenance.json")
+        producers = provenance.get("notebooks", []) if isinstance(provenance, dict) else []
         return [p for p in producers if isinstance(p, dict)] if isinstance(producers, list) else []
 
     @property
     def created(self) -> str:
         """ISO creation time (UTC), or ``""`` when unknown."""
-        return str(self._status_dict().get("created") or "")
+        return _as_str(self._status_dict().get("created"))
 
     @property
     def step(self) -> int:
-        """Last step recorded in status.json."""
-        return int(self._status_dict().get("step") or 0)
+        """Last step recorded in status.json (0 when unknown)."""
+        return _as_step(self._status_dict())
 
     @property
     def error(self) -> str | None:
         """Error of a failed run."""
-        return self._status_dict().get("error")
+        error = self._status_dict().get("error")
+        return None if error is None else str(error)
 
     @property
     def metrics(self) -> pd.DataFrame:
-        """Wide metrics table: ``step`` plus one column per metric (NaN where not logged)."""
-        return _read_metrics(self.path / "metrics.csv")
+        """Wide metrics table: ``step`` plus one column per metric (NaN where not logged or damaged)."""
+        path = self._file("metrics.csv")
+        return empty_metrics() if path is None else read_metrics(path)
 
     @property
     def snapshot_steps(self) -> list[int]:
@@ -525,19 +754,33 @@ class Run:
 
         Raises:
             ValueError: No snapshot at ``step``; the message lists the available steps.
+            DamagedFileError: The snapshot file cannot be read.
         """
-        path = self.path / "snapshots" / f"step_{int(step):08d}.npz"
+        name = f"step_{int(step):08d}.npz"
+        path = self.path / "snapshots" / name
         if not path.is_file():
             raise ValueError(
                 f"no snapshot at step {step} in run {self.run_id!r}; available steps: {self.snapshot_steps}"
             )
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        if not inside(path, self.path):
+            raise DamagedFileError(damaged_message(path, _OUTSIDE, _ADVICE["snapshot"]))
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except MemoryError:
+            raise
+        except Exception as err:  # BadZipFile, zlib.error, EOFError, ValueError (pickle), ...
+            raise DamagedFileError(
+                damaged_message(path, f"{type(err).__name__}: {err}", _ADVICE["snapshot"])
+            ) from None
 
     @property
     def summary(self) -> dict[str, Any]:
         """summary.json of a complete run; empty otherwise."""
-        return _read_dict(self.path / "summary.json") if self.is_complete else {}
+        if not self.is_complete:
+            return {}
+        summary = self._json("summary.json")
+        return summary if isinstance(summary, dict) else {}
 
     @property
     def tables(self) -> list[str]:
@@ -554,19 +797,87 @@ class Run:
 
         Raises:
             ValueError: No such table; the message lists the available ones.
+            DamagedFileError: The table file cannot be read.
         """
         available = self.tables
         if name not in available:
             raise ValueError(f"no table name {name!r} in run {self.run_id!r}; available: {available}")
-        return pd.read_parquet(self.path / "tables" / f"{name}.parquet")
+        path = self.path / "tables" / f"{name}.parquet"
+        if not inside(path, self.path):
+            raise DamagedFileError(damaged_message(path, _OUTSIDE, _ADVICE["table"]))
+        try:
+            return pd.read_parquet(path)
+        except MemoryError:
+            raise
+        except Exception as err:  # pyarrow's ArrowInvalid, OSError, ...
+            raise DamagedFileError(
+                damaged_message(path, f"{type(err).__name__}: {err}", _ADVICE["table"])
+            ) from None
 
     def artifact_path(self, name: str) -> Path:
         """Path of ``artifacts/<name>`` (which may not exist)."""
         return self.path / "artifacts" / _check_name(name, "name")
 
     def read_json(self, name: str) -> Any:
-        """Read ``artifacts/<name>.json`` (``.json`` added when missing)."""
-        return json.loads(self.artifact_path(_json_name(name)).read_text())
+        """Read ``artifacts/<name>.json`` (``.json`` added when missing).
+
+        Raises:
+            FileNotFoundError: There is no such file.
+            DamagedFileError: The file is not JSON or leads outside the run folder.
+        """
+        path = self.artifact_path(_json_name(name))
+        if path.exists() and not inside(path, self.path):
+            raise DamagedFileError(damaged_message(path, _OUTSIDE, _ADVICE["artifact"]))
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as err:
+            raise DamagedFileError(
+                damaged_message(path, f"{type(err).__name__}: {err}", _ADVICE["artifact"])
+            ) from None
+
+    def problems(self) -> list[str]:
+        """One message per damaged file of the run (what is wrong, what to do); empty when none.
+
+        Cheap: JSON files and metrics.csv are parsed, snapshots, tables and the checkpoint only have
+        their container checked (zip directory, parquet magic bytes), nothing is decoded.
+        """
+        found: list[str] = []
+        for name in ("config.json", "status.json", "summary.json", "provenance.json"):
+            if self._file(name, report=found.append) is not None:
+                self._json(name, report=found.append)
+        path = self._file("metrics.csv", report=found.append)
+        if path is not None:
+            read_metrics(path, report=found.append)
+        checks = [(self.path / "snapshots" / f"step_{s:08d}.npz", "snapshot") for s in self.snapshot_steps]
+        checks += [(self.path / "tables" / f"{t}.parquet", "table") for t in self.tables]
+        if (self.path / "checkpoint.pt").exists():
+            checks.append((self.path / "checkpoint.pt", "checkpoint.pt"))
+        for path, kind in checks:
+            if not inside(path, self.path):
+                found.append(damaged_message(path, _OUTSIDE, _ADVICE[kind]))
+            elif not path.is_file():
+                found.append(damaged_message(path, "it is not a file", _ADVICE[kind]))
+            elif (reason := _container_problem(path)) is not None:
+                found.append(damaged_message(path, reason, _ADVICE[kind]))
+        return found
+
+
+def _container_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable zip (.npz, .pt) or parquet container, or None when it looks fine."""
+    try:
+        if path.suffix == ".parquet":
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(-4, os.SEEK_END)
+                tail = fh.read(4)
+            return None if head == tail == b"PAR1" else "not a parquet file (bad magic bytes)"
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+        return None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        return f"{type(err).__name__}: {err}"
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -577,7 +888,10 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
     base = runs_root(root)
     if not base.is_dir():
         return []
-    runs = [Run(p) for p in base.iterdir() if p.is_dir() and _NAME_RE.fullmatch(p.name)]
+    # Symbolic links are skipped: a link could lead anywhere, and a run's folder is never one.
+    runs = [
+        Run(p) for p in base.iterdir() if _NAME_RE.fullmatch(p.name) and not p.is_symlink() and p.is_dir()
+    ]
     return sorted(runs, key=lambda run: (run.created, run.run_id))
 
 
@@ -600,10 +914,21 @@ def load_run(path_or_id: str | Path, root: str | Path | None = None) -> Run:
 
 
 def runs_table(root: str | Path | None = None) -> pd.DataFrame:
-    """One row per run: run_id, status, created, scalar config keys (``loss.name``), ``summary.*`` keys."""
+    """One row per run: run_id, status, writer, created, scalar config keys (``loss.name``), ``summary.*``.
+
+    ``status`` is ``Run.status`` (``stopped`` for a run whose process is gone); ``writer`` is
+    ``pid N`` (``pid N on host H`` elsewhere) for a run being written, else empty.
+    """
     rows = []
     for run in list_runs(root):
-        row: dict[str, Any] = {"run_id": run.run_id, "status": run.status, "created": run.created}
+        status = run.status
+        writer = run.writer if status == "running" else None
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "status": status,
+            "writer": writer.describe().split(" since ")[0] if writer else "",
+            "created": run.created,
+        }
         for key, value in _flatten(run.config).items():
             if _is_scalar(value):
                 # Keep config keys from overwriting the fixed columns or the summary ones.
@@ -613,4 +938,4 @@ def runs_table(root: str | Path | None = None) -> pd.DataFrame:
             if _is_scalar(value):
                 row[f"summary.{key}"] = value
         rows.append(row)
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "status", "created"])
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run_id", "status", "writer", "created"])

@@ -184,13 +184,18 @@ def loss_sharding() -> Sharding | None:
 
 def average(value: float) -> float:
     """The mean of ``value`` over processes (the value itself outside a group)."""
-    if not is_distributed():
-        return value
+    return average_values([value])[0]
+
+
+def average_values(values: list[float]) -> list[float]:
+    """The mean of each value over processes, in one collective (the values themselves outside a group)."""
+    if not is_distributed() or not values:
+        return list(values)
     backend = dist.get_backend()
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    total = torch.tensor([value], dtype=torch.float64, device=device)
+    total = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(total)
-    return float(total) / world_size()
+    return (total / world_size()).tolist()
 
 
 @torch.no_grad()

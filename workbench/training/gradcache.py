@@ -54,6 +54,9 @@ def embed(
     return torch.cat(parts_a), torch.cat(parts_b)
 
 
+Features = dict[str, Tensor]
+
+
 def cached_backward(
     model: nn.Module,
     x_a: Tensor,
@@ -64,43 +67,66 @@ def cached_backward(
 ) -> Tensor:
     """Accumulate into ``.grad`` the gradient of ``loss_fn(model(x_a, x_b))``; returns the loss value.
 
-    With ``micro_batch=None`` (or >= the batch) this is one ordinary forward/backward. Otherwise the
-    model only ever holds a graph for ``micro_batch`` rows. ``loss_fn(z_a, z_b)`` sees the whole
-    batch once, so stateful losses update their state once per call. Parameters that the loss uses
-    directly (a learnable logit scale, say) receive their gradient in the loss's own backward.
+    The pair-model form of :func:`cached_backward_features`.
+    """
+
+    def forward(part: Features) -> Features:
+        z_a, z_b = model(part["a"], part["b"])
+        return {"a": z_a, "b": z_b}
+
+    return cached_backward_features(
+        forward, {"a": x_a, "b": x_b}, lambda z: loss_fn(z["a"], z["b"]), micro_batch, autocast
+    )
+
+
+def cached_backward_features(
+    forward: Callable[[Features], Features],
+    inputs: Features,
+    loss_fn: Callable[[Features], Tensor],
+    micro_batch: int | None,
+    autocast=None,
+) -> Tensor:
+    """Accumulate into ``.grad`` the gradient of ``loss_fn(forward(inputs))``; returns the loss value.
+
+    ``inputs`` and the features ``forward`` returns are dicts of tensors with one row per example. With
+    ``micro_batch=None`` (or >= the batch) this is one ordinary forward/backward. Otherwise the model
+    only ever holds a graph for ``micro_batch`` rows. ``loss_fn`` sees the whole batch once, so stateful
+    losses update their state once per call. Parameters that the loss uses directly (a learnable logit
+    scale, say) receive their gradient in the loss's own backward.
     """
     ctx = autocast or torch.autocast("cpu", enabled=False)
-    size = x_a.shape[0]
+    size = next(iter(inputs.values())).shape[0]
     if micro_batch is None or micro_batch >= size:
         with ctx:
-            z_a, z_b = model(x_a, x_b)
-        loss = loss_fn(_full_precision(z_a), _full_precision(z_b))
+            features = forward(inputs)
+        loss = loss_fn({key: _full_precision(value) for key, value in features.items()})
         loss.backward()
         return loss.detach()
+    device = next(iter(inputs.values())).device
+    starts = range(0, size, micro_batch)
 
-    device = x_a.device
-    states, parts_a, parts_b = [], [], []
+    def part(start: int) -> Features:
+        return {key: value[start : start + micro_batch] for key, value in inputs.items()}
+
+    states, parts = [], []
     with torch.no_grad():
-        for start in range(0, size, micro_batch):
+        for start in starts:
             states.append(_rng_state(device))
             with ctx:
-                z_a, z_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
-            parts_a.append(_full_precision(z_a))
-            parts_b.append(_full_precision(z_b))
-    z_a = torch.cat(parts_a).requires_grad_(True)
-    z_b = torch.cat(parts_b).requires_grad_(True)
-    loss = loss_fn(z_a, z_b)
+                parts.append({key: _full_precision(v) for key, v in forward(part(start)).items()})
+    cached = {key: torch.cat([p[key] for p in parts]).requires_grad_(True) for key in parts[0]}
+    loss = loss_fn(cached)
     loss.backward()
-    grad_a, grad_b = z_a.grad, z_b.grad
-
     after = _rng_state(device)
-    for chunk, start in enumerate(range(0, size, micro_batch)):
+    for chunk, start in enumerate(starts):
         _set_rng_state(states[chunk], device)
         with ctx:
-            c_a, c_b = model(x_a[start : start + micro_batch], x_b[start : start + micro_batch])
-        stop = start + c_a.shape[0]
-        surrogate = (_full_precision(c_a) * grad_a[start:stop]).sum()
-        surrogate = surrogate + (_full_precision(c_b) * grad_b[start:stop]).sum()
+            features = forward(part(start))
+        surrogate = sum(
+            (_full_precision(value) * cached[key].grad[start : start + value.shape[0]]).sum()
+            for key, value in features.items()
+            if cached[key].grad is not None
+        )
         surrogate.backward()
     _set_rng_state(after, device)
     return loss.detach()

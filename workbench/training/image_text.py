@@ -1,7 +1,7 @@
 """Training two-tower image/text models with modality-structure regularizers (Jiang et al., CVPR 2023).
 
-:class:`MultimodalTrainer` plugs into ``workbench.training.trainer.train`` for multimodal datasets: the same
-run store, checkpoints, resumption and config, with a step that embeds every view the structured loss
+:class:`ImageTextTask` plugs into the trainer (``workbench.training.trainer``) for image-text datasets: the
+same run store, checkpoints, resumption and config, with a step that embeds every view the structured loss
 needs (images, captions, their augmentations, the independent features of deep feature separation)
 and an evaluation that measures what the article cares about: zero-shot and linear-probe accuracy,
 retrieval, and the geometry of the embedding space (modality gap and friends) at every snapshot.
@@ -30,9 +30,9 @@ from workbench.metrics.downstream import (
 from workbench.metrics.geometry import geometry_report
 from workbench.models import MultimodalModel, TowerConfig
 from workbench.training import distributed
-from workbench.training.trainer import TrainConfig, Trainer
+from workbench.training.config import TrainConfig
+from workbench.training.tasks import Task
 
-STRUCTURE_KEYS = ("mode", "weights", "bridge_t", "bridge_random_t")
 EVAL_ROWS = 2000  # rows of each split used for evaluation: bounds its cost on a CPU
 
 
@@ -51,44 +51,32 @@ def _tower_config(values: dict, inputs: Tensor, text: bool, vocab: list[str] | N
     return TowerConfig(**values)
 
 
-class MultimodalTrainer(Trainer):
-    """Trainer for :class:`MultimodalDataset`: two towers, a structured loss, downstream evaluation."""
+class ImageTextTask(Task):
+    """Two towers on :class:`MultimodalDataset`: a structured loss and downstream evaluation."""
 
-    def __init__(self, config: TrainConfig, dataset: MultimodalDataset) -> None:
-        config.validate()
-        self.config = config
-        from workbench.training.trainer import resolve_device
+    supports_gradcache = False  # the regularizers couple rows beyond per-row features
 
-        self.device = distributed.local_device(resolve_device(config.device))
-        self.dataset = dataset
+    def __init__(self, config: TrainConfig, dataset: MultimodalDataset, device, autocast) -> None:
+        super().__init__(config, dataset, device, autocast)
+        task = config.task
         self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
-        if config.batch_size > len(self.train_rows):
-            raise ValueError(
-                f"batch_size={config.batch_size} exceeds the training set size {len(self.train_rows)} "
-                f"of dataset {config.dataset!r}"
-            )
-        if config.micro_batch is not None:
-            raise ValueError("micro_batch (GradCache) is not supported with multimodal structured losses")
-        unknown = sorted(set(config.structure) - set(STRUCTURE_KEYS))
-        if unknown:
-            raise ValueError(f"unknown structure key(s) {unknown}; allowed: {list(STRUCTURE_KEYS)}")
-        torch.manual_seed(config.seed)
         base_params = dict(config.loss_params)
         if config.loss in ("sogclr", "bayes"):
             base_params.setdefault("num_samples", len(dataset))
         temperature = base_params.get("temperature", loss_parameters(config.loss).get("temperature", 0.07))
+        temperature = temperature if isinstance(temperature, float) else 0.07
         self.loss = StructuredLoss(
             base=config.loss,
             base_params=base_params,
-            mode=config.structure.get("mode", "clip"),
-            weights=config.structure.get("weights"),
-            bridge_t=config.structure.get("bridge_t", 0.25),
-            bridge_random_t=config.structure.get("bridge_random_t", False),
-            temperature=temperature if isinstance(temperature, float) else 0.07,
-        ).to(self.device)
+            mode=task.structure.get("mode", "clip"),
+            weights=task.structure.get("weights"),
+            bridge_t=task.structure.get("bridge_t", 0.25),
+            bridge_random_t=task.structure.get("bridge_random_t", False),
+            temperature=temperature,
+        ).to(device)
         needs_independent = any(key.startswith("indep_") for key in self.loss.requires)
-        image = _tower_config(config.image_tower, dataset.images, False, None)
-        text = _tower_config(config.text_tower, dataset.texts[:, 0], True, dataset.vocab)
+        image = _tower_config(task.image_tower, dataset.images, False, None)
+        text = _tower_config(task.text_tower, dataset.texts[:, 0], True, dataset.vocab)
         if needs_independent:
             image = TowerConfig(**{**image.__dict__, "independent": True})
             text = TowerConfig(**{**text.__dict__, "independent": True})
@@ -97,51 +85,38 @@ class MultimodalTrainer(Trainer):
             tuple(dataset.texts.shape[2:]),
             image,
             text,
-            init_temperature=temperature if isinstance(temperature, float) else 0.07,
+            init_temperature=temperature,
             learn_scale=config.learn_scale,
-        ).to(self.device)
-        self.scale = None  # the model owns its logit scale
-        self.optimizer = self._optimizer()
-        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        ).to(device)
         test = torch.as_tensor(dataset.test_index, dtype=torch.long)
         self.probe_index = test[: min(config.probe_size, len(test))]
         # A random subset: split indices may be ordered by class, and a prefix would miss classes.
         order = torch.randperm(len(self.train_rows), generator=step_generator(config.seed, 0, stream=4))
         self.train_eval_index = self.train_rows[order[:EVAL_ROWS]].sort().values
         self.parts: list[dict[str, float]] = []
-        self._setup_distributed(shard_loss=False)
 
-    def _parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+    def num_train_rows(self) -> int:
+        return len(self.train_rows)
 
     def loss_kwargs(self) -> dict:
         return {"scale": self.model.logit_scale()} if self.config.learn_scale else {}
 
-    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: value.to(self.device) for key, value in batch.items()}
-
-    def train_step(self, step: int) -> float:
+    def batch(self, step: int) -> tuple[dict[str, Tensor], Tensor]:
         c = self.config
-        local = epoch_batch(step, c.batch_size, len(self.train_rows), c.seed)
-        index = self.train_rows[local]
+        index = self.train_rows[epoch_batch(step, c.batch_size, len(self.train_rows), c.seed)]
         batch = self.dataset.batch(index, step_generator(c.seed, step, stream=0), augment=True)
-        # the same global batch on every process, each embedding its own rows
-        batch = self._to_device({key: value[self.shard] for key, value in batch.items()})
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.model.train()
-        with self.autocast:
-            outputs = self.train_model(batch, self.loss.requires | self.loss.optional)
+        return batch, index
+
+    def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return model(inputs, self.loss.requires | self.loss.optional)
+
+    def batch_loss(self, features: dict[str, Tensor], index: Tensor, shard: slice) -> Tensor:
         # identity in one process; in several, every process holds the whole batch's features
-        outputs = {key: distributed.gather_with_grad(outputs[key].float()) for key in sorted(outputs)}
-        total, parts = self.loss(outputs, index=index.to(self.device), **self.loss_kwargs())
-        total.backward()
-        self.optimizer.step()
+        features = {key: distributed.gather_with_grad(features[key].float()) for key in sorted(features)}
+        total, parts = self.loss(features, index=index, **self.loss_kwargs())
         if distributed.is_main():  # only process 0 evaluates, and so reads these
             self.parts.append(parts)
-        return float(total.detach())
+        return total
 
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -169,13 +144,12 @@ class MultimodalTrainer(Trainer):
             emb = self.model.embed_texts(flat).float()
         return nn.functional.normalize(emb, dim=1).reshape(prompts.shape[0], prompts.shape[1], -1).cpu()
 
-    def probe_embeddings(self) -> tuple[Tensor, Tensor]:
-        emb = self._embed(self.probe_index, augment=True)
-        self._probe_aug = emb["img_aug"]
-        return emb["img"], emb["txt"]
+    def probe(self) -> dict[str, Tensor]:
+        return self._embed(self.probe_index, augment=True)
 
     @torch.no_grad()
-    def evaluate(self, z_a: Tensor, z_b: Tensor) -> dict[str, float]:
+    def evaluate(self, probe: dict[str, Tensor]) -> dict[str, float]:
+        z_a, z_b = probe["img"], probe["txt"]
         labels = self.dataset.labels[self.probe_index.numpy()]
         metrics: dict[str, float] = {}
         if self.parts:
@@ -189,8 +163,9 @@ class MultimodalTrainer(Trainer):
         metrics["scale"] = float(self.model.logit_scale())
         return metrics
 
-    def downstream(self, z_a: Tensor, z_b: Tensor) -> dict[str, float]:
+    def downstream(self, probe: dict[str, Tensor]) -> dict[str, float]:
         """Linear probes and geometry: run at snapshot steps (they cost more than the eval metrics)."""
+        z_a, z_b = probe["img"], probe["txt"]
         train = self._embed(self.train_eval_index)
         train_y = self.dataset.labels[self.train_eval_index.numpy()]
         test_y = self.dataset.labels[self.probe_index.numpy()]
@@ -222,12 +197,12 @@ class MultimodalTrainer(Trainer):
         metrics.update(geometry_report(z_a.numpy(), z_b.numpy(), seed=seed))
         return metrics
 
-    def snapshot(self, z_a: Tensor, z_b: Tensor) -> dict[str, np.ndarray]:
+    def snapshot(self, probe: dict[str, Tensor]) -> dict[str, np.ndarray]:
         rows = self.probe_index.numpy()
         arrays = {
-            "a": z_a.numpy(),
-            "b": z_b.numpy(),
-            "a_aug": self._probe_aug.numpy(),
+            "a": probe["img"].numpy(),
+            "b": probe["txt"].numpy(),
+            "a_aug": probe["img_aug"].numpy(),
             "ids": self.dataset.ids[rows],
             "labels": self.dataset.labels[rows],
         }
@@ -237,8 +212,3 @@ class MultimodalTrainer(Trainer):
         if class_emb is not None:
             arrays["class_emb"] = class_emb.numpy()
         return arrays
-
-    def state(self, step: int) -> dict:
-        state = super().state(step)
-        state["scale"] = None
-        return state

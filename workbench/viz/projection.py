@@ -268,21 +268,31 @@ class Projection:
 
 
 # --------------------------------------------------------------------------------------------- fitting
+#: Largest d whose d x d covariance is formed; past it PCA works from the n x n Gram matrix or by
+#: subspace iteration, so memory stays linear in the data (an uploaded d = 65,536 would need 34 GB).
+DENSE_PCA_MAX = 2048
+# Rows per block when the centred data is multiplied without being materialised.
+_ROW_BLOCK = 4096
+
+
+def _signed(comps: np.ndarray, ratio: np.ndarray, dims: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    if comps.shape[0] < dims:  # fewer axes than dims: pad with zero axes so the coordinates keep their shape
+        comps = np.vstack([comps, np.zeros((dims - comps.shape[0], d))])
+        ratio = np.concatenate([ratio, np.zeros(dims - ratio.shape[0])])
+    # Deterministic signs: the largest-magnitude loading of each axis is positive.
+    signs = np.sign(comps[np.arange(dims), np.abs(comps).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    return comps * signs[:, None], ratio
+
+
 def _pca_basis(cov: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``dims`` eigenvectors (rows) of a covariance and their explained-variance ratios."""
     eigval, eigvec = np.linalg.eigh(cov)
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
     total = eigval.sum()
-    comps = eigvec[:, :dims].T
-    ratio = eigval[:dims] / total if total > 0 else np.zeros(dims)
-    if comps.shape[0] < dims:  # d < dims: pad with zero axes so the coordinates keep their shape
-        comps = np.vstack([comps, np.zeros((dims - comps.shape[0], cov.shape[0]))])
-        ratio = np.concatenate([ratio, np.zeros(dims - ratio.shape[0])])
-    # Deterministic signs: the largest-magnitude loading of each axis is positive.
-    signs = np.sign(comps[np.arange(dims), np.abs(comps).argmax(axis=1)])
-    signs[signs == 0] = 1.0
-    return comps * signs[:, None], ratio
+    ratio = eigval[:dims] / total if total > 0 else np.zeros(min(dims, eigval.size))
+    return _signed(eigvec[:, :dims].T, ratio, dims, cov.shape[0])
 
 
 def _covariance(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -293,17 +303,72 @@ def _covariance(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return mean, cov
 
 
+def _centred(blocks: Sequence[np.ndarray], mean: np.ndarray):
+    """The centred rows of all blocks, ``_ROW_BLOCK`` at a time (float64)."""
+    for block in blocks:
+        for start in range(0, block.shape[0], _ROW_BLOCK):
+            yield block[start : start + _ROW_BLOCK].astype(np.float64) - mean
+
+
+def _large_pca(blocks: Sequence[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, top ``dims`` axes and explained ratios without a d x d matrix (for d > DENSE_PCA_MAX).
+
+    Few rows (n <= DENSE_PCA_MAX): exact, from the eigenvectors u of the n x n Gram matrix of the
+    centred rows X (the axes are X^T u / sqrt(lambda)). Many rows too: subspace iteration on
+    X^T X / n with ``dims + 16`` vectors, 16 rounds from a seeded start, then Rayleigh-Ritz; memory
+    O((n + d) (dims + 10)) and deterministic.
+    """
+    count = sum(b.shape[0] for b in blocks)
+    d = blocks[0].shape[1]
+    mean = sum(b.astype(np.float64).sum(axis=0) for b in blocks) / count
+    total = sum(float((x * x).sum()) for x in _centred(blocks, mean)) / count
+    if count <= DENSE_PCA_MAX:
+        rows = np.concatenate(list(_centred(blocks, mean)))
+        eigval, eigvec = np.linalg.eigh(rows @ rows.T / count)
+        order = np.argsort(eigval)[::-1][:dims]
+        eigval, eigvec = np.clip(eigval[order], 0, None), eigvec[:, order]
+        keep = eigval > eigval.max(initial=0.0) * count * np.finfo(np.float64).eps
+        # Axes of (numerically) zero variance carry no direction: they stay zero, as padding does.
+        comps = np.zeros((eigval.size, d))
+        comps[keep] = (rows.T @ eigvec[:, keep] / np.sqrt(eigval[keep] * count)).T
+    else:
+        k = min(dims + 16, d)
+        basis = np.linalg.qr(np.random.default_rng(0).standard_normal((d, k)))[0]
+        for _ in range(16):
+            product = np.zeros((d, k))
+            for x in _centred(blocks, mean):
+                product += x.T @ (x @ basis)
+            basis = np.linalg.qr(product / count)[0]
+        small = np.zeros((k, k))
+        for x in _centred(blocks, mean):
+            projected = x @ basis
+            small += projected.T @ projected
+        eigval, eigvec = np.linalg.eigh(small / count)
+        order = np.argsort(eigval)[::-1][:dims]
+        eigval = np.clip(eigval[order], 0, None)
+        comps = (basis @ eigvec[:, order]).T
+    ratio = eigval / total if total > 0 else np.zeros(eigval.size)
+    comps, ratio = _signed(comps, ratio, dims, d)
+    return mean, comps, ratio
+
+
+def _basis(blocks: Sequence[np.ndarray], dims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, PCA axes and explained ratios of the rows of ``blocks`` (memory linear in the data)."""
+    if blocks[0].shape[1] > DENSE_PCA_MAX:
+        return _large_pca(blocks, dims)
+    mean, cov = _covariance(blocks)
+    return (mean, *_pca_basis(cov, dims))
+
+
 def _fit_pca(blocks: list[np.ndarray], dims: int, frozen: bool, fit_on: str) -> dict[str, np.ndarray]:
     t, d = len(blocks), blocks[0].shape[1]
     means, comps, ratios = np.empty((t, d)), np.empty((t, dims, d)), np.empty((t, dims))
     if frozen:
-        mean, cov = _covariance(blocks if fit_on == "all" else blocks[-1:])
-        basis, ratio = _pca_basis(cov, dims)
+        mean, basis, ratio = _basis(blocks if fit_on == "all" else blocks[-1:], dims)
         means[:], comps[:], ratios[:] = mean, basis, ratio
     else:
         for i, block in enumerate(blocks):
-            mean, cov = _covariance([block])
-            basis, ratio = _pca_basis(cov, dims)
+            mean, basis, ratio = _basis([block], dims)
             if i > 0:  # keep the orientation of the previous step's axes
                 flip = np.sign((basis * comps[i - 1]).sum(axis=1))
                 basis = basis * np.where(flip == 0, 1.0, flip)[:, None]
@@ -446,11 +511,40 @@ def _write_cache(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         pass  # a read-only run store still gets its projection, just not cached
 
 
+def _drop_damaged(path: Path) -> None:
+    # A cache entry that does not load is rebuilt: remove it so the rebuilt one can take its place.
+    try:
+        path.unlink()
+    except OSError:
+        pass  # a read-only store: the projection is recomputed every time instead
+
+
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError):  # missing, or torn by something other than our writes
+    except FileNotFoundError:
+        return None
+    except MemoryError:
+        raise
+    except Exception:  # damaged (BadZipFile, zlib.error, EOFError, ValueError, a folder ...): rebuild it
+        _drop_damaged(path)
+        return None
+
+
+def _cached_projection(path: Path) -> Projection | None:
+    """The projection cached at ``path``, or None when there is none or it is damaged (then removed)."""
+    hit = _read_cache(path)
+    if hit is None:
+        return None
+    try:
+        projection = Projection._from_arrays(hit)
+        expected = (len(projection.steps), len(projection.keys) * projection.n, projection.dims)
+        if projection.coords.shape != expected:
+            raise ValueError(f"coords have shape {projection.coords.shape}, expected {expected}")
+        return projection
+    except (KeyError, ValueError, TypeError):  # loads as a zip but is not one of our entries
+        _drop_damaged(path)
         return None
 
 
@@ -496,8 +590,8 @@ def run_projection(
         "umap_params": dict(umap_params or {}),
     }
     path = projection_cache_path(run, _cache_key("projection", run, wanted, params))
-    if cache and (hit := _read_cache(path)) is not None:
-        return Projection._from_arrays(hit)
+    if cache and (hit := _cached_projection(path)) is not None:
+        return hit
     _, snapshots = load_snapshots(run, wanted)
     projection = fit_projection(snapshots, wanted, method, dims, keys, seed, fit_on, umap_params)
     if cache:
@@ -540,8 +634,10 @@ def snapshot_geometry(
     if cache:
         try:
             return pd.DataFrame(json.loads(path.read_text()))
-        except (OSError, ValueError):
+        except FileNotFoundError:
             pass
+        except (OSError, ValueError, TypeError):  # damaged: rebuilt below and written over
+            _drop_damaged(path)
     rows = []
     for step in wanted:
         snap = run.snapshot(step)
