@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,15 @@ def _change(widget, page, kind: str) -> None:
         widget.locator(".widget-toggle-button:not(.mod-active)").first.click()
 
 
+def _accept_kernel_dialog(page) -> None:
+    """JupyterLab sometimes asks which kernel to start (e.g. after jupytext re-pairs the notebook)."""
+    page.wait_for_timeout(2000)
+    dialog = page.locator(".jp-Dialog:has-text('Select Kernel') .jp-mod-accept")
+    if dialog.count():
+        dialog.first.click()
+        page.wait_for_timeout(1000)
+
+
 def test_jupyterlab_controls_redraw_the_figure(executed, tmp_path):
     sync_playwright, chromium, args = _chromium()
     home, paths = executed
@@ -128,14 +138,16 @@ def test_jupyterlab_controls_redraw_the_figure(executed, tmp_path):
             page.goto(f"{url}/lab/tree/{path.name}", timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator", state="attached", timeout=120_000)
+            _accept_kernel_dialog(page)
             page.click(".lm-MenuBar-item:has-text('Run')")
             page.click(".lm-Menu-item[data-command='runmenu:run-all']")
             live = page.locator(".jp-OutputArea-output:has(.widget-output)")
-            page.wait_for_function(
-                "n => document.querySelectorAll('.widget-output .js-plotly-plot').length >= n",
-                arg=linked,
-                timeout=300_000,
-            )
+            drawn = "n => document.querySelectorAll('.widget-output .js-plotly-plot').length >= n"
+            deadline = time.monotonic() + 300
+            while not page.evaluate(drawn, linked):
+                assert time.monotonic() < deadline, f"{name}: the widget figures were not drawn in 300 s"
+                _accept_kernel_dialog(page)  # the dialog can also come up once the cells run
+
             assert live.count() == linked, f"{name}: {live.count()} live figures, expected {linked}"
             hidden = page.locator(".workbench-static-figure").evaluate_all(
                 "els => els.map(e => e.offsetParent === null)"
