@@ -81,8 +81,10 @@ def test_bias_curves_draw_one_line_and_one_band_per_loss_and_state(table):
 
     clip = lines[0]
     np.testing.assert_array_equal(clip.x, [4, 16, 64])
-    # an exact zero cannot sit on a log axis: it is a gap, not a fake small value
-    assert clip.y[:2].tolist() == [1.0, 0.5] and np.isnan(clip.y[2])
+    # a value under its noise floor (here an exact zero, which a log axis cannot show) is drawn at the
+    # floor, an upper bound, with an open marker; the hover gives the measured value
+    assert clip.y.tolist() == [1.0, 0.5, 0.3] and list(clip.customdata) == [1.0, 0.5, 0.0]
+    assert list(clip.marker.symbol) == ["circle", "circle", "circle-open"]
 
     band = traces(fig, "band")[0]
     np.testing.assert_array_equal(band.x, [4, 16, 64, 64, 16, 4])
@@ -255,7 +257,7 @@ def test_overview_shows_a_few_losses_in_the_warm_state(table):
     assert "lower is better" in fig.layout.yaxis.title.text
     cold = vb.bias_overview(table, state="cold", losses=["bayes"])
     assert [t.name for t in traces(cold, "line")] == ["bayes (cold)"]
-    assert "%{y:.3g}" in traces(cold, "line")[0].hovertemplate
+    assert "%{customdata:.3g}" in traces(cold, "line")[0].hovertemplate
     with pytest.raises(ValueError, match="state must be one of warm, cold, both"):
         vb.bias_overview(table, state="hot")
     with pytest.raises(ValueError, match="losses"):

@@ -284,10 +284,9 @@ def bias_curves(
     if floor is not None:
         data = data.assign(_floor=floor)
         if log_y and bands is not None:
-            # Below the noise floor values cannot be told apart: the band stops there, or at the value
-            # itself when that is lower (a value under the floor is drawn with an open marker).
-            value = data[metric].to_numpy(float)
-            data = data.assign(_lower=np.fmax(data._lower.to_numpy(float), np.fmin(value, floor)))
+            # Below the noise floor values cannot be told apart: the band stops there (a value under
+            # the floor is drawn at it, with an open marker).
+            data = data.assign(_lower=np.fmax(data._lower.to_numpy(float), floor))
     data = _select(_select(data, "loss", losses, "losses"), "state", states, "states")
     groups = _groups(data, run)
     panels = len(groups) > MAX_LINES if panels is None else bool(panels)
@@ -305,7 +304,11 @@ def bias_curves(
         tiny = _round_off(y, upper) if log_y else np.zeros(len(y), dtype=bool)
         curves.append((run_label, loss, state, rows, y, tiny))
 
-    kept = [c[4][~c[5]] for c in curves]
+    # The axis spans what is drawn: values under the noise floor are drawn at it.
+    kept = [
+        (np.fmax(c[4], c[3]._floor.to_numpy(float)) if log_y and "_floor" in c[3].columns else c[4])[~c[5]]
+        for c in curves
+    ]
     if bands is not None:
         kept += [c[3]._lower.to_numpy(float)[~c[5]] for c in curves]
         kept += [c[3]._upper.to_numpy(float)[~c[5]] for c in curves]
@@ -331,6 +334,10 @@ def bias_curves(
         where = {"row": 1, "col": families.index(family(loss)) + 1} if panels else {}
         x = rows.batch_size.to_numpy()
         line_y = np.where(tiny, np.nan, y)
+        if log_y and "_floor" in rows.columns:
+            # Not resolved from 0: drawn at the noise floor (an upper bound), with an open marker.
+            floors = rows._floor.to_numpy(float)
+            line_y = np.where(~tiny & (y < floors), floors, line_y)
         if log_y:
             line_y = np.where(line_y > 0, line_y, np.nan)
         name = _trace_name(loss, state, None if run_label is None else str(run_label))
@@ -368,7 +375,8 @@ def bias_curves(
                 line={"color": colors[loss], "dash": _DASH.get(state, "solid")},
                 marker={"symbol": _symbols(symbols[run_label], y, rows)},
                 meta={**meta, "kind": "line"},
-                hovertemplate=f"{name}<br>B = %{{x}}<br>{value_label} = %{{y:.3g}}<extra></extra>",
+                customdata=y,
+                hovertemplate=f"{name}<br>B = %{{x}}<br>{value_label} = %{{customdata:.3g}}<extra></extra>",
             ),
             **where,
         )
@@ -393,7 +401,7 @@ def bias_curves(
     info = describe(metric)
     fig.update_layout(
         title=title or METRIC_LABELS[metric],
-        legend_title="dotted: cold state; open marker: below the noise floor",
+        legend_title="dotted: cold state; open marker: below the noise floor, drawn at it",
         legend={"orientation": "h", "y": -0.18, "yanchor": "top", "x": 0},
         template="plotly_white",
         margin={"b": 10},
