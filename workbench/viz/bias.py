@@ -532,10 +532,12 @@ def decomposition(table: pd.DataFrame, loss: str, state: str | None = None) -> g
     fig.update_layout(
         title=f"{_trace_name(loss, state, None)}: MSE = bias^2 + variance",
         xaxis_title="batch size B",
-        yaxis_title="squared gradient error",
+        yaxis_title="squared gradient error (lower is better)",
         template="plotly_white",
     )
-    fig.update_xaxes(type="log")
+    sizes = sorted(int(b) for b in rows.batch_size)
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(b) for b in sizes])
+    fig.update_traces(hovertemplate="B = %{x}<br>%{fullData.name} = %{y:.3g}<extra></extra>")
     fig.update_yaxes(type="log")
     return fig
 
