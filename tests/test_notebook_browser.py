@@ -132,10 +132,12 @@ def test_jupyterlab_controls_redraw_the_figure(executed, tmp_path):
     root = next(iter(paths.values())).parent
     with jupyterlab(root, home, tmp_path / "lab") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=args)
-        for name, path in paths.items():
+        for i, (name, path) in enumerate(paths.items()):
             linked, kind = LINKED[name]
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/tree/{path.name}", timeout=120_000)
+            # A fresh workspace per notebook: the default one would reopen the previous notebooks too,
+            # and "Run All" would then run whichever JupyterLab activates last.
+            page.goto(f"{url}/lab/workspaces/test{i}/tree/{path.name}?reset", timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator", state="attached", timeout=120_000)
             _accept_kernel_dialog(page)
@@ -145,7 +147,9 @@ def test_jupyterlab_controls_redraw_the_figure(executed, tmp_path):
             drawn = "n => document.querySelectorAll('.widget-output .js-plotly-plot').length >= n"
             deadline = time.monotonic() + 300
             while not page.evaluate(drawn, linked):
-                assert time.monotonic() < deadline, f"{name}: the widget figures were not drawn in 300 s"
+                if time.monotonic() > deadline:
+                    page.screenshot(path=str(shots / f"jupyterlab-{name}-timeout.png"))
+                    raise AssertionError(f"{name}: the widget figures were not drawn in 300 s")
                 _accept_kernel_dialog(page)  # the dialog can also come up once the cells run
 
             assert live.count() == linked, f"{name}: {live.count()} live figures, expected {linked}"
