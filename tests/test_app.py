@@ -265,7 +265,8 @@ def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
     _no_errors(at)
     assert not at.warning, _texts(at.warning)
     # Subplot titles say what a measure is and which way is better.
-    assert "centroid gap (lower is better" in at.get("plotly_chart")[0].proto.spec.replace("\\u00b1", "±")
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "centroid gap (lower is better)" in spec and "distance on the unit sphere" in spec
 
 
 def test_what_if_grid_is_widened_until_the_minimum_is_inside():

@@ -811,7 +811,7 @@ def metrics_figure(
     fig = make_subplots(
         rows=rows,
         cols=cols,
-        subplot_titles=[names.title(m, unit=True) for m in metrics],
+        subplot_titles=[names.title(m) for m in metrics],
         vertical_spacing=0.14 if rows > 1 else 0.1,
     )
     colors = _palette(len(tables))
@@ -858,7 +858,9 @@ def metrics_figure(
         legend={"orientation": "h", "y": -0.08},
     )
     fig.update_xaxes(title_text="step", row=rows)
-    fig.update_yaxes(tickformat=".3g")
+    fig.update_yaxes(tickformat=".3g", title_font_size=10)
+    for i, metric in enumerate(metrics):  # the unit on each panel's y axis, the direction in its title
+        fig.update_yaxes(title_text=names.describe(metric).unit, row=i // cols + 1, col=i % cols + 1)
     fig.update_annotations(font_size=12)  # the subplot titles, now longer
     return fig
 
