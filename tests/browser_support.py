@@ -70,6 +70,11 @@ def jupyterlab(root: Path, home: Path, scratch: Path, timeout: float = 120) -> I
     tracker = scratch / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text('{"windowingMode": "none"}')
+    # Without jupytext's contents manager: it writes a paired .py next to each opened notebook, and the
+    # notebook changing on disk makes JupyterLab ask questions.
+    (scratch / "config" / "jupyter_server_config.json").write_text(
+        '{"ServerApp": {"jpserver_extensions": {"jupyterlab_jupytext": false}}}'
+    )
     env = {
         **os.environ,
         "WORKBENCH_HOME": str(home),

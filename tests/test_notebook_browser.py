@@ -116,6 +116,24 @@ def _change(widget, page, kind: str) -> None:
         widget.locator(".widget-toggle-button:not(.mod-active)").first.click()
 
 
+# True while no code cell has an execution count or a busy mark: "Run All" has not started.
+NOTHING_RAN = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+  .every(p => p.innerText.replace(/\\s/g, '') === '[]:')"""
+
+
+def _wait_for_idle_kernel(page, name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    status = "() => (document.querySelector('#jp-main-statusbar') || {innerText: ''}).innerText"
+    while "| Idle" not in page.evaluate(status):
+        assert time.monotonic() < deadline, f"{name}: the kernel did not start in {timeout} s"
+        _accept_kernel_dialog(page)
+
+
+def _run_all(page) -> None:
+    page.click(".lm-MenuBar-item:has-text('Run')")
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+
+
 def _accept_kernel_dialog(page) -> None:
     """JupyterLab sometimes asks which kernel to start (e.g. after jupytext re-pairs the notebook)."""
     page.wait_for_timeout(2000)
@@ -140,17 +158,20 @@ def test_jupyterlab_controls_redraw_the_figure(executed, tmp_path):
             page.goto(f"{url}/lab/workspaces/test{i}/tree/{path.name}?reset", timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator", state="attached", timeout=120_000)
-            _accept_kernel_dialog(page)
-            page.click(".lm-MenuBar-item:has-text('Run')")
-            page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+            _wait_for_idle_kernel(page, name)
+            _run_all(page)
             live = page.locator(".jp-OutputArea-output:has(.widget-output)")
             drawn = "n => document.querySelectorAll('.widget-output .js-plotly-plot').length >= n"
             deadline = time.monotonic() + 300
+            started = time.monotonic()
             while not page.evaluate(drawn, linked):
                 if time.monotonic() > deadline:
                     page.screenshot(path=str(shots / f"jupyterlab-{name}-timeout.png"))
                     raise AssertionError(f"{name}: the widget figures were not drawn in 300 s")
                 _accept_kernel_dialog(page)  # the dialog can also come up once the cells run
+                if time.monotonic() - started > 30 and page.evaluate(NOTHING_RAN):
+                    _run_all(page)  # the first request went to a kernel that was not ready yet
+                    started = time.monotonic()
 
             assert live.count() == linked, f"{name}: {live.count()} live figures, expected {linked}"
             hidden = page.locator(".workbench-static-figure").evaluate_all(
