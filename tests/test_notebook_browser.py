@@ -35,6 +35,7 @@ LINKED = {
 # Title and trace types and names of a plotly graph div: what a redraw must change.
 SIGNATURE = (
     "el => JSON.stringify([el.layout && el.layout.title && el.layout.title.text,"
+    " el.layout && el.layout.yaxis && el.layout.yaxis.title && el.layout.yaxis.title.text,"
     " (el.data || []).map(t => [t.type, t.name])])"
 )
 
@@ -111,7 +112,7 @@ def _change(widget, page, kind: str) -> None:
         select = widget.locator(".widget-dropdown select").first
         current = select.input_value()
         other = [o for o in select.locator("option").all_inner_texts() if o != current]
-        select.select_option(label=other[0])
+        select.select_option(label=other[-1])
     else:
         widget.locator(".widget-toggle-button:not(.mod-active)").first.click()
 
