@@ -64,9 +64,10 @@ class BayesLoss(RunningPartitionLoss):
       sides of every sample. The batch's rows are written first (so each anchor and its positive are
       current); then ``R_i`` is ``Z_i`` computed against the bank, the other samples as last seen.
       Cost: 2B x N dot products (4B x N for "views") without backward, roughly N / (3B) times the
-      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the rows not seen since the parameters moved
-      (none at fixed parameters once every sample has been seen; until then the candidates are the
-      rows written so far, and the first step is the batch estimate). ``bank_size=K`` takes, each
+      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the
+      rows not seen since the parameters moved (none at fixed parameters once every sample has been
+      seen; until then the candidates are the rows written so far, and the first step is the batch
+      estimate). ``bank_size=K`` takes, each
       step, a random subset of K samples of the bank as candidates, shared by the batch's anchors:
       cost 2B x K. ``R_i`` stays unbiased for ``Z_i`` but its relative variance grows like
       (1/K - 1/N), and Jensen's gap with it, with a constant set by how much of ``Z_i`` sits in rare
