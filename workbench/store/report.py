@@ -183,7 +183,7 @@ def toy_sweep_table(prefix: str = "toy-sweep", root=None, curves_id: str = "toy-
             threshold = _toy_threshold(fixed, noise, batch_size)
             rows.append(
                 {
-                    "lr": run.config["lr"],
+                    "lr": f"{run.config['lr']:g}",
                     "steps": run.config["steps"],
                     "noise": f"{noise:g}",
                     "B": int(batch_size),
@@ -193,7 +193,9 @@ def toy_sweep_table(prefix: str = "toy-sweep", root=None, curves_id: str = "toy-
                     "diverged": int(group.theta.isna().sum()),
                 }
             )
-    frame = pd.DataFrame(rows).sort_values(["loss", "lr", "steps"], kind="stable")
+    frame = pd.DataFrame(rows)
+    frame = frame.assign(_lr=frame.lr.astype(float)).sort_values(["loss", "_lr", "steps"], kind="stable")
+    frame = frame.drop(columns="_lr")
     return _markdown(frame)
 
 
