@@ -149,3 +149,18 @@ def test_lab_embeddings_reports_a_file_as_a_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "centroid_gap" in out and "run emb: complete" in out
     assert load_run("emb", root=tmp_path / "runs").config["kind"] == "embeddings"
+
+
+def test_runs_list_and_show_say_stopped_and_name_damaged_files(tmp_path, capsys):
+    from workbench.store.runs import RunWriter
+
+    writer = RunWriter.create({"dataset": "synthetic"}, run_id="halted", root=tmp_path)
+    writer.log_metrics(0, {"loss": 1.0})
+    writer.flush()
+    writer.close()  # the process is gone: nobody holds the run's lock any more
+    (tmp_path / "halted" / "summary.json").write_text("{not json")
+    assert cli.main(["runs", "list", "--root", str(tmp_path), "--status", "stopped"]) == 0
+    assert "halted" in capsys.readouterr().out
+    assert cli.main(["runs", "show", "halted", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[stopped" in out and "warning:" in out and "summary.json" in out

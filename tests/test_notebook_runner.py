@@ -230,6 +230,6 @@ def test_cli_app_starts_streamlit_bound_to_localhost(monkeypatch, tmp_path):
     assert cli.main(["app", "--home", str(tmp_path), "--port", "8600"]) == 0
     ((command, env),) = calls
     assert command[1:4] == ["-m", "streamlit", "run"]
-    assert command[command.index("--server.address") + 1] == "localhost"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "8600"
     assert env["WORKBENCH_HOME"] == str(tmp_path)

@@ -155,7 +155,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         table = table[table["run_id"].str.contains(args.match, regex=False)]
     columns = [
         c
-        for c in ("run_id", "status", "kind", "dataset", "loss", "batch_size", "step", "created")
+        for c in ("run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "step", "created")
         if c in table.columns
     ]
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 60):
@@ -169,9 +169,11 @@ def _runs_show(args: argparse.Namespace) -> int:
     if not re.fullmatch(RUN_ID_PATTERN, args.run_id):
         raise UsageError(f"run_id {args.run_id!r} is not a run id; it must match {RUN_ID_PATTERN}")
     run = load_run(args.run_id, root=args.root)
-    print(f"run {run.run_id}  [{run.status}]  step {run.step}  created {run.created}\n  {run.path}")
+    print(f"run {run.run_id}  [{run.status_text}]  step {run.step}  created {run.created}\n  {run.path}")
     if run.error:
         print(f"error: {run.error}")
+    for problem in run.problems():
+        print(f"warning: {problem}")
     print("config:", json.dumps(run.config, indent=2, default=str))
     if run.summary:
         print("summary:", json.dumps(run.summary, indent=2, default=str))
@@ -317,7 +319,9 @@ def build_parser(labs: bool = True) -> argparse.ArgumentParser:
     listing.add_argument(
         "--root", default=None, help="run-store root (default: $WORKBENCH_HOME/runs or data/runs)"
     )
-    listing.add_argument("--status", choices=("running", "complete", "failed", "invalid"), default=None)
+    listing.add_argument(
+        "--status", choices=("running", "stopped", "complete", "failed", "invalid"), default=None
+    )
     listing.add_argument("--match", default=None, help="only run ids containing this text")
     listing.add_argument("--limit", type=int, default=50, help="show the newest N rows (default 50)")
     listing.set_defaults(handler=_runs_list)
@@ -368,7 +372,7 @@ def build_parser(labs: bool = True) -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
 
     app = commands.add_parser("app", help="open the Streamlit dashboard on the run store")
-    app.add_argument("--address", default="localhost", help="bind address (default localhost only)")
+    app.add_argument("--address", default="127.0.0.1", help="bind address (default: this machine only)")
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--home", default=None, help="data home whose runs/ the dashboard reads")
     app.set_defaults(handler=_app)

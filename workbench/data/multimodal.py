@@ -1,4 +1,4 @@
-"""Paired image-text data for the modality-structure lab (methods.md section 3).
+"""Paired image-text data for the modality-structure lab (docs/methods.md section 3).
 
 A :class:`MultimodalDataset` holds N images (or image feature vectors) with V caption variants each,
 encoded up front: MiniLM sentence embeddings (``text_encoder="minilm"``), word-token ids for a text

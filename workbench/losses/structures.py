@@ -1,7 +1,7 @@
 """Modality-structure regularizers (Jiang et al., CVPR 2023) and a wrapper adding them to any loss.
 
 Reference: Jiang, Liu, Lin, Wang, "Understanding and Constructing Latent Modality Structures in
-Multi-modal Representation Learning", CVPR 2023 (methods.md §3). The paper argues that aligning the
+Multi-modal Representation Learning", CVPR 2023 (docs/methods.md §3). The paper argues that aligning the
 image and text features exactly discards modality-specific information (the information gap), and
 proposes three regularizers on top of the contrastive loss:
 
@@ -52,8 +52,6 @@ __all__ = [
     "bridge_loss",
     "bridge_mean",
     "consistency_loss",
-    "contrastive_base",
-    "infonce",
     "separation_loss",
     "uniformity_loss",
 ]
@@ -132,87 +130,11 @@ def _scaled_infonce(q: Tensor, k: Tensor, scale: float | Tensor) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-# --- contrastive terms ----------------------------------------------------------------------------------
-def infonce(q: Tensor, k: Tensor, temperature: float | Tensor = 0.07) -> Tensor:
-    """One-way InfoNCE: ``-(1/B) sum_j log softmax_k(<q_j, k_k> / tau)_j``.
-
-    Row j of ``q`` is an anchor whose positive is row j of ``k``; the other rows of ``k`` are its
-    negatives (the positive stays in the denominator). Used for the in-modal terms with an augmented
-    view as the positive (CyCLIP's in-modal mode).
-
-    Args:
-        q: (B, d) L2-normalised anchors.
-        k: (B, d) L2-normalised candidates, row j the positive of ``q[j]``.
-        temperature: tau > 0 (a float, or a scalar tensor such as ``1 / logit_scale``).
-
-    Returns:
-        Scalar tensor.
-
-    Raises:
-        ValueError: non-matrix, mismatched or too small (B < 2) inputs, or a non-positive temperature.
-    """
-    q, k = _check_embeddings(min_batch=2, q=q, k=k)
-    temperature = _check_temperature(temperature)
-    return _scaled_infonce(q, k, 1.0 / temperature)
-
-
-def contrastive_base(
-    z_img: Tensor,
-    z_txt: Tensor,
-    z_img_aug: Tensor | None = None,
-    z_txt_aug: Tensor | None = None,
-    temperature: float = 0.07,
-    scale: float | Tensor | None = None,
-    mode: str = "clip",
-) -> Tensor:
-    """The paper's base contrastive loss L_con, in CLIP or four-term form.
-
-    * ``"clip"``: ``(L_V2T + L_T2V) / 2``, the symmetric CLIP loss, with
-      ``L_V2T = InfoNCE(z_img, z_txt)`` and ``L_T2V = InfoNCE(z_txt, z_img)``;
-    * ``"four_term"``: ``(1/4)(L_V2T + L_T2V + L_V2V + L_T2T)`` with the in-modal terms taking the
-      augmented view as the positive: ``L_V2V = InfoNCE(z_img, z_img_aug)`` and
-      ``L_T2T = InfoNCE(z_txt, z_txt_aug)`` (CyCLIP's in-modal mode, one-way).
-
-    Args:
-        z_img: (B, d) L2-normalised image embeddings.
-        z_txt: (B, d) L2-normalised text embeddings, row j paired with ``z_img[j]``.
-        z_img_aug: (B, d) L2-normalised augmented image view; required by ``"four_term"``.
-        z_txt_aug: (B, d) L2-normalised augmented text view; required by ``"four_term"``.
-        temperature: tau > 0, used when ``scale`` is None.
-        scale: a learnable logit scale 1/tau (scalar, > 0); overrides ``temperature`` when given
-            (not clamped here).
-        mode: ``"clip"`` or ``"four_term"``.
-
-    Returns:
-        Scalar tensor.
-
-    Raises:
-        ValueError: bad mode, temperature or scale, mismatched inputs, or ``"four_term"`` without
-            ``z_img_aug`` and ``z_txt_aug``.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
-    if mode == "four_term" and (z_img_aug is None or z_txt_aug is None):
-        raise ValueError("mode='four_term' requires both z_img_aug and z_txt_aug")
-    z_img, z_txt, z_img_aug, z_txt_aug = _check_embeddings(
-        min_batch=2, z_img=z_img, z_txt=z_txt, z_img_aug=z_img_aug, z_txt_aug=z_txt_aug
-    )
-    if scale is None:
-        scale = 1.0 / _check_temperature(temperature)
-    else:
-        scale = _check_temperature(scale, "scale")
-    cross = _scaled_infonce(z_img, z_txt, scale) + _scaled_infonce(z_txt, z_img, scale)
-    if mode == "clip":
-        return cross / 2
-    inmodal = _scaled_infonce(z_img, z_img_aug, scale) + _scaled_infonce(z_txt, z_txt_aug, scale)
-    return (cross + inmodal) / 4
-
-
 # --- 1. deep feature separation -------------------------------------------------------------------------
 def uniformity_loss(z: Tensor, t: float = 2.0) -> Tensor:
     """Uniformity ``log (1/B^2) sum_{j,k} exp(-t ||z_j - z_k||^2)`` over all ordered pairs.
 
-    This is the form printed in the paper (methods.md §3), so the B diagonal terms (each
+    This is the form printed in the paper (docs/methods.md §3), so the B diagonal terms (each
     ``exp(0) = 1``) are included: the value is bounded below by ``log(1/B)`` rather than by the
     Wang & Isola off-diagonal version used in ``workbench`` geometry measures (§4). Lower is more uniform.
 
@@ -337,7 +259,7 @@ def bridge_loss(
     The augmented image embedding should lie on the bridge between its image and its caption (at the
     bridge mean :func:`bridge_mean`, variance t(1-t) I). This is the squared distance computed
     directly; the closed form printed in the paper drops the ``2 - 2 *`` and a square root
-    (methods.md §3) and is not used. Gradients flow into all three inputs (mu depends on z_V and z_T).
+    (docs/methods.md §3) and is not used. Gradients flow into all three inputs (mu depends on z_V and z_T).
 
     With ``random_t``, each row draws its own ``t_j ~ U(0, 1)`` (from ``generator`` if given, else
     torch's global RNG), clamped to ``[1e-3, 1 - 1e-3]``, and its term is weighted by

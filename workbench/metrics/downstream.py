@@ -27,7 +27,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 __all__ = [
-    "downstream_report",
     "few_shot_accuracy",
     "l2_normalize",
     "linear_probe_accuracy",
@@ -404,76 +403,3 @@ def retrieval_recall(
             out[f"{direction}_R@{k}"] = float(np.mean(r < k))
     out["mean_R"] = float(np.mean(list(out.values())))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# everything at once
-# ---------------------------------------------------------------------------------------------------
-
-
-def downstream_report(
-    train_img: Any,
-    train_y: Any,
-    test_img: Any,
-    test_y: Any,
-    test_txt: Any | None = None,
-    class_emb: Any | None = None,
-    shots: int | Sequence[int] | None = (1, 5, 10),
-    seed: int = 0,
-    trials: int = 5,
-    ks: int | Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
-    """Runs the downstream evaluations and returns one flat dict of floats, ready for logging.
-
-    Keys:
-
-    * ``zero_shot_acc``: ``zero_shot_accuracy(test_img, class_emb, test_y)``, if ``class_emb`` is given.
-    * ``linear_probe_acc``: ``linear_probe_accuracy(train_img, train_y, test_img, test_y, seed)``.
-    * ``fewshot_{k}_acc`` and ``fewshot_{k}_std``: mean and std of ``few_shot_accuracy`` for each
-      k in ``shots`` (skipped when ``shots`` is None or empty).
-    * ``i2t_R@k``, ``t2i_R@k``, ``mean_R``: ``retrieval_recall(test_img, test_txt, ks)``, if
-      ``test_txt`` (paired row by row with ``test_img``) is given.
-
-    Args:
-        train_img: Training image embeddings, shape (n_train, d).
-        train_y: Training labels, integer array of shape (n_train,).
-        test_img: Test image embeddings, shape (n_test, d).
-        test_y: Test labels, integer array of shape (n_test,).
-        test_txt: Optional test text embeddings, shape (n_test, d).
-        class_emb: Optional class embeddings, shape (C, d) or (C, P, d).
-        shots: Few-shot k values, or None/empty to skip the few-shot probe.
-        seed: Seed of the probes and of the few-shot draws.
-        trials: Few-shot trials per k.
-        ks: Retrieval cut-offs.
-
-    Returns:
-        The flat ``{name: value}`` dict described above.
-
-    Raises:
-        ValueError: As raised by the underlying evaluations, naming the offending parameter.
-    """
-    # Validate under this function's own parameter names before delegating.
-    xtr = _check_matrix(train_img, "train_img")
-    _check_labels(train_y, "train_y", xtr.shape[0], "train_img")
-    xte = _check_matrix(test_img, "test_img")
-    _check_same_dim(xtr, xte, "train_img", "test_img")
-    _check_labels(test_y, "test_y", xte.shape[0], "test_img")
-    if test_txt is not None:
-        txt = _check_matrix(test_txt, "test_txt")
-        if txt.shape != xte.shape:
-            raise ValueError(f"test_txt must have the shape of test_img {xte.shape}, got {txt.shape}")
-
-    report: dict[str, float] = {}
-    if class_emb is not None:
-        report["zero_shot_acc"] = zero_shot_accuracy(test_img, class_emb, test_y)
-    report["linear_probe_acc"] = linear_probe_accuracy(train_img, train_y, test_img, test_y, seed=seed)
-    if shots is not None and not (isinstance(shots, Sequence) and len(shots) == 0):
-        fewshot = few_shot_accuracy(
-            train_img, train_y, test_img, test_y, shots=shots, trials=trials, seed=seed
-        )
-        for k, stats in fewshot.items():
-            report[f"fewshot_{k}_acc"] = stats["mean"]
-            report[f"fewshot_{k}_std"] = stats["std"]
-    if test_txt is not None:
-        report.update(retrieval_recall(test_img, test_txt, ks=ks))
-    return report

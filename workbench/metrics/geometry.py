@@ -4,7 +4,7 @@ Every public function takes NumPy arrays ``x`` (image embeddings, shape ``(n, d)
 embeddings, same shape) whose rows are PAIRED: row ``i`` of ``x`` goes with row ``i`` of ``y``. The
 ``*_single`` variants take one set ``z`` of shape ``(n, d)``.
 
-Conventions shared by all functions (methods.md, section 4):
+Conventions shared by all functions (docs/methods.md, section 4):
 
 * Inputs are validated: 2-D, same shape, at least two rows, finite; anything else raises
   ``ValueError`` naming ``x``/``y``/``z`` and the problem (for example ``"x contains NaN or inf at
@@ -535,7 +535,7 @@ def geometry_report(x: np.ndarray, y: np.ndarray, seed: int = 0, max_pairs: int 
     ``modality_separability``) are computed on a random subsample of at most ``max_pairs`` pairs
     (the same rows of x and y, drawn without replacement with ``numpy.random.default_rng(seed)``);
     all other measures, including ``cone`` and ``relative_modality_gap`` (exact in O(n d)), use every
-    row. For n = 5000, d = 512 this takes a few seconds on a 2-core CPU.
+    row, so the cost is linear in n apart from that subsample.
 
     Args:
         x: Image embeddings, shape (n, d); rows are L2-normalised internally.
@@ -587,7 +587,7 @@ def bridge_paths(
     """Sample Brownian-bridge paths on the unit sphere from each x_i to its partner y_i.
 
     Source: Jiang et al. 2023, "Understanding and Constructing Latent Modality Structures in
-    Multi-modal Representation Learning" (methods.md, section 3 item 2), for visualisation:
+    Multi-modal Representation Learning" (docs/methods.md, section 3 item 2), for visualisation:
     ``W(t) = (1 - t) x + t y + sigma * (B(t) - t B(1))``, re-projected to the unit sphere, where B is
     a standard Brownian motion sampled on the grid ``t_k = k / (n_steps - 1)`` (cumulative Gaussian
     increments of variance ``1 / (n_steps - 1)``, independent per coordinate), so the noise term is

@@ -166,15 +166,6 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def all_gather_no_grad(x: Tensor) -> Tensor:
-    """Every process's ``x`` concatenated along dim 0 in rank order, without a graph."""
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
-
-
 def loss_sharding() -> Sharding | None:
     """The :class:`~workbench.losses._base.Sharding` of this process (None outside a group)."""
     if not is_distributed():
