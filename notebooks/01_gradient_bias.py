@@ -127,7 +127,7 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 #
 # | label | what the weight $u_i$ is |
 # |---|---|
-# | `bayes` | the default: a draw from $\mathrm{Gamma}(1, \text{rate } R_i)$, $R_i = Z_i$ computed against a memory bank of every sample's last embeddings (`estimator="bank"`) |
+# | `bayes` | the default: a draw from $\mathrm{Gamma}(1, \text{rate } R_i)$, $R_i = Z_i$ against a bank |
 # | `bayes-point` | the bank's point estimate $u_i = 1/R_i$ (Gamma shape $k = \infty$) |
 # | `bayes-k64` | the bank, but a random 64-sample subset of it per step (`bank_size=64`) |
 # | `bayes-exact` | the oracle: $R_i = Z_i$ over all $N$ at the current parameters |
@@ -142,7 +142,7 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # (section "Bias or variance" below; notebook 2 shows what that does to training).
 #
 # The running means average past batch estimates with rate $\gamma$ (0.1 for `bayes-running`, 0.9 for
-# `sogclr`).
+# `sogclr`). The bank (`estimator="bank"`) holds every sample's last embeddings.
 #
 # **Cold and warm.** A stateful loss measured with an empty state (*cold*, as on the first epoch)
 # falls back to the current batch's estimate. *Warm* first runs warm-up passes over the data at the

@@ -170,16 +170,38 @@ def test_report_renders_the_toy_tables(tmp_path):
     from workbench.store.report import render
     from workbench.store.runs import RunWriter
 
-    runs = pd.DataFrame({"noise": 0.5, "batch_size": 4, "loss": ["clip", "clip", "bayes", "bayes"],
-                         "seed": [0, 1, 0, 1], "theta": [1.2, 1.19, 1.0, 2.0], "distance": [0.2, 0.19, 0.0, 1.0],
-                         "excess": 0.01, "grad_norm": 0.1})  # fmt: skip
-    curves = pd.DataFrame({"theta": [1.0, 1.0], "mean": [-0.01, 0.3], "sem": [0.001, 1.0], "step_std": [0.04, 24.0],
-                           "global": [0.0, 0.0], "noise": 0.5, "batch_size": 4, "loss": ["clip", "bayes"]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "noise": 0.5,
+            "batch_size": 4,
+            "loss": ["clip", "clip", "bayes", "bayes"],
+            "seed": [0, 1, 0, 1],
+            "theta": [1.2, 1.19, 1.0, 2.0],
+            "distance": [0.2, 0.19, 0.0, 1.0],
+            "excess": 0.01,
+            "grad_norm": 0.1,
+        }
+    )
+    curves = pd.DataFrame(
+        {
+            "theta": [1.0, 1.0],
+            "mean": [-0.01, 0.3],
+            "sem": [0.001, 1.0],
+            "step_std": [0.04, 24.0],
+            "global": [0.0, 0.0],
+            "noise": 0.5,
+            "batch_size": 4,
+            "loss": ["clip", "bayes"],
+        }
+    )
     fixed = pd.DataFrame(
         {"noise": [0.5, 0.5], "batch_size": 4, "loss": ["clip", "bayes"], "fixed_point": [1.2, None]}
     )
-    for run_id, tables in (("toy-summary", {"runs": runs}), ("toy-curves", {"curves": curves, "fixed_points": fixed}),
-                           ("toy-sweep-a-summary", {"runs": runs})):  # fmt: skip
+    for run_id, tables in (
+        ("toy-summary", {"runs": runs}),
+        ("toy-curves", {"curves": curves, "fixed_points": fixed}),
+        ("toy-sweep-a-summary", {"runs": runs}),
+    ):
         with RunWriter.create({"lr": 0.1, "steps": 300}, run_id=run_id, root=tmp_path) as writer:
             for name, table in tables.items():
                 writer.save_table(name, table)

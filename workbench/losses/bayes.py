@@ -64,9 +64,10 @@ class BayesLoss(RunningPartitionLoss):
       sides of every sample. The batch's rows are written first (so each anchor and its positive are
       current); then ``R_i`` is ``Z_i`` computed against the bank, the other samples as last seen.
       Cost: 2B x N dot products (4B x N for "views") without backward, roughly N / (3B) times the
-      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the rows not seen since the parameters moved
-      (none at fixed parameters once every sample has been seen; until then the candidates are the
-      rows written so far, and the first step is the batch estimate). ``bank_size=K`` takes, each
+      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the
+      rows not seen since the parameters moved (none at fixed parameters once every sample has been
+      seen; until then the candidates are the rows written so far, and the first step is the batch
+      estimate). ``bank_size=K`` takes, each
       step, a random subset of K samples of the bank as candidates, shared by the batch's anchors:
       cost 2B x K. ``R_i`` stays unbiased for ``Z_i`` but its relative variance grows like
       (1/K - 1/N), and Jensen's gap with it, with a constant set by how much of ``Z_i`` sits in rare
@@ -113,9 +114,9 @@ class BayesLoss(RunningPartitionLoss):
     0.45 at B = 64, with ||g*||^2 = 0.083; the running estimator's is comparable (360 and 4.5 with
     k = 1). In training that variance, not InfoNCE's bias, decides small-batch runs: on the
     one-parameter toy of ``workbench.labs.toy`` (optimum theta* = 1 by construction; RESULTS.md
-    section 2.2) the bank's expected step is the full-data gradient, but one step's standard deviation
-    at B = 4 is about 24 against full-data gradients below 0.5, so SGD runs scatter around theta*
-    unless the learning rate is tiny, while InfoNCE's runs settle quietly at a biased fixed point.
+    section 2.2) the bank's expected step at fixed parameters is the full-data gradient, but one
+    step's standard deviation at B = 4 is about 24 against full-data gradients below 0.5, and SGD runs
+    with it end far from theta*, while InfoNCE's runs move slowly towards a biased fixed point.
 
     Multi-process training: every process writes the whole (gathered) batch into its bank and
     computes the E-step for every anchor of it, so the bank and the weights stay identical everywhere;
