@@ -122,17 +122,27 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # negatives, hence decomposable, and its minibatch estimate $-s_{ii} + u_i \hat Z_i$ has an unbiased
 # gradient *given* $u_i$. Stochastic EM alternates drawing $u_i$ (E-step) and a gradient step on the
 # weighted loss (M-step). The catch, which this notebook measures: $Z_i$ is unknown, so the Gamma
-# rate comes from a per-sample **running estimate** $\tilde Z_i$ kept across steps (the loss is
-# stateful), and $\mathbb{E}[u_i] = 1/Z_i$ holds only if $\tilde Z_i$ is accurate. The variants:
+# rate comes from an estimate $R_i$ (the E-step's *estimator*), and $\mathbb{E}[u_i] = 1/Z_i$ holds
+# only if $1/R_i$ tracks $1/Z_i$ at the current parameters. The variants:
 #
 # | label | what the weight $u_i$ is |
 # |---|---|
-# | `bayes` | a draw from $\mathrm{Gamma}(1, \text{rate } \tilde Z_i)$, $\tilde Z_i$ a running mean |
-# | `bayes-point` | the EM point estimate $u_i = 1/\tilde Z_i$ (Gamma shape $k = \infty$) |
+# | `bayes` | the default: a draw from $\mathrm{Gamma}(1, \text{rate } R_i)$, $R_i = Z_i$ against a bank |
+# | `bayes-point` | the bank's point estimate $u_i = 1/R_i$ (Gamma shape $k = \infty$) |
+# | `bayes-k64` | the bank, but a random 64-sample subset of it per step (`bank_size=64`) |
+# | `bayes-exact` | the oracle: $R_i = Z_i$ over all $N$ at the current parameters |
+# | `bayes-running` | the first reconstruction: $R_i$ a per-sample running mean of past batch estimates |
 # | `bayes-batch` | $1/\hat Z_i$ of the current batch: the ratio estimator again (ablation) |
 # | `sogclr` | $1/\tilde Z_i$ with the current batch folded in first (Yuan et al. 2022) |
 #
-# $\tilde Z_i$ averages past batch estimates with rate $\gamma$ (0.1 for `bayes`, 0.9 for `sogclr`).
+# Why the bank is the default: at fixed parameters it is unbiased (relative bias 1.3e-6, float
+# round-off, at every $B$; `bayes-running` 1.20 / 0.53 / 0.21 at $B$ = 4 / 16 / 64), it needs
+# nothing from the caller, and it costs one no-grad product of the batch against $N$ rows. What it
+# does not remove is variance: an anchor's rare hard negative is weighted by about $N/B$ when drawn
+# (section "Bias or variance" below; notebook 2 shows what that does to training).
+#
+# The running means average past batch estimates with rate $\gamma$ (0.1 for `bayes-running`, 0.9 for
+# `sogclr`). The bank (`estimator="bank"`) holds every sample's last embeddings.
 #
 # **Cold and warm.** A stateful loss measured with an empty state (*cold*, as on the first epoch)
 # falls back to the current batch's estimate. *Warm* first runs warm-up passes over the data at the
@@ -191,9 +201,10 @@ bias_table(table)
 # * `bayes-batch` lies below `clip`: fixing the positive's weight removes a large share of
 #   InfoNCE's bias; what is left is the ratio bias. At the default budget this is resolved at
 #   $B = 64$ (about 0.17 against 0.55); at $B = 4$ the band of `bayes-batch` is too wide to tell.
-# * Warm `bayes` is *above* its cold version at small $B$ (about 4 against 0.7 at $B = 4$ by
-#   default): at fixed parameters a running average of a few small-batch estimates is unbiased for
-#   $Z_i$ but not for $1/Z_i$ (Jensen again). Warm `sogclr` shows the same direction within its band.
+# * Warm `bayes-running` is *above* its cold version at small $B$: at fixed parameters a running
+#   average of a few small-batch estimates is unbiased for $Z_i$ but not for $1/Z_i$ (Jensen again).
+#   Warm `sogclr` shows the same direction within its band. Warm `bayes` (the bank) and
+#   `bayes-exact` sit at the noise floor: their bias is not resolved from zero.
 #
 # Read the stateful losses with care: their gradients are heavy-tailed, so the variance estimated
 # from `repeats` gradients (and with it the noise floor that the bias is corrected by) is itself
@@ -290,9 +301,13 @@ _ = show_linked(batch_figures, batch_controls, box=widgets.HBox(list(batch_contr
 #   needed to make the *expected* step right, not only to make it less noisy.
 # * Making the loss decomposable removes the bias only if the auxiliary weight $u_i$ has the right
 #   mean. With a running estimate that is stale or built from a few negatives, it does not: at
-#   fixed parameters the warm Bayesian and SogCLR estimators are *more* biased than their first
-#   visit. RESULTS.md (section 1, at 4,000 averaged batches) finds the same ordering, and section 2
-#   shows what it does to training; notebook 2 reproduces that experiment.
+#   fixed parameters the warm running estimators (`bayes-running`, `sogclr`) are *more* biased than
+#   their first visit. With the bank E-step (the default) it does: the bias is float round-off.
+# * Unbiased is not enough at small $B$. The decomposable step's variance at $B = 4$ is about a
+#   thousand times InfoNCE's (the "Bias or variance" figure), and notebook 2's one-parameter toy
+#   shows the consequence: InfoNCE's runs settle quietly at a biased fixed point, the unbiased
+#   decomposable runs scatter widely around the optimum. RESULTS.md sections 1 and 2 have the
+#   numbers.
 # * To overlay this measurement with other runs (another seed, temperature or dataset), stack
 #   their tables with `workbench.viz.bias.label_runs` and pass `run="run"` to `bias_curves`, or
 #   use the dashboard's gradient-bias page.

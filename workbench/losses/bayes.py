@@ -112,7 +112,11 @@ class BayesLoss(RunningPartitionLoss):
     negative is weighted by about N / B when it is drawn, so at B = 4 the trace of the step's
     covariance was 240 (point estimate; 300 with k = 1) against 0.23 for InfoNCE, and 2.5 (4.8) against
     0.45 at B = 64, with ||g*||^2 = 0.083; the running estimator's is comparable (360 and 4.5 with
-    k = 1).
+    k = 1). In training that variance, not InfoNCE's bias, decides small-batch runs: on the
+    one-parameter toy of ``workbench.labs.toy`` (optimum theta* = 1 by construction; RESULTS.md
+    section 2.2) the bank's expected step at fixed parameters is the full-data gradient, but one
+    step's standard deviation at B = 4 is about 24 against full-data gradients below 0.5, and SGD runs
+    with it end far from theta*, while InfoNCE's runs move slowly towards a biased fixed point.
 
     Multi-process training: every process writes the whole (gathered) batch into its bank and
     computes the E-step for every anchor of it, so the bank and the weights stay identical everywhere;

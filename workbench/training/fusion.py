@@ -9,9 +9,10 @@ regularizers exactly as for the two-tower model), image-text matching and masked
 Evaluation (every ``eval_every`` steps) on the held-out split: contrastive zero-shot accuracy and
 retrieval, matching accuracy (``itm_acc``), and the generated reasoning tasks (``vqa_acc``, ``ve_acc``,
 ``nlvr_acc``) answered by a logistic-regression classifier over the answer vocabulary on the frozen
-fused text features ([CLS] or the mean of the fused tokens, as the model pools). At snapshots, also: retrieval re-ranked by the matching head, zero-shot and k-shot
-classification through the matching head, linear and k-shot probes on the image embeddings, geometry,
-the reasoning tasks fine-tuned (``finetune_steps`` > 0), and cross-attention maps of a few questions.
+fused text features ([CLS] or the mean of the fused tokens, as the model pools). At snapshots, also:
+retrieval re-ranked by the matching head, zero-shot and k-shot classification through the matching
+head, linear and k-shot probes on the image embeddings, geometry, the reasoning tasks fine-tuned
+(``finetune_steps`` > 0), and cross-attention maps of a few questions.
 
 One process only: matching fuses each image with captions of other rows, which a DDP shard does not
 hold (exactness would need every process's image and text tokens gathered), and GradCache cannot
