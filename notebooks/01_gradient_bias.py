@@ -56,11 +56,11 @@ seed: int = 0  # seeds the data draw, the model, the batches and the Gamma draws
 # reuses the stored measurement instead of repeating it.
 
 # %%
-from IPython.display import Markdown, display
-
 from workbench.labs.gradbias import loss_specs, run_gradbias, validate_gradbias
-from workbench.store.report import gradbias_table
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 specs = loss_specs(losses)
 dataset_params = {"num_samples": num_samples, "noise": noise} if dataset == "synthetic" else {}
@@ -173,24 +173,31 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # Details: `workbench.viz.bias` docstring.
 
 # %%
+from workbench.viz.bias import bias_table
+
 table = run_gradbias(**settings, seed=seed, run_id=run_id)
 samples = load_run(run_id).table("gradbias_samples")
-display(Markdown(gradbias_table(run_id)))
+bias_table(table)
 
 # %% [markdown]
-# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$), per loss,
+# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$, 3 significant
+# digits; "≈ 0 (round-off)" where the bias is zero up to float precision, at $B = N$), per loss,
 # state and batch size.
 
 # %% [markdown]
 # ## Relative bias against batch size
 #
-# One line per loss (dotted: cold state, solid: warm or stateless), log-log, with the noise-floor
-# band. What to look for:
+# The first figure shows four losses, the stateful ones in their warm state (as later in
+# training): plain InfoNCE (`clip`), its two fixes that carry $Z_i$ across batches (`sogclr`,
+# `bayes`) and the `bayes-batch` ablation. Log-log, with the noise-floor band; the band stops at the
+# noise floor, below which the measurement cannot tell values apart. At $B = N$ every "minibatch" is a
+# permutation of the data, so the bias of the stateless losses is zero up to float round-off; that
+# point is marked with an open triangle at the bottom instead of stretching the axis by six decades.
+# The second figure shows every loss and state, one panel per family. What to look for:
 #
 # * `clip`, `ntxent` and a cold `moco` start near 1 at $B = 4$ (the average step is about as far
-#   from $g^*$ as $g^*$ is long), fall with $B$, and drop to float round-off at $B = N$, where every
-#   "minibatch" is a permutation of the data. That drop is the bias vanishing, not a plotting
-#   artefact.
+#   from $g^*$ as $g^*$ is long), fall with $B$, and reach float round-off at $B = N$ (the
+#   triangles). That is the bias vanishing, not a plotting artefact.
 # * `bayes-batch` lies below `clip`: fixing the positive's weight removes a large share of
 #   InfoNCE's bias; what is left is the ratio bias. At the default budget this is resolved at
 #   $B = 64$ (about 0.17 against 0.55); at $B = 4$ the band of `bayes-batch` is too wide to tell.
@@ -208,9 +215,10 @@ display(Markdown(gradbias_table(run_id)))
 #   is a change of objective; a warm `moco` stays biased even at $B = N$.
 
 # %%
-from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, decomposition
+from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, bias_overview, decomposition
 
-bias_curves(table, "rel_bias", title="relative bias against batch size").show()
+bias_overview(table).show()
+bias_curves(table, "rel_bias", title="relative bias of every loss and state, per family").show()
 
 # %% [markdown]
 # ## Bias or variance: the mean squared error
@@ -225,16 +233,12 @@ bias_curves(table, "rel_bias", title="relative bias against batch size").show()
 # %%
 import ipywidgets as widgets
 
+from workbench.viz.controls import show_linked
+
 loss_labels = list(dict.fromkeys(table.loss))
-
-
-def show_decomposition(loss: str) -> None:
-    decomposition(table, loss).show()
-
-
-_ = widgets.interact(
-    show_decomposition,
-    loss=widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss"),
+_ = show_linked(
+    lambda loss: decomposition(table, loss),
+    {"loss": widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss")},
 )
 
 # %% [markdown]
@@ -250,16 +254,15 @@ _ = widgets.interact(
 METRICS = ["rel_bias", "bias", "variance", "mse", "cosine", "jensen_gap", "bias_floor"]
 
 
-def show_metric(metric: str, loss: str) -> None:
-    chosen = None if loss == "all" else [loss]
-    bias_curves(table, metric, losses=chosen).show()
+def metric_figure(metric: str, loss: str):
+    return bias_curves(table, metric, losses=None if loss == "all" else [loss])
 
 
-_ = widgets.interact(
-    show_metric,
-    metric=widgets.Dropdown(options=METRICS, value="mse", description="metric"),
-    loss=widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
-)
+metric_controls = {
+    "metric": widgets.Dropdown(options=METRICS, value="mse", description="metric"),
+    "loss": widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
+}
+_ = show_linked(metric_figure, metric_controls, box=widgets.HBox(list(metric_controls.values())))
 
 # %% [markdown]
 # ## Single minibatches at one batch size
@@ -279,18 +282,17 @@ _ = widgets.interact(
 #   bought with far more variance.
 
 # %%
-def show_batches(batch_size: int, column: str) -> None:
-    batch_distribution(samples, batch_size, column).show()
-    batch_bars(table, batch_size, "cosine").show()
+def batch_figures(batch_size: int, column: str):
+    return [batch_distribution(samples, batch_size, column), batch_bars(table, batch_size, "cosine")]
 
 
-_ = widgets.interact(
-    show_batches,
-    batch_size=widgets.SelectionSlider(
+batch_controls = {
+    "batch_size": widgets.SelectionSlider(
         options=sorted(batch_sizes), value=min(batch_sizes), description="batch size"
     ),
-    column=widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
-)
+    "column": widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
+}
+_ = show_linked(batch_figures, batch_controls, box=widgets.HBox(list(batch_controls.values())))
 
 # %% [markdown]
 # ## What this says about large batches

@@ -79,6 +79,9 @@ import dataclasses
 from workbench.labs.convergence import ConvergenceGrid, progress_curves
 from workbench.labs.grid import run_grid
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 shared = {
     "num_samples": num_samples,

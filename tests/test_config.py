@@ -27,7 +27,7 @@ def test_a_block_of_another_task_cannot_be_written():
         TrainConfig(dataset="synthetic", task=ImageTextConfig())
     with pytest.raises(ValueError, match=r"model_size do\(es\) not apply to dataset 'digits_captions'"):
         TrainConfig.from_dict({"dataset": "digits_captions", "model_size": "tiny"})
-    with pytest.raises(ValueError, match=r"model must be one of auto, two_tower; got 'siamese'"):
+    with pytest.raises(ValueError, match=r"model must be one of auto, two_tower, fusion; got 'siamese'"):
         TrainConfig(dataset="digits_captions", model="siamese")
 
 

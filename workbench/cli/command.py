@@ -112,7 +112,7 @@ def _lab_embeddings(args: argparse.Namespace) -> int:
 
 def _add_labs(labs: argparse._SubParsersAction) -> None:
     """The grid labs and the embedding report (their modules import torch, so only for ``workbench lab``)."""
-    from workbench.labs import convergence, modality
+    from workbench.labs import convergence, fusion, modality
     from workbench.labs.grid import add_grid_parser
 
     grids = {
@@ -123,6 +123,10 @@ def _add_labs(labs: argparse._SubParsersAction) -> None:
         ("modality", "experiments"): (
             modality.COMMANDS,
             "the multimodal lab's grids: " + ", ".join(modality.COMMANDS),
+        ),
+        ("fusion",): (
+            fusion.FusionStructureGrid,
+            (fusion.FusionStructureGrid.__doc__ or "").split("\n\n")[0],
         ),
     }
     for (name, *aliases), (lab, text) in grids.items():
@@ -302,7 +306,7 @@ def build_parser(labs: bool = True) -> argparse.ArgumentParser:
     module, text = texts[("train",)]
     commands.add_parser("train", help=f"{text} (`workbench train --help`; same as python -m workbench.train)")
     lab = commands.add_parser(
-        "lab", help="run a lab: gradbias, convergence, modality (its grids), embeddings"
+        "lab", help="run a lab: gradbias, convergence, modality (its grids), fusion, embeddings"
     )
     lab_commands = lab.add_subparsers(dest="lab", metavar="LAB", required=True)
     module, text = texts[("lab", "gradbias")]

@@ -56,6 +56,16 @@ TINY_PARAMETERS: dict[str, dict[str, object]] = {
         "workers": 1,
     },
     "05_your_embeddings": {"max_points": 40, "bridge_pairs": 2},
+    "06_fusion": {
+        "regularizers": ["bridge"],
+        "model_size": "tiny",
+        "steps": 2,
+        "batch_size": 32,
+        "seeds": 1,
+        "per_kind_train": 10,
+        "per_kind_test": 6,
+        "workers": 1,
+    },
 }
 
 

@@ -3,7 +3,8 @@
 The settings every run shares (data, loss, batch, optimiser, schedule, precision, evaluation cadence)
 are fields of :class:`TrainConfig`; what only one kind of training understands lives in its task
 block (:class:`PairConfig` for two-view and paired datasets, :class:`ImageTextConfig` for two-tower
-image-text models). The block is chosen by the dataset and ``model``, so a setting that the run would
+image-text models, :class:`FusionConfig` for the ALBEF-style fusion model, ``model="fusion"`` on an
+image-text dataset). The block is chosen by the dataset and ``model``, so a setting that the run would
 ignore cannot be written: regularizers on a two-view dataset, or a model size on an image-text one, fail
 when the config is built. A config is validated once, in ``__post_init__``.
 
@@ -23,14 +24,17 @@ from typing import ClassVar
 import torch
 
 from workbench.data import dataset_kind
+from workbench.data.reasoning import TASKS as REASONING_TASKS
 from workbench.losses import loss_names
-from workbench.models import MODEL_SIZES
+from workbench.losses.fusion import check_objective_weights
+from workbench.models import FUSION_SIZES, MODEL_SIZES
+from workbench.models.fusion import IMAGE_ENCODERS, POOLS
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 # the models each kind of dataset can train, the first being what "auto" means
-MODELS = {"pairs": ("siamese", "two_tower"), "image_text": ("two_tower",)}
+MODELS = {"pairs": ("siamese", "two_tower"), "image_text": ("two_tower", "fusion")}
 STRUCTURE_KEYS = ("mode", "weights", "bridge_t", "bridge_random_t")
 
 
@@ -85,8 +89,111 @@ class ImageTextConfig:
             raise ValueError(f"unknown structure key(s) {unknown}; allowed: {list(STRUCTURE_KEYS)}")
 
 
-TASK_CONFIGS: dict[str, type] = {"pairs": PairConfig, "image_text": ImageTextConfig}
-TaskConfig = PairConfig | ImageTextConfig
+TEXT_EMBEDDINGS = ("learned", "minilm")
+
+
+@dataclass
+class FusionConfig:
+    """The ALBEF-style fusion model (``model="fusion"``; ``workbench.training.fusion``).
+
+    Attributes:
+        model_size: ``workbench.models.FUSION_SIZES`` (tiny, small, base).
+        structure: the modality-structure regularizers on the unimodal embeddings, as for two towers.
+        objective_weights: weight per objective, ``itc`` (contrastive, with the structure
+            regularizers), ``itm`` (matching), ``mlm`` (masked tokens); missing ones weigh 1.
+        reasoning_tasks: generated tasks to evaluate (``workbench.data.reasoning.TASKS``); they need
+            digit images, so use ``[]`` on other data.
+        answers: per task, an answer vocabulary replacing the default (it must cover both splits).
+        mask_probability: share of caption words chosen for masked-token prediction.
+        image_encoder: "vit" (patches) or "cnn" (a conv feature map as tokens).
+        patch_size: ViT patch side (0 = automatic).
+        pool: what the contrastive embeddings project: "cls" (ALBEF's [CLS] token) or "mean" (the
+            mean of each encoder's tokens).
+        text_embeddings: "learned" word embeddings, or frozen "minilm" word vectors (the packaged
+            all-MiniLM-L6-v2's WordPiece embeddings averaged over each word's pieces).
+        per_kind_train, per_kind_test: generated examples per kind of question and split.
+        rerank_k: contrastive candidates the matching head re-ranks in retrieval.
+        finetune_steps: at snapshots, fine-tune a copy of the model on each reasoning task for this
+            many steps (0 = probe only).
+        attention_examples: questions whose cross-attention maps each snapshot keeps.
+    """
+
+    task: ClassVar[str] = "fusion"
+    model_size: str = "small"
+    structure: dict = field(default_factory=dict)
+    objective_weights: dict = field(default_factory=dict)
+    reasoning_tasks: list = field(default_factory=lambda: list(REASONING_TASKS))
+    answers: dict = field(default_factory=dict)
+    mask_probability: float = 0.15
+    image_encoder: str = "cnn"
+    patch_size: int = 0
+    pool: str = "mean"
+    text_embeddings: str = "learned"
+    per_kind_train: int = 200
+    per_kind_test: int = 60
+    rerank_k: int = 16
+    finetune_steps: int = 0
+    attention_examples: int = 4
+
+    def __post_init__(self) -> None:
+        _choice("model_size", self.model_size, tuple(FUSION_SIZES))
+        for name in ("structure", "objective_weights", "answers"):
+            _dict(name, getattr(self, name))
+        unknown = sorted(set(self.structure) - set(STRUCTURE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown structure key(s) {unknown}; allowed: {list(STRUCTURE_KEYS)}")
+        weights = check_objective_weights(self.objective_weights)
+        if weights["itc"] == 0 and any((self.structure.get("weights") or {}).values()):
+            raise ValueError(
+                "structure regularizers ride on the itc objective: objective_weights['itc'] must be > 0"
+            )
+        tasks = self.reasoning_tasks
+        if isinstance(tasks, str) or not isinstance(tasks, list):
+            raise ValueError(
+                f"reasoning_tasks must be a list among {', '.join(REASONING_TASKS)}; got {tasks!r}"
+            )
+        unknown = [t for t in tasks if t not in REASONING_TASKS]
+        if unknown:
+            raise ValueError(
+                f"reasoning_tasks has unknown task(s) {unknown}; allowed: {', '.join(REASONING_TASKS)}"
+            )
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"reasoning_tasks has duplicates: {tasks}")
+        extra = sorted(set(self.answers) - set(tasks))
+        if extra:
+            raise ValueError(f"answers names task(s) {extra} that are not among reasoning_tasks {tasks}")
+        p = self.mask_probability
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
+            raise ValueError(f"mask_probability must be a number in (0, 1), got {p!r}")
+        _choice("image_encoder", self.image_encoder, IMAGE_ENCODERS)
+        _choice("pool", self.pool, POOLS)
+        _choice("text_embeddings", self.text_embeddings, TEXT_EMBEDDINGS)
+        for name, minimum in (
+            ("patch_size", 0),
+            ("per_kind_train", 2),
+            ("per_kind_test", 2),
+            ("rerank_k", 1),
+            ("finetune_steps", 0),
+            ("attention_examples", 0),
+        ):
+            _positive_int(name, getattr(self, name), minimum)
+
+
+TASK_CONFIGS: dict[str, type] = {"pairs": PairConfig, "image_text": ImageTextConfig, "fusion": FusionConfig}
+TaskConfig = PairConfig | ImageTextConfig | FusionConfig
+
+
+def _check_fusion_kind(model, dataset: str, kind: str) -> None:
+    if model == "fusion" and kind != "image_text":
+        raise ValueError(
+            f"model='fusion' needs an image-text dataset (digits_captions, mnist_captions, "
+            f"image_folder_captions); dataset {dataset!r} is a {kind} dataset"
+        )
+
+
+def _block(kind: str, model) -> type:
+    """The task block of a dataset kind and a ``model`` choice."""
+    return FusionConfig if kind == "image_text" and model == "fusion" else TASK_CONFIGS[kind]
 
 
 @dataclass
@@ -120,13 +227,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         kind = dataset_kind(self.dataset)  # raises for an unknown dataset, naming the known ones
+        _check_fusion_kind(self.model, self.dataset, kind)
         _choice("model", self.model, ("auto", *MODELS[kind]))
+        block = _block(kind, self.model)
         if self.task is None:
-            self.task = TASK_CONFIGS[kind]()
-        elif not isinstance(self.task, TASK_CONFIGS[kind]):
+            self.task = block()
+        elif not isinstance(self.task, block):
             raise ValueError(
-                f"dataset {self.dataset!r} trains a {kind} task; task must be a "
-                f"{TASK_CONFIGS[kind].__name__}, got {type(self.task).__name__}"
+                f"dataset {self.dataset!r} with model={self.model!r} trains a {block.task} task; "
+                f"task must be a {block.__name__}, got {type(self.task).__name__}"
             )
         _choice("loss", self.loss, loss_names())
         _dict("dataset_params", self.dataset_params)
@@ -154,7 +263,7 @@ class TrainConfig:
 
     @property
     def kind(self) -> str:
-        """The task that trains this config: ``"pairs"`` or ``"image_text"``."""
+        """The task that trains this config: ``"pairs"``, ``"image_text"`` or ``"fusion"``."""
         return self.task.task
 
     def to_dict(self) -> dict:
@@ -174,7 +283,9 @@ class TrainConfig:
             raise ValueError(f"config must be a dict, got {type(values).__name__}")
         common = {f.name for f in dataclasses.fields(cls)} - {"task"}
         dataset = values.get("dataset", cls.dataset)
-        block = TASK_CONFIGS[dataset_kind(dataset)]
+        kind = dataset_kind(dataset)
+        _check_fusion_kind(values.get("model", cls.model), dataset, kind)
+        block = _block(kind, values.get("model", cls.model))
         own = {f.name for f in dataclasses.fields(block)}
         others = {
             f.name: f
@@ -229,6 +340,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default = _default(f)
         if isinstance(default, dict):
             parser.add_argument(flag, type=_json_object(flag), default=None, help="JSON object")
+        elif isinstance(default, list):
+            parser.add_argument(
+                flag, type=_json_array(flag), default=None, help=f"JSON array (default: {default})"
+            )
         elif f.name == "learn_scale":
             parser.add_argument(flag, action="store_true", default=None)
         elif f.name == "micro_batch":
@@ -241,6 +356,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config of the flags that were given (the rest keep their defaults)."""
     values = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name) is not None}
     return TrainConfig.from_dict(values)
+
+
+def _json_array(flag: str):
+    def parse(text: str) -> list:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"{flag} must be a JSON array: {err}") from None
+        if not isinstance(value, list):
+            raise argparse.ArgumentTypeError(f'{flag} must be a JSON array like ["a", "b"], got {text!r}')
+        return value
+
+    return parse
 
 
 def _json_object(flag: str):

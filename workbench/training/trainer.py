@@ -36,6 +36,7 @@ from workbench.data import build_dataset
 from workbench.store.runs import Run, RunWriter, config_diff, load_run, new_run_id, runs_root
 from workbench.training import distributed
 from workbench.training.config import (
+    FusionConfig,
     ImageTextConfig,
     PairConfig,
     TrainConfig,
@@ -43,14 +44,15 @@ from workbench.training.config import (
     config_from_args,
     resolve_device,
 )
+from workbench.training.fusion import FusionTask
 from workbench.training.gradcache import cached_backward_features
 from workbench.training.image_text import ImageTextTask
 from workbench.training.pairs import PairTask
 from workbench.training.tasks import Task
 
-__all__ = ["ImageTextConfig", "PairConfig", "TrainConfig", "Trainer", "train"]
+__all__ = ["FusionConfig", "ImageTextConfig", "PairConfig", "TrainConfig", "Trainer", "train"]
 
-TASKS: dict[str, type[Task]] = {"pairs": PairTask, "image_text": ImageTextTask}
+TASKS: dict[str, type[Task]] = {"pairs": PairTask, "image_text": ImageTextTask, "fusion": FusionTask}
 
 
 class Trainer:

