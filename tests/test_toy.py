@@ -211,3 +211,37 @@ def test_report_renders_the_toy_tables(tmp_path):
     )
     assert "| 0.5 | 4 | clip | 1.2 |" in text and "1/2 (< 0.1)" in text  # bayes: 1 of 2 within 0.1
     assert "unresolved" in text and "| 0.1 | 300 | 0.5 | 4 | bayes | 1/2 |" in text
+
+
+def test_toy_figures_draw_every_run_and_refuse_missing_settings():
+    import pandas as pd
+
+    from workbench.viz.convergence import signal_and_noise, theta_trajectories
+
+    rows = [
+        {"step": step, "theta": 0.5 + step / 10, "noise": 0.5, "batch_size": 4, "loss": loss, "seed": seed}
+        for loss in ("clip", "bayes")
+        for seed in range(3)
+        for step in (0, 5, 10)
+    ]
+    fig = theta_trajectories(pd.DataFrame(rows), 0.5, threshold=0.05, fixed_points={"clip": 1.1})
+    lines = [trace for trace in fig.data if trace.legendgroup in ("clip", "bayes")]
+    assert len(lines) == 2 * 3 + 1  # every run, and clip's fixed point
+    assert {trace.line.color for trace in lines} == {"#d62728", "#1f77b4"}  # red InfoNCE, blue decomposable
+    with pytest.raises(ValueError, match="no trajectories"):
+        theta_trajectories(pd.DataFrame(rows), 0.25, 4)
+    curves = pd.DataFrame(
+        {
+            "theta": [0.8, 1.0] * 2,
+            "mean": [-0.1, 0.0, -0.2, 0.1],
+            "sem": 0.01,
+            "step_std": [0.04, 0.04, 20.0, 24.0],
+            "global": [-0.1, 0.0] * 2,
+            "noise": 0.5,
+            "loss": ["clip"] * 2 + ["bayes"] * 2,
+        }
+    )
+    fig = signal_and_noise(curves, 0.5)
+    assert len(fig.data) == 2 + 2 * 2 and fig.layout.yaxis2.type == "log"
+    with pytest.raises(ValueError, match="lacks the column"):
+        signal_and_noise(curves.drop(columns="sem"), 0.5)

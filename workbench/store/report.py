@@ -160,9 +160,9 @@ def toy_table(run_id: str = "toy-summary", root=None, curves_id: str = "toy-curv
             if len(at_one) else "",
             "step std at θ*": f"{float(at_one.step_std.iloc[0]):.3g}" if len(at_one) else "",
             "final θ (mean ± std)": f"{group.theta.mean():.3g} ± {group.theta.std():.3g}",
-            "|θ − 1| (median)": f"{group.distance.median():.3g}",
+            "distance to θ* (median)": f"{group.distance.median():.3g}",
             "excess loss (median)": f"{group.excess.median():.3g}",
-            "reached (|θ − 1| < threshold)": f"{int((group.distance < threshold).sum())}/{len(group)}"
+            "reached (distance < threshold)": f"{int((group.distance < threshold).sum())}/{len(group)}"
             f" (< {threshold:.3g})",
         })  # fmt: skip
     return _markdown(pd.DataFrame(rows))
@@ -189,7 +189,7 @@ def toy_sweep_table(prefix: str = "toy-sweep", root=None, curves_id: str = "toy-
                     "B": int(batch_size),
                     "loss": loss,
                     "reached": f"{int((group.distance < threshold).sum())}/{len(group)}",
-                    "|θ − 1| (median)": f"{group.distance.median():.3g}",
+                    "distance to θ* (median)": f"{group.distance.median():.3g}",
                     "diverged": int(group.theta.isna().sum()),
                 }
             )
