@@ -166,6 +166,7 @@ def runs_frame(root: str) -> pd.DataFrame:
             "batch_size": config.get("batch_size", config.get("batch_sizes")),
             "regularizers": regs + (f" ({structure['mode']})" if regs and structure.get("mode") else ""),
             "steps": config.get("steps"),
+            "seed": config.get("seed") if isinstance(config.get("seed"), int) else None,
             "snapshots": len(snapshots),
             "tables": ", ".join(run.tables),
             "created": run.created[:19].replace("T", " "),
@@ -179,6 +180,7 @@ def runs_frame(root: str) -> pd.DataFrame:
             row["batch_size"] = str(row["batch_size"])
         rows.append(row)
     columns = ["run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
+    columns += ["seed"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
     # Newest first: the run just trained is the one looked for.
     frame = pd.DataFrame(rows[::-1], columns=columns)
@@ -240,12 +242,26 @@ class Source:
         return self.upload["arrays"]
 
     def projection(self, method: str, dims: int, keys: Sequence[str], fit_on: str = "all") -> Projection:
-        """Cached projection of every step."""
+        """Cached projection of every step.
+
+        UMAP is fitted once per run on every paired array it has (``a``, ``b`` and ``a_aug``) and
+        each page draws the arrays it needs from that one fit, so switching pages or toggling the
+        augmented images never refits it (AlignedUMAP takes minutes on a large run).
+        """
+        keys = tuple(keys)
+        fit_keys = keys
+        if method in ("umap", "aligned_umap"):
+            last = self.snapshot(self.steps[-1])
+            fit_keys = tuple(k for k in ("a", "b", "a_aug") if k in last or k in keys)
         if self.run is not None:
-            return cached_run_projection(
-                str(self.run.path), method, dims, tuple(keys), fit_on, snapshot_signature(self.run)
-            )
-        return cached_upload_projection(self.upload["digest"], method, dims, tuple(keys), fit_on)
+            text = f"{METHOD_LABELS[method]}: fitting, or reading the run's cache ..."
+            with st.spinner(text, show_time=True):
+                fitted = cached_run_projection(
+                    str(self.run.path), method, dims, fit_keys, fit_on, snapshot_signature(self.run)
+                )
+        else:
+            fitted = cached_upload_projection(self.upload["digest"], method, dims, fit_keys, fit_on)
+        return fitted.subset(keys)
 
     def info(self, step: int) -> emb.PointInfo:
         """Hover data of the rows."""
@@ -295,7 +311,7 @@ def cached_snapshot(path: str, step: int, signature: tuple) -> dict[str, np.ndar
     return _run_at(path).snapshot(step)
 
 
-@st.cache_data(max_entries=32, show_spinner="Projecting the snapshots (cached in the run folder) ...")
+@st.cache_data(max_entries=32, show_spinner=False)
 def cached_run_projection(
     path: str, method: str, dims: int, keys: tuple, fit_on: str, signature: tuple
 ) -> Projection:
@@ -362,7 +378,8 @@ def pick_source(key: str, allow_upload: bool = True) -> Source | None:
 def step_slider(source: Source, key: str, label: str = "Checkpoint (step)") -> int:
     """Select slider over the source's steps (the last one by default); a fixed step when only one."""
     if len(source.steps) == 1:
-        st.caption(f"One checkpoint: step {source.steps[0]}")
+        if source.run is not None:  # an upload has no checkpoints to speak of
+            st.caption(f"One checkpoint: step {source.steps[0]}")
         return source.steps[0]
     return int(st.select_slider(label, options=source.steps, value=source.steps[-1], key=key))
 
@@ -460,3 +477,15 @@ def cached_upload_geometry(digest: str) -> pd.DataFrame:
 
     arrays = _upload_arrays(digest)
     return pd.DataFrame([{"step": 0, **geometry_report(arrays["a"], arrays["b"])}])
+
+
+@st.cache_data(max_entries=8, show_spinner="Measuring the uploaded embeddings (geometry and retrieval) ...")
+def cached_upload_report(digest: str) -> dict[str, float]:
+    """The scalar report of an upload: every geometry measure and retrieval recall@1, 5, 10."""
+    from workbench.metrics.downstream import retrieval_recall
+    from workbench.metrics.geometry import geometry_report
+
+    arrays = _upload_arrays(digest)
+    report = geometry_report(arrays["a"], arrays["b"])
+    report.update(retrieval_recall(arrays["a"], arrays["b"]))
+    return report

@@ -19,12 +19,15 @@ from app.common import (
     source_for_run,
     step_slider,
 )
+from app.inspector import inspectable_chart
+from workbench.metrics import names
+from workbench.metrics.gap import bridge_means, gap_shift_curve, whatif_curve
 from workbench.metrics.geometry import bridge_paths
+from workbench.metrics.names import format_value
 from workbench.viz import embedding as emb
 
 # Pairs used by the what-if curve: the loss is O(n^2) per shift, so large sets are subsampled.
 WHATIF_MAX_PAIRS = 2000
-WHATIF_SHIFTS = np.round(np.linspace(-1.0, 2.0, 25), 3)
 DEFAULT_GAP_METRICS = [
     "centroid_gap",
     "relative_modality_gap",
@@ -34,6 +37,33 @@ DEFAULT_GAP_METRICS = [
     "cone",
     "effective_rank",
 ]
+
+
+#: The scalar report of a set of paired embeddings, in the order it is shown.
+REPORT_METRICS = (
+    "centroid_gap", "relative_modality_gap", "modality_separability", "alignment", "uniformity", "cone",
+    "effective_rank", "mean_pair_cosine", "i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "mean_R",
+)  # fmt: skip
+
+
+def scalar_report_view(report: dict, columns: int = 5) -> None:
+    """Every measure of ``report`` as a tile: value (3 significant digits), direction, and its
+    definition and unit on hover."""
+    shown = [m for m in REPORT_METRICS if m in report] + [
+        m for m in report if m not in REPORT_METRICS and np.isfinite(report[m])
+    ]
+    for start in range(0, len(shown), columns):
+        cols = st.columns(columns)
+        for col, metric in zip(cols, shown[start : start + columns], strict=False):
+            info = names.describe(metric)
+            arrow = {"higher": " ↑", "lower": " ↓"}.get(info.direction, "")
+            col.metric(f"{info.label}{arrow}", format_value(report[metric]), help=names.help_text(metric))
+    st.caption("↑ higher is better, ↓ lower is better; hover a value for its definition and unit.")
+
+
+def _at(source: Source, step: int, lead: str = " at") -> str:
+    """`` at step 3`` for runs; nothing for an upload, which has no checkpoints."""
+    return f"{lead} step {step}" if source.run is not None else ""
 
 
 def _plot(fig, key: str) -> None:
@@ -96,23 +126,26 @@ def embedding_view(source: Source, prefix: str) -> None:
             fig = emb.animated_figure(
                 proj, info, opts["color_by"], opts["pair_lines"], start_step=step, title=title
             )
+            _plot(fig, f"{prefix}-scatter")
         else:
             axis = "PC" if "pca" in opts["method"] else "UMAP"
+            coords = proj.at(step)
             fig = emb.scatter_figure(
-                proj.at(step), info, opts["color_by"], opts["pair_lines"], f"{title}, step {step}",
+                coords, info, opts["color_by"], opts["pair_lines"], f"{title}{_at(source, step, ',')}",
                 proj.bounds(), axis,
             )  # fmt: skip
-        _plot(fig, f"{prefix}-scatter")
+            inspectable_chart(fig, source, step, info, coords, prefix)
         if proj.explained is not None:
             shares = ", ".join(f"{v:.1%}" for v in proj.explained[proj.index(step)])
-            st.caption(f"Variance explained by the axes at step {step}: {shares}.")
+            st.caption(f"Variance explained by the axes{_at(source, step)}: {shares}.")
     with data_guard("the unit-sphere view"):
         snap = source.snapshot(step)
         d = np.shape(snap["a"])[1]
         st.subheader("Unit sphere")
         if d == 3:
             arrays = {k: snap[k] for k in opts["keys"]}
-            sphere = emb.sphere_figure(arrays, info, opts["color_by"], opts["pair_lines"], f"step {step}")
+            label = _at(source, step, "").strip()
+            sphere = emb.sphere_figure(arrays, info, opts["color_by"], opts["pair_lines"], label)
             _plot(sphere, f"{prefix}-sphere")
         else:
             st.caption(f"The embeddings are {d}-dimensional; the unit-sphere view is for 3-d embeddings.")
@@ -136,9 +169,9 @@ def _gap_tables(source: Source, others: list[str]) -> dict[str, pd.DataFrame]:
 
 @st.cache_data(max_entries=32, show_spinner="Recomputing the loss along the gap vector ...")
 def _whatif_curve(
-    key: str, a: np.ndarray, b: np.ndarray, loss: str, params: dict, scale: float | None
+    key: str, a: np.ndarray, b: np.ndarray, loss: str, params: dict, call: dict
 ) -> pd.DataFrame:
-    return emb.gap_shift_curve(a, b, WHATIF_SHIFTS, loss, params, scale)
+    return whatif_curve(a, b, loss, params, call)
 
 
 def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> None:
@@ -156,17 +189,20 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
         available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
         chosen = st.multiselect(
             "Measures", available, default=[m for m in DEFAULT_GAP_METRICS if m in available],
-            key=f"{prefix}-measures",
+            format_func=lambda m: names.describe(m).label, key=f"{prefix}-measures",
         )  # fmt: skip
         if chosen and tables:
             _plot(emb.metrics_figure(tables, chosen, marker_step=step), f"{prefix}-metrics")
+            with st.expander("What the measures mean"):
+                lines = [f"* **{names.describe(m).label}**: {names.help_text(m)}." for m in chosen]
+                st.markdown("\n".join(lines))
     with data_guard("the snapshot") as guard:
         snap = source.snapshot(step)
         a, b = snap["a"], snap["b"]
     if not guard.ok:
         return
 
-    st.subheader(f"The gap vector at step {step}")
+    st.subheader(f"The gap vector{_at(source, step)}")
     cols = st.columns(2)
     method = cols[0].selectbox(
         "Projection", ["frozen_pca", "pca"], format_func=METHOD_LABELS.get, key=f"{prefix}-gap-method"
@@ -174,14 +210,16 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
     dims = cols[1].radio("Dimensions", [2, 3], horizontal=True, key=f"{prefix}-gap-dims")
     with data_guard("the gap vector"):
         proj = source.projection(method, dims, ("a", "b"))
+        info = source.info(step)
+        coords = proj.at(step)
         fig = emb.scatter_figure(
-            proj.at(step), source.info(step), pair_lines=50, title="image and text embeddings, gap vector",
+            coords, info, pair_lines=50, title="image and text embeddings, gap vector",
             bounds=proj.bounds(), axis_title="PC",
         )  # fmt: skip
         unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
         unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
         emb.add_gap_arrow(fig, proj.place(step, unit_b.mean(0)), proj.place(step, unit_a.mean(0)))
-        _plot(fig, f"{prefix}-gap-scatter")
+        inspectable_chart(fig, source, step, info, coords, f"{prefix}-gap")
     cols = st.columns(2)
     with cols[0], data_guard("the per-dimension gap"):
         top = st.slider(
@@ -193,33 +231,68 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
     whatif_view(source, step, a, b, prefix)
 
 
+def whatif_loss_settings(
+    source: Source, step: int, loss: str, cols: list, prefix: str
+) -> tuple[dict, dict, str]:
+    """The what-if loss's own parameters from the controls: ``(constructor params, call params, note)``.
+
+    The run's learned logit scale is offered only for the loss the run was trained with (a CLIP scale
+    means nothing to SigLIP, whose scale and bias are its own); while it is used, the temperature box
+    is disabled, since the scale replaces 1/τ.
+    """
+    from workbench.losses import loss_parameters
+
+    defaults = loss_parameters(loss)
+    config = source.config
+    own = config.get("loss") == loss
+    trained = (config.get("loss_params") or {}) if own else {}
+    learned = source.scale_at(step) if own else None
+    use_learned = learned is not None and cols[2].checkbox(
+        f"Use the run's learned scale 1/τ = {learned:.3g}", True, key=f"{prefix}-wi-scale",
+        help="The logit scale the run learned at this checkpoint; it replaces the temperature.",
+    )  # fmt: skip
+    params: dict = {}
+    call: dict = {}
+    if "temperature" in defaults:
+        params["temperature"] = cols[1].number_input(
+            "Temperature τ", 0.001, 10.0, float(trained.get("temperature", defaults["temperature"])),
+            format="%.3f", key=f"{prefix}-wi-temp", disabled=use_learned,
+            help="Logits are cosine / τ." + (" Off: the learned scale is used." if use_learned else ""),
+        )  # fmt: skip
+    if "bias" in defaults:  # SigLIP: its own scale t and bias b (Zhai et al. 2023 start at 10 and -10)
+        params["scale"] = cols[1].number_input(
+            "Logit scale t", 0.1, 1000.0, float(trained.get("scale", defaults["scale"])),
+            key=f"{prefix}-wi-sscale", disabled=use_learned,
+        )  # fmt: skip
+        params["bias"] = cols[2].number_input(
+            "Logit bias b", -100.0, 100.0, float(trained.get("bias", defaults["bias"])),
+            key=f"{prefix}-wi-bias",
+        )  # fmt: skip
+    if use_learned:
+        call["scale"] = float(learned)
+        note = f"the run's learned scale {learned:.3g}"
+    else:
+        note = ", ".join(f"{k} = {v:g}" for k, v in params.items()) or "its defaults"
+    return params, call, note
+
+
 def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix: str) -> None:
     """Shift the embeddings along the gap vector and recompute the contrastive loss."""
-    from workbench.losses import loss_names, loss_parameters
+    from workbench.losses import loss_names
 
     st.subheader("What if the gap were smaller?")
     st.caption(
         "Image embeddings move by −shift·g/2 and text embeddings by +shift·g/2 along the gap vector "
         "g = mean image − mean text, then every row is re-normalised (Liang et al. 2022). Shift 0 is the "
-        "trained model, 1 brings the two centroids together."
+        "trained model, 1 brings the two centroids together. The grid of shifts is widened until the "
+        "lowest loss lies inside it."
     )
-    names = loss_names()
+    names_ = loss_names()
     config = source.config
-    default_loss = config.get("loss") if config.get("loss") in names else "clip"
-    temperature = (config.get("loss_params") or {}).get("temperature", 0.07)
+    default_loss = config.get("loss") if config.get("loss") in names_ else "clip"
     cols = st.columns(3)
-    loss = cols[0].selectbox("Loss", names, index=names.index(default_loss), key=f"{prefix}-wi-loss")
-    params = {}
-    if "temperature" in loss_parameters(loss):
-        params["temperature"] = cols[1].number_input(
-            "Temperature τ", 0.001, 10.0, float(temperature), format="%.3f", key=f"{prefix}-wi-temp"
-        )
-    scale = source.scale_at(step)
-    if scale is not None and not cols[2].checkbox(
-        f"Use the run's learned scale 1/τ = {scale:.1f}", True, key=f"{prefix}-wi-scale"
-    ):
-        scale = None
-    shift = st.slider("Shift along the gap vector", -1.0, 2.0, 0.0, 0.05, key=f"{prefix}-wi-shift")
+    loss = cols[0].selectbox("Loss", names_, index=names_.index(default_loss), key=f"{prefix}-wi-loss")
+    params, call, note = whatif_loss_settings(source, step, loss, cols, prefix)
     with data_guard("the what-if curve"):
         n = np.shape(a)[0]
         rows = np.arange(n)
@@ -229,21 +302,42 @@ def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix:
                 f"The loss is computed on {WHATIF_MAX_PAIRS} of the {n} pairs (a fixed random sample)."
             )
         key = f"{source.label}:{step}:{n}"
-        curve = _whatif_curve(key, a[rows], b[rows], loss, params, scale)
-        here = emb.gap_shift_curve(a[rows], b[rows], [shift], loss, params, scale)
+        curve = _whatif_curve(key, a[rows], b[rows], loss, params, call)
+        low, high = float(curve["shift"].min()), float(curve["shift"].max())
+        shift = st.slider("Shift along the gap vector", low, high, 0.0, 0.05, key=f"{prefix}-wi-shift")
+        here = gap_shift_curve(a[rows], b[rows], [shift], loss, params, call_params=call)
         base = curve.loc[np.isclose(curve["shift"], 0.0), "loss"]
         cols = st.columns(3)
         change = None if base.empty else here.loss[0] - float(base.iloc[0])
-        delta = None if change is None or abs(change) < 5e-5 else f"{change:+.4f} vs shift 0"
-        cols[0].metric("Loss at this shift", f"{here.loss[0]:.4f}", delta, delta_color="inverse")
-        cols[1].metric("Centroid gap", f"{here.centroid_gap[0]:.4f}")
-        cols[2].metric("Mean pair cosine", f"{here.mean_pair_cosine[0]:.4f}")
+        delta = None if change is None or abs(change) < 5e-5 else f"{change:+.3g} vs shift 0"
+        cols[0].metric(
+            "Loss at this shift", format_value(here.loss[0]), delta, delta_color="inverse",
+            help=f"{loss} loss over all pairs ({note}); lower is better.",
+        )  # fmt: skip
+        cols[1].metric(
+            "Centroid gap", format_value(here.centroid_gap[0]), help=names.help_text("centroid_gap")
+        )
+        cols[2].metric(
+            "Mean pair cosine", format_value(here.mean_pair_cosine[0]),
+            help=names.help_text("mean_pair_cosine"),
+        )  # fmt: skip
+        best = float(curve.loc[curve["loss"].idxmin(), "shift"])
+        where = "at the edge of the widest grid" if bool(curve["at_edge"].iloc[0]) else "inside the grid"
+        st.caption(f"Lowest {loss} loss at shift {best:.2f} ({where}); loss with {note}.")
         _plot(
-            emb.whatif_figure(curve, current=shift, title=f"{loss} loss along the gap vector"), f"{prefix}-wi"
+            emb.whatif_figure(curve, current=shift, title=f"{loss} loss along the gap vector ({note})"),
+            f"{prefix}-wi",
         )
 
 
 # --------------------------------------------------------------------------------------------- bridges
+#: Projections offered for bridge paths: PCA places them exactly, UMAP only approximately (and says so).
+BRIDGE_METHODS = {
+    "frozen_pca": METHOD_LABELS["frozen_pca"],
+    "pca": METHOD_LABELS["pca"],
+    "aligned_umap": f"{METHOD_LABELS['aligned_umap']} (approximate paths)",
+    "umap": f"{METHOD_LABELS['umap']} (approximate paths)",
+}
 def bridge_settings(source: Source) -> tuple[bool, float]:
     """Whether the source was trained with the bridge loss, and its bridge time t."""
     structure = source.config.get("structure") or {}
@@ -268,8 +362,10 @@ def bridge_view(source: Source, prefix: str) -> None:
     n_steps = cols[3].slider("Points per path", 4, 64, 24, key=f"{prefix}-nsteps")
     cols = st.columns(3)
     method = cols[0].selectbox(
-        "Projection", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key=f"{prefix}-m"
-    )
+        "Projection", list(BRIDGE_METHODS), format_func=BRIDGE_METHODS.get, key=f"{prefix}-m",
+        help="PCA is linear: a path in the embedding space stays a path in the picture. UMAP has no "
+        "such map; path points can only be placed approximately.",
+    )  # fmt: skip
     dims = cols[1].radio("Dimensions", [2, 3], horizontal=True, key=f"{prefix}-dims")
     trained, t = bridge_settings(source)
     has_aug = "a_aug" in snap
@@ -290,7 +386,7 @@ def bridge_view(source: Source, prefix: str) -> None:
         paths = bridge_paths(a, b, n_paths=n_paths, n_steps=n_steps, sigma=sigma, seed=0, pairs=pairs)
         axis = "PC" if "pca" in method else "UMAP"
         fig = emb.scatter_figure(
-            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths at step {step}",
+            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths{_at(source, step)}",
             bounds=proj.bounds(), axis_title=axis, marker_size=4,
         )  # fmt: skip
         for trace in fig.data:
@@ -306,7 +402,7 @@ def bridge_view(source: Source, prefix: str) -> None:
             fig, proj.place(step, unit_b[pairs], fitted), "chosen texts", "#ff7f0e", "diamond", 11, labels
         )
         if show_aug:
-            means = emb.bridge_means(a, b, t)
+            means = bridge_means(a, b, t)
             aug = snap["a_aug"] / np.linalg.norm(snap["a_aug"], axis=1, keepdims=True)
             placed_aug = proj.place(step, aug[pairs], fitted)
             placed_mean = proj.place(step, means[pairs], fitted)
@@ -324,3 +420,10 @@ def bridge_view(source: Source, prefix: str) -> None:
             "Paths W(t) = (1 − t)·x + t·y + σ·(B(t) − t·B(1)), projected back to the sphere, from each "
             "chosen image x to its caption y (Jiang et al. 2023), drawn in the same projection as the points."
         )
+        if method in ("umap", "aligned_umap"):
+            st.warning(
+                "Approximate: UMAP cannot map new points, so every point of a path (and every bridge "
+                "mean) is placed at the weighted mean of the positions of its 10 nearest fitted "
+                "embeddings. A path can then jump between clusters that are close in the embedding "
+                "space but far apart in the picture. Choose a PCA projection to see the paths as they are."
+            )

@@ -46,6 +46,8 @@ def load_results(results_dir: Path) -> list[tuple[Path, dict]]:
             raise SystemExit(f"cannot read benchmark results {path}: {exc}") from exc
         if isinstance(data, dict) and data.get("benchmark") == "app":
             continue  # bench_app.py results: rendered by render_app_section
+        if isinstance(data, dict) and data.get("kind") == "peers":
+            continue  # bench_peers.py results: rendered by render_peers_section
         if not isinstance(data, dict) or "results" not in data:
             raise SystemExit(f"{path} is not a bench_losses.py result file (no 'results')")
         loaded.append((path, data))
@@ -430,6 +432,82 @@ def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
     return lines
 
 
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else fmt_mib(value)
+
+
+def render_peers_section(results_dir: Path, repo_root: Path) -> list[str]:
+    """The bench_peers.py files: each loss against the peers that implement it, and training throughput."""
+    lines: list[str] = []
+    for path in sorted(results_dir.glob("peers-*.json")):
+        data = json.loads(path.read_text())
+        if data.get("kind") != "peers":
+            continue
+        where = path.relative_to(repo_root) if path.is_relative_to(repo_root) else path.name
+        tiny = " — tiny smoke run, not a measurement" if data.get("tiny") else ""
+        lines += [
+            f"### Against other libraries: {data['device']} (`{where}`){tiny}",
+            "",
+            f"- Command: `{data['command']}`",
+            f"- Setup: d={data['dim']}, {data['dtype']}, torch {data['torch']} using {data['threads']} "
+            f"threads, chunk_size={data['chunk_size']}, up to {data['repeats']} interleaved rounds; "
+            f"created {data['created']}; load average at start {data.get('loadavg_start')}, at end "
+            f"{data.get('loadavg_end')}",
+            "- Ratios are medians over rounds of per-round time ratios (every contender runs once per "
+            "round, in rotating order). `bound`: the three (M x N x d) matrix products of the loss's "
+            "similarity matrix, timed in the same rounds. Peers: "
+            + ", ".join(f"`{k}` from {v}" for k, v in data.get("peer_sources", {}).items())
+            + " (loss source files only) and pytorch-metric-learning.",
+            "",
+            "| loss | B | fastest peer | peer s | default s | default / peer | chunked / peer "
+            "| default / bound | chunked / bound | default MiB | chunked MiB | peer MiB |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for record in data["results"]:
+            head = f"| {record['loss']} | {record['batch_size']} |"
+            if record["status"] != "ok":
+                lines.append(f"{head} {record['status']} |" + " |" * 9)
+                continue
+            rows, peer = record["contenders"], record.get("fastest_peer")
+            default, chunked = rows["default"], rows["chunked"]
+            peer_row = rows.get(peer) if peer else None
+            lines.append(
+                f"{head} {peer or 'none'} | "
+                f"{'–' if peer_row is None else fmt_seconds(peer_row['seconds_median'])} | "
+                f"{fmt_seconds(default['seconds_median'])} | "
+                f"{_ratio(default.get('ratio_to_fastest_peer'))} | "
+                f"{_ratio(chunked.get('ratio_to_fastest_peer'))} | "
+                f"{_ratio(default['ratio_to_bound'])} | {_ratio(chunked['ratio_to_bound'])} | "
+                f"{_mib(default['peak_mem_mb'])} | {_mib(chunked['peak_mem_mb'])} | "
+                f"{_mib(None if peer_row is None else peer_row['peak_mem_mb'])} |"
+            )
+        skipped = {(r["loss"], p): why for r in data["results"] for p, why in r.get("skipped", {}).items()}
+        if skipped:
+            lines += [
+                "",
+                "Peers not run: " + "; ".join(f"{p} for {loss}: {why}" for (loss, p), why in skipped.items()),
+            ]
+        if data.get("training"):
+            lines += [
+                "",
+                "Training throughput (`Trainer.train_step` of the default run, the loss swapped):",
+                "",
+                "| loss | dataset | batch | steps | samples/s |",
+                "|---|---|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {t['loss']} | {t['dataset']} | {t['batch_size']} | {t['steps']} | "
+                f"{t['samples_per_second']:.0f} |"
+                for t in data["training"]
+            ]
+        lines.append("")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -446,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     existing = args.output.read_text() if args.output.exists() else None
     generated = render_generated(results, REPO_ROOT)
     app_lines = render_app_section(args.results_dir, REPO_ROOT)
+    peer_lines = render_peers_section(args.results_dir, REPO_ROOT)
+    if peer_lines:
+        generated = generated.replace(END, "\n".join(peer_lines) + "\n" + END)
     if app_lines:  # the dashboard section goes last inside the generated block
         generated = generated.replace(END, "\n" + "\n".join(app_lines) + "\n" + END)
     write_atomic(args.output, splice(existing, generated))

@@ -56,11 +56,11 @@ seed: int = 0  # seeds the data draw, the model, the batches and the Gamma draws
 # reuses the stored measurement instead of repeating it.
 
 # %%
-from IPython.display import Markdown, display
-
 from workbench.labs.gradbias import loss_specs, run_gradbias, validate_gradbias
-from workbench.store.report import gradbias_table
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 specs = loss_specs(losses)
 dataset_params = {"num_samples": num_samples, "noise": noise} if dataset == "synthetic" else {}
@@ -122,17 +122,27 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # negatives, hence decomposable, and its minibatch estimate $-s_{ii} + u_i \hat Z_i$ has an unbiased
 # gradient *given* $u_i$. Stochastic EM alternates drawing $u_i$ (E-step) and a gradient step on the
 # weighted loss (M-step). The catch, which this notebook measures: $Z_i$ is unknown, so the Gamma
-# rate comes from a per-sample **running estimate** $\tilde Z_i$ kept across steps (the loss is
-# stateful), and $\mathbb{E}[u_i] = 1/Z_i$ holds only if $\tilde Z_i$ is accurate. The variants:
+# rate comes from an estimate $R_i$ (the E-step's *estimator*), and $\mathbb{E}[u_i] = 1/Z_i$ holds
+# only if $1/R_i$ tracks $1/Z_i$ at the current parameters. The variants:
 #
 # | label | what the weight $u_i$ is |
 # |---|---|
-# | `bayes` | a draw from $\mathrm{Gamma}(1, \text{rate } \tilde Z_i)$, $\tilde Z_i$ a running mean |
-# | `bayes-point` | the EM point estimate $u_i = 1/\tilde Z_i$ (Gamma shape $k = \infty$) |
+# | `bayes` | the default: a draw from $\mathrm{Gamma}(1, \text{rate } R_i)$, $R_i = Z_i$ against a bank |
+# | `bayes-point` | the bank's point estimate $u_i = 1/R_i$ (Gamma shape $k = \infty$) |
+# | `bayes-k64` | the bank, but a random 64-sample subset of it per step (`bank_size=64`) |
+# | `bayes-exact` | the oracle: $R_i = Z_i$ over all $N$ at the current parameters |
+# | `bayes-running` | the first reconstruction: $R_i$ a per-sample running mean of past batch estimates |
 # | `bayes-batch` | $1/\hat Z_i$ of the current batch: the ratio estimator again (ablation) |
 # | `sogclr` | $1/\tilde Z_i$ with the current batch folded in first (Yuan et al. 2022) |
 #
-# $\tilde Z_i$ averages past batch estimates with rate $\gamma$ (0.1 for `bayes`, 0.9 for `sogclr`).
+# Why the bank is the default: at fixed parameters it is unbiased (relative bias 1.3e-6, float
+# round-off, at every $B$; `bayes-running` 1.20 / 0.53 / 0.21 at $B$ = 4 / 16 / 64), it needs
+# nothing from the caller, and it costs one no-grad product of the batch against $N$ rows. What it
+# does not remove is variance: an anchor's rare hard negative is weighted by about $N/B$ when drawn
+# (section "Bias or variance" below; notebook 2 shows what that does to training).
+#
+# The running means average past batch estimates with rate $\gamma$ (0.1 for `bayes-running`, 0.9 for
+# `sogclr`). The bank (`estimator="bank"`) holds every sample's last embeddings.
 #
 # **Cold and warm.** A stateful loss measured with an empty state (*cold*, as on the first epoch)
 # falls back to the current batch's estimate. *Warm* first runs warm-up passes over the data at the
@@ -163,30 +173,38 @@ print(f"{len(specs)} losses, N = {len(data)}, batch sizes {batch_sizes}; run {ru
 # Details: `workbench.viz.bias` docstring.
 
 # %%
+from workbench.viz.bias import bias_table
+
 table = run_gradbias(**settings, seed=seed, run_id=run_id)
 samples = load_run(run_id).table("gradbias_samples")
-display(Markdown(gradbias_table(run_id)))
+bias_table(table)
 
 # %% [markdown]
-# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$), per loss,
+# The table gives relative bias $\pm$ its noise floor (relative to $\lVert g^* \rVert$, 3 significant
+# digits; "≈ 0 (round-off)" where the bias is zero up to float precision, at $B = N$), per loss,
 # state and batch size.
 
 # %% [markdown]
 # ## Relative bias against batch size
 #
-# One line per loss (dotted: cold state, solid: warm or stateless), log-log, with the noise-floor
-# band. What to look for:
+# The first figure shows four losses, the stateful ones in their warm state (as later in
+# training): plain InfoNCE (`clip`), its two fixes that carry $Z_i$ across batches (`sogclr`,
+# `bayes`) and the `bayes-batch` ablation. Log-log, with the noise-floor band; the band stops at the
+# noise floor, below which the measurement cannot tell values apart. At $B = N$ every "minibatch" is a
+# permutation of the data, so the bias of the stateless losses is zero up to float round-off; that
+# point is marked with an open triangle at the bottom instead of stretching the axis by six decades.
+# The second figure shows every loss and state, one panel per family. What to look for:
 #
 # * `clip`, `ntxent` and a cold `moco` start near 1 at $B = 4$ (the average step is about as far
-#   from $g^*$ as $g^*$ is long), fall with $B$, and drop to float round-off at $B = N$, where every
-#   "minibatch" is a permutation of the data. That drop is the bias vanishing, not a plotting
-#   artefact.
+#   from $g^*$ as $g^*$ is long), fall with $B$, and reach float round-off at $B = N$ (the
+#   triangles). That is the bias vanishing, not a plotting artefact.
 # * `bayes-batch` lies below `clip`: fixing the positive's weight removes a large share of
 #   InfoNCE's bias; what is left is the ratio bias. At the default budget this is resolved at
 #   $B = 64$ (about 0.17 against 0.55); at $B = 4$ the band of `bayes-batch` is too wide to tell.
-# * Warm `bayes` is *above* its cold version at small $B$ (about 4 against 0.7 at $B = 4$ by
-#   default): at fixed parameters a running average of a few small-batch estimates is unbiased for
-#   $Z_i$ but not for $1/Z_i$ (Jensen again). Warm `sogclr` shows the same direction within its band.
+# * Warm `bayes-running` is *above* its cold version at small $B$: at fixed parameters a running
+#   average of a few small-batch estimates is unbiased for $Z_i$ but not for $1/Z_i$ (Jensen again).
+#   Warm `sogclr` shows the same direction within its band. Warm `bayes` (the bank) and
+#   `bayes-exact` sit at the noise floor: their bias is not resolved from zero.
 #
 # Read the stateful losses with care: their gradients are heavy-tailed, so the variance estimated
 # from `repeats` gradients (and with it the noise floor that the bias is corrected by) is itself
@@ -197,9 +215,10 @@ display(Markdown(gradbias_table(run_id)))
 #   is a change of objective; a warm `moco` stays biased even at $B = N$.
 
 # %%
-from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, decomposition
+from workbench.viz.bias import batch_bars, batch_distribution, bias_curves, bias_overview, decomposition
 
-bias_curves(table, "rel_bias", title="relative bias against batch size").show()
+bias_overview(table).show()
+bias_curves(table, "rel_bias", title="relative bias of every loss and state, per family").show()
 
 # %% [markdown]
 # ## Bias or variance: the mean squared error
@@ -214,16 +233,12 @@ bias_curves(table, "rel_bias", title="relative bias against batch size").show()
 # %%
 import ipywidgets as widgets
 
+from workbench.viz.controls import show_linked
+
 loss_labels = list(dict.fromkeys(table.loss))
-
-
-def show_decomposition(loss: str) -> None:
-    decomposition(table, loss).show()
-
-
-_ = widgets.interact(
-    show_decomposition,
-    loss=widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss"),
+_ = show_linked(
+    lambda loss: decomposition(table, loss),
+    {"loss": widgets.Dropdown(options=loss_labels, value=loss_labels[0], description="loss")},
 )
 
 # %% [markdown]
@@ -239,16 +254,15 @@ _ = widgets.interact(
 METRICS = ["rel_bias", "bias", "variance", "mse", "cosine", "jensen_gap", "bias_floor"]
 
 
-def show_metric(metric: str, loss: str) -> None:
-    chosen = None if loss == "all" else [loss]
-    bias_curves(table, metric, losses=chosen).show()
+def metric_figure(metric: str, loss: str):
+    return bias_curves(table, metric, losses=None if loss == "all" else [loss])
 
 
-_ = widgets.interact(
-    show_metric,
-    metric=widgets.Dropdown(options=METRICS, value="mse", description="metric"),
-    loss=widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
-)
+metric_controls = {
+    "metric": widgets.Dropdown(options=METRICS, value="mse", description="metric"),
+    "loss": widgets.Dropdown(options=["all", *loss_labels], value="all", description="loss"),
+}
+_ = show_linked(metric_figure, metric_controls, box=widgets.HBox(list(metric_controls.values())))
 
 # %% [markdown]
 # ## Single minibatches at one batch size
@@ -268,18 +282,17 @@ _ = widgets.interact(
 #   bought with far more variance.
 
 # %%
-def show_batches(batch_size: int, column: str) -> None:
-    batch_distribution(samples, batch_size, column).show()
-    batch_bars(table, batch_size, "cosine").show()
+def batch_figures(batch_size: int, column: str):
+    return [batch_distribution(samples, batch_size, column), batch_bars(table, batch_size, "cosine")]
 
 
-_ = widgets.interact(
-    show_batches,
-    batch_size=widgets.SelectionSlider(
+batch_controls = {
+    "batch_size": widgets.SelectionSlider(
         options=sorted(batch_sizes), value=min(batch_sizes), description="batch size"
     ),
-    column=widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
-)
+    "column": widgets.Dropdown(options=["cosine", "rel_error"], value="cosine", description="per batch"),
+}
+_ = show_linked(batch_figures, batch_controls, box=widgets.HBox(list(batch_controls.values())))
 
 # %% [markdown]
 # ## What this says about large batches
@@ -288,9 +301,13 @@ _ = widgets.interact(
 #   needed to make the *expected* step right, not only to make it less noisy.
 # * Making the loss decomposable removes the bias only if the auxiliary weight $u_i$ has the right
 #   mean. With a running estimate that is stale or built from a few negatives, it does not: at
-#   fixed parameters the warm Bayesian and SogCLR estimators are *more* biased than their first
-#   visit. RESULTS.md (section 1, at 4,000 averaged batches) finds the same ordering, and section 2
-#   shows what it does to training; notebook 2 reproduces that experiment.
+#   fixed parameters the warm running estimators (`bayes-running`, `sogclr`) are *more* biased than
+#   their first visit. With the bank E-step (the default) it does: the bias is float round-off.
+# * Unbiased is not enough at small $B$. The decomposable step's variance at $B = 4$ is about a
+#   thousand times InfoNCE's (the "Bias or variance" figure), and notebook 2's one-parameter toy
+#   shows the consequence: InfoNCE's runs settle quietly at a biased fixed point, the unbiased
+#   decomposable runs scatter widely around the optimum. RESULTS.md sections 1 and 2 have the
+#   numbers.
 # * To overlay this measurement with other runs (another seed, temperature or dataset), stack
 #   their tables with `workbench.viz.bias.label_runs` and pass `run="run"` to `bias_curves`, or
 #   use the dashboard's gradient-bias page.

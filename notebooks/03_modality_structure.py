@@ -63,6 +63,9 @@ import dataclasses
 from workbench.labs.grid import run_grid
 from workbench.labs.modality import StructureGrid, structure_variants
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 grid = StructureGrid(  # checks every value when it is made
     loss=loss,

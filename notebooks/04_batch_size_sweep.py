@@ -53,6 +53,9 @@ workers: int = 2  # training processes in parallel (use 1 inside a parallel swee
 from workbench.labs.grid import run_grid
 from workbench.labs.modality import BatchSizeGrid
 from workbench.store.runs import config_run_id, load_run
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 # steps = 0 means equal epochs; any other value goes to the library, which rejects steps < 0
 shared = {

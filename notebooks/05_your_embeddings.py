@@ -51,6 +51,9 @@ temperature: float = 0.07  # temperature of the CLIP loss in the gap-shift exper
 from workbench.data.userdata import load_paired_embeddings
 from workbench.labs.embedding_report import embedding_report, resolve_embeddings_path, subsample_rows
 from workbench.losses import build_loss
+from workbench.viz.notebook import setup_figures
+
+setup_figures()  # every figure also as HTML, plotly.js embedded once: readable without a kernel
 
 path = resolve_embeddings_path(embeddings_path)
 data = load_paired_embeddings(path)

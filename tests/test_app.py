@@ -34,6 +34,7 @@ PAGES = {
 }
 BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
 RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
+SEED_RUN = "seeded-s"  # + 0 and 1
 _LIVE_WRITERS: list = []
 TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
 
@@ -97,6 +98,12 @@ def build_fixture_store(home: Path) -> Path:
         w.save_snapshot(2, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
         w.finish({"train_loss": 1.0})
     (root / DAMAGED_RUN / "snapshots" / "step_00000002.npz").write_bytes(b"not a zip file")
+    for seed, offset in enumerate((0.0, 0.2)):  # one setting, two seeds: aggregated on the runs page
+        config = {"dataset": "digits_captions", "loss": "sogclr", "batch_size": 8, "seed": seed}
+        with RunWriter.create(config, run_id=f"{SEED_RUN}{seed}", root=root) as w:
+            for step in (1, 2):
+                w.log(step, train_loss=2.0 - step / 2 + offset)
+            w.finish({"train_loss": 1.0 + offset})
     return root
 
 
@@ -152,7 +159,31 @@ def test_runs_page_lists_filters_and_compares(home):
     assert at.session_state["selected_runs"] == [BRIDGE_RUN, SPHERE_RUN]
     differing = at.dataframe[1].value
     assert "image_tower.out_dim" in differing.index
+    # Keys only one run has count: the bridge weight exists only in the bridge run's config.
+    assert differing.loc["structure.weights.bridge", SPHERE_RUN] == "(missing)"
     assert len(at.get("plotly_chart")) == 1
+    # Short labels: loss, dataset, batch size, regularizers, seed, then the id.
+    label = at.multiselect(key="runs-compare").format_func(BRIDGE_RUN)
+    assert label.startswith("clip · digits_captions · B=32 · bridge=1") and BRIDGE_RUN in label
+
+
+def test_runs_page_aggregates_seeds_and_refreshes_a_live_run(home):
+    at = _app()
+    at.multiselect(key="runs-compare").select(f"{SEED_RUN}0").select(f"{SEED_RUN}1").run()
+    _no_errors(at)
+    differing = at.dataframe[1].value
+    assert list(differing.index) == ["seed"]
+    assert "Config keys that differ (1 of 4)" in [e.label for e in at.expander]
+    assert at.toggle(key="runs-aggregate").value
+    seeds = at.dataframe[2].value
+    assert seeds.runs.tolist() == [2] and seeds.train_loss.tolist() == ["1.10 ± 0.141"]
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "2 seeds, mean" in spec and '"fill":"toself"' in spec.replace(" ", "")  # mean and its band
+    at.toggle(key="runs-aggregate").set_value(False).run()
+    assert "2 seeds" not in at.get("plotly_chart")[0].proto.spec
+    at.multiselect(key="runs-compare").select(RUNNING_RUN).run()
+    _no_errors(at)
+    assert "Live:" in _texts(at.caption) and "refresh every 3 s" in _texts(at.caption)
 
 
 @pytest.mark.parametrize("page", ["geometry", "modality_gap", "bridges"])
@@ -216,11 +247,38 @@ def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
     at.slider(key="gap-wi-shift").set_value(1.0).run()
     _no_errors(at)
     assert at.metric[0].value != before
+    # The run learned its scale: used by default, and the temperature box is off while it is.
+    assert at.checkbox(key="gap-wi-scale").value
+    assert at.number_input(key="gap-wi-temp").disabled
+    at.checkbox(key="gap-wi-scale").uncheck().run()
+    assert not at.number_input(key="gap-wi-temp").disabled
+    # SigLIP gets its own scale and bias, never the run's CLIP scale.
     at.selectbox(key="gap-wi-loss").set_value("siglip").run()
+    _no_errors(at)
+    assert not at.get("checkbox") or "gap-wi-scale" not in [c.key for c in at.checkbox]
+    assert at.number_input(key="gap-wi-sscale").value == 10.0
+    assert at.number_input(key="gap-wi-bias").value == -10.0
+    captions = _texts(at.caption)
+    assert "Lowest siglip loss at shift" in captions and "scale = 10, bias = -10" in captions
     at.slider(key="gap-top").set_value(2).run()
     at.radio(key="gap-gap-dims").set_value(3).run()
     _no_errors(at)
     assert not at.warning, _texts(at.warning)
+    # Subplot titles say what a measure is and which way is better.
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "centroid gap (lower is better)" in spec and "distance on the unit sphere" in spec
+
+
+def test_what_if_grid_is_widened_until_the_minimum_is_inside():
+    from workbench.metrics.gap import whatif_curve
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)) + np.array([2.0, 0, 0, 0])
+    curve = whatif_curve(x, x + 0.05 * rng.normal(size=x.shape) - np.array([4.0, 0, 0, 0]), "clip",
+                         {"temperature": 0.5}, low=-1.0, high=0.0, points=5)  # fmt: skip
+    best = curve.loc[curve["loss"].idxmin(), "shift"]
+    assert curve["shift"].max() > 0.0 and curve["shift"].min() < best < curve["shift"].max()
+    assert not curve["at_edge"].any()
 
 
 def test_bridges_page_paths_sigma_and_bridge_means(home):
@@ -245,8 +303,19 @@ def test_gradient_bias_page(home):
     at = _app("gradient_bias")
     _no_errors(at)
     assert at.multiselect(key="gb-runs").value == [GRADBIAS_RUN]
-    assert len(at.get("plotly_chart")) == 5  # bias, variance, MSE, relative bias, decomposition
-    assert '"type":"log"' in at.get("plotly_chart")[0].proto.spec.replace(" ", "")
+    assert len(at.get("plotly_chart")) == 5  # relative bias, bias, variance, MSE, decomposition
+    first = at.get("plotly_chart")[0].proto.spec.replace(" ", "")
+    assert '"type":"log"' in first and "relativebias" in first and "lowerisbetter" in first
+    # B = N = 32 is the fixture's full batch: marked as round-off, not a point of the log axis
+    assert "0uptofloatround-off" in first
+    assert at.multiselect(key="gb-losses").value == ["clip", "sogclr"]
+    assert at.radio(key="gb-state").value == "warm"
+    assert "(warm)" in first and "(cold)" not in first
+    table = at.dataframe[0].value  # relative bias ± floor, 3 significant digits
+    assert list(table.columns) == ["loss", "state", "B=4", "B=16", "B=32"]
+    assert (table["B=32"] == "≈ 0 (round-off)").any() and table["B=4"].str.contains("±").all()
+    at.radio(key="gb-state").set_value("both").run()
+    assert "(cold)" in at.get("plotly_chart")[0].proto.spec
     at.multiselect(key="gb-losses").unselect("sogclr").run()
     at.toggle(key="gb-band").set_value(False).run()
     at.selectbox(key="gb-decomp-loss").set_value("clip").run()
@@ -365,11 +434,21 @@ def test_upload_page_good_then_bad_file(home):
     at = _app("your_embeddings")
     _no_errors(at)
     assert "Upload a file" in _texts(at.info)
+    # Any file type reaches the page and a refusal says why; the message goes with the file.
+    at.file_uploader(key="upload-file").set_value(("table.csv", b"a,b\n1,2", "text/csv")).run()
+    assert "unsupported file type '.csv'" in _texts(at.error)
     at.file_uploader(key="upload-file").set_value(
         ("mine.npz", _good_upload(), "application/octet-stream")
     ).run()
     _no_errors(at)
     assert "60 pairs in d = 5" in _texts(at.success)
+    # The scalar report on top, every measure with its direction; no checkpoint-only controls.
+    tiles = {m.label: m.value for m in at.metric}
+    for label in ("centroid gap ↓", "relative modality gap ↓", "modality separability ↓", "alignment ↓",
+                  "uniformity ↓", "cone (mean cosine) ↓", "effective rank ↑", "image→text recall@1 ↑",
+                  "mean recall ↑"):  # fmt: skip
+        assert label in tiles, sorted(tiles)
+    assert "step 0" not in _texts(at.caption) and "One checkpoint" not in _texts(at.caption)
     assert len(at.get("plotly_chart")) >= 5  # projection, gap arrow, per-dim gap, spectrum, what-if, bridges
     at.radio(key="upload-geometry-color").set_value("class").run()
     at.slider(key="upload-bridges-sigma").set_value(0.3).run()
@@ -464,3 +543,116 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
             browser.close()
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{n}.png" for n in routes)
+
+
+def test_point_inspector_search_neighbours_and_download(home):
+    at = _app("geometry", run=BRIDGE_RUN)
+    assert "Click a point" in _texts(at.caption)
+    at.text_input(key="geometry-find").input("7").run()
+    _no_errors(at)
+    assert "match '7'" in _texts(at.caption)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "search matches (image)" in spec and "search matches (text)" in spec
+    # The side panel: the digit image, its caption, the rank of its own caption, neighbours both ways.
+    assert len(at.get("image")) >= 1  # the item, then its neighbours
+    ranks = [m for m in at.metric if m.label == "Rank of its own caption"]
+    assert len(ranks) == 1 and ranks[0].value.endswith("of 64")
+    markdown = _texts(at.markdown)
+    assert "Nearest images" in markdown and "Nearest texts (across)" in markdown
+    table = at.dataframe[0].value
+    assert set(table["listed because"]) == {"search"} and (table.label == "7").all()
+    assert at.get("download_button")
+    at.text_input(key="geometry-find").input("no such caption").run()
+    assert "0 item(s) match" in _texts(at.caption)
+
+
+def test_selected_points_come_from_the_chart_event():
+    from app.inspector import selected_points
+
+    event = {"selection": {"points": [{"customdata": ["3", "7", "a seven", "12", "b"]},
+                                      {"customdata": ["3", "7", "a seven", "12", "b"]},
+                                      {"x": 1.0}]}}  # fmt: skip
+    assert selected_points(event) == [(12, "b")]
+    assert selected_points({}) == [] and selected_points(None) == []
+
+
+# A point of the first scatter trace of a plot, in page pixels (plotly's own axis mapping).
+_POINT_PX = """(gd) => {
+  const trace = gd._fullData.findIndex(t => t.mode === 'markers' && t.x && t.x.length);
+  const t = gd._fullData[trace], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const box = gd.getBoundingClientRect();
+  return [box.left + xa._offset + xa.l2p(t.x[0]), box.top + ya._offset + ya.l2p(t.y[0])];
+}"""
+_IDLE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+
+
+@pytest.mark.slow
+def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_path):
+    """Click a point, search, refuse a .csv, and watch a running run's curve grow, in chromium."""
+    reason = _ensure_chromium()
+    if reason is not None:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from workbench.store.runs import RunWriter
+
+    config = {"dataset": "digits_captions", "loss": "clip"}
+    live = RunWriter.create(config, run_id="live-run", root=store / "runs")
+    live.log(1, train_loss=2.0)
+    live.flush()
+    shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve(store, cwd=tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        errors = page.locator('[data-testid="stException"]')
+
+        # Click one point: the inspector shows its image, caption, rank and neighbours.
+        page.goto(f"{url}/geometry?run={BRIDGE_RUN}", timeout=60_000)
+        page.wait_for_selector(".js-plotly-plot .legend", timeout=120_000)
+        page.wait_for_function(_IDLE, timeout=120_000)
+        plot = page.locator(".js-plotly-plot").first
+        x, y = plot.evaluate(_POINT_PX)
+        page.mouse.click(x, y)
+        page.wait_for_selector("text=Rank of its own caption", timeout=60_000)
+        page.wait_for_function(_IDLE, timeout=60_000)
+        assert page.locator('[data-testid="stImage"]').count() >= 1
+        assert page.get_by_text("Download these points (CSV)").count() == 1  # the table of chosen points
+        page.screenshot(path=str(shots / "inspector-click.png"), full_page=True)
+        # Search by label: matches are ringed in the figure and listed.
+        page.get_by_label("Find points (id, label or caption text; commas for several)").fill("3")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("text=search matches (image)", timeout=60_000)
+        page.wait_for_function(_IDLE, timeout=60_000)
+        page.screenshot(path=str(shots / "inspector-search.png"), full_page=True)
+        assert errors.count() == 0, errors.first.inner_text()
+
+        # A file of another type is refused with the reason.
+        page.goto(f"{url}/your_embeddings", timeout=60_000)
+        page.wait_for_selector("h1", timeout=90_000)
+        csv = tmp_path / "table.csv"
+        csv.write_text("a,b\n1,2\n")
+        page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(csv))
+        page.wait_for_selector("text=unsupported file type '.csv'", timeout=60_000)
+        page.screenshot(path=str(shots / "upload-refused.png"), full_page=True)
+
+        # The runs page follows a running run: a new logged step appears without touching the page.
+        page.goto(f"{url}/", timeout=60_000)
+        page.wait_for_selector("h1", timeout=90_000)
+        page.wait_for_function(_IDLE, timeout=120_000)
+        picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs to compare")
+        picker.click()
+        page.keyboard.type("live-run")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Escape")
+        page.wait_for_selector("text=Live:", timeout=60_000)
+        count = "() => (document.querySelector('.js-plotly-plot') || {_fullData: [{x: []}]})._fullData[0]" \
+            ".x.length"
+        page.wait_for_function(f"() => ({count})() === 1", timeout=60_000)
+        live.log(2, train_loss=1.5)
+        live.flush()
+        page.wait_for_function(f"() => ({count})() === 2", timeout=30_000)
+        page.screenshot(path=str(shots / "runs-live.png"), full_page=True)
+        assert errors.count() == 0, errors.first.inner_text()
+        browser.close()
+    live.finish({})

@@ -79,3 +79,59 @@ def test_quick_benchmark_writes_schema_and_renders(tmp_path):
     assert data["command"] in text
     assert "GPU: not measured in this session (no GPU lent)" in text
     assert "How to regenerate" in text
+
+
+PEERS_BENCH = ROOT / "benchmarks" / "bench_peers.py"
+
+
+@pytest.mark.slow  # one worker process per loss plus two training steps: about 30 s on 2 CPU cores
+def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
+    out = tmp_path / "results" / "peers-cpu.json"
+    cmd = [
+        sys.executable,
+        str(PEERS_BENCH),
+        "--tiny",
+        "--losses",
+        "ntxent,moco",
+        "--training",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["kind"] == "peers" and data["tiny"] is True and data["complete"] is True
+    assert [(r["loss"], r["batch_size"], r["status"]) for r in data["results"]] == [
+        ("ntxent", 64, "ok"),
+        ("moco", 64, "ok"),
+    ]
+    ntxent, moco = data["results"]
+    # pytorch-metric-learning is a dev dependency: always a peer of ntxent; lightly is fetched from
+    # PyPI and may be reported as skipped (with the reason) where the index cannot be reached
+    assert "pytorch_metric_learning.NTXentLoss" in ntxent["contenders"]
+    assert set(ntxent["contenders"]) | set(ntxent["skipped"]) == {
+        "default",
+        "chunked",
+        "lightly.NTXentLoss",
+        "pytorch_metric_learning.NTXentLoss",
+    }
+    assert ntxent["fastest_peer"] in ntxent["contenders"] and ntxent["logit_shape"] == [128, 128]
+    for record in (ntxent, moco):
+        assert record["rounds"] == 2 and record["bound_seconds"] > 0
+        for label in ("default", "chunked"):
+            row = record["contenders"][label]
+            assert len(row["seconds_all"]) == 2 and row["ratio_to_bound"] > 0 and row["peak_mem_mb"] >= 0
+    assert ntxent["contenders"]["default"]["ratio_to_fastest_peer"] > 0
+    assert moco["fastest_peer"] is None and moco["logit_shape"] == [64, 64 + 4096]
+    (train,) = data["training"]
+    assert train["loss"] == "ntxent" and train["steps"] == 2 and train["samples_per_second"] > 0
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Header\n\n<!-- generated:start -->\n<!-- generated:end -->\n")
+    render = [sys.executable, str(RENDER), "--results-dir", str(out.parent), "--output", str(md)]
+    proc = subprocess.run(render, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    text = md.read_text()
+    assert "### Against other libraries" in text and "tiny smoke run" in text
+    assert "| ntxent | 64 | " in text and "| moco | 64 | none |" in text
+    assert "samples/s" in text and data["command"] in text

@@ -189,7 +189,10 @@ def test_scatter_figure_by_modality_has_pairs_and_hover():
     lines = fig.data[0]
     assert np.isnan(np.asarray(lines.x, dtype=float)).sum() == 5  # five separated segments
     image = fig.data[1]
-    assert len(image.x) == N and tuple(image.customdata[0]) == ("100", "zero", "caption 0")
+    # id, label, caption for the hover; row and array for a selection
+    assert len(image.x) == N and tuple(image.customdata[0]) == ("100", "zero", "caption 0", "0", "a")
+    assert tuple(fig.data[2].customdata[7])[3:] == ("7", "b")
+    assert fig.layout.legend.title.text == "colour and marker: modality"
     assert fig.layout.yaxis.scaleanchor == "x"
 
 
@@ -207,9 +210,15 @@ def test_figure_coordinates_are_sent_as_float32_typed_arrays():
 def test_scatter_figure_by_class_groups_rows_by_label():
     proj, info = _projection()
     fig = emb.scatter_figure({k: v for k, v in proj.at(0).items() if k != "a_aug"}, info, "class", 0)
-    assert len(fig.data) == 6  # three classes x two modalities
-    assert {t.legendgroup for t in fig.data} == {"zero", "one", "two"}
-    assert sum(len(t.x) for t in fig.data) == 2 * N
+    points = [t for t in fig.data if (t.meta or {}).get("kind") != "legend"]
+    assert len(points) == 6  # three classes x two modalities
+    assert {t.legendgroup for t in points} == {"zero", "one", "two"}
+    assert sum(len(t.x) for t in points) == 2 * N
+    # The legend explains both: colours are classes, and one grey entry per marker shape.
+    shapes = [t for t in fig.data if (t.meta or {}).get("kind") == "legend"]
+    assert [t.name for t in shapes] == ["marker: image", "marker: text"]
+    assert [t.marker.symbol for t in shapes] == ["circle", "diamond"]
+    assert fig.layout.legend.title.text == "colour: class · marker: modality"
     with pytest.raises(ValueError, match="color_by must be one of"):
         emb.scatter_figure(proj.at(0), info, color_by="size")
     with pytest.raises(ValueError, match="needs labels"):

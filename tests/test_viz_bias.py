@@ -81,8 +81,10 @@ def test_bias_curves_draw_one_line_and_one_band_per_loss_and_state(table):
 
     clip = lines[0]
     np.testing.assert_array_equal(clip.x, [4, 16, 64])
-    # an exact zero cannot sit on a log axis: it is a gap, not a fake small value
-    assert clip.y[:2].tolist() == [1.0, 0.5] and np.isnan(clip.y[2])
+    # a value under its noise floor (here an exact zero, which a log axis cannot show) is drawn at the
+    # floor, an upper bound, with an open marker; the hover gives the measured value
+    assert clip.y.tolist() == [1.0, 0.5, 0.3] and list(clip.customdata) == [1.0, 0.5, 0.0]
+    assert list(clip.marker.symbol) == ["circle", "circle", "circle-open"]
 
     band = traces(fig, "band")[0]
     np.testing.assert_array_equal(band.x, [4, 16, 64, 64, 16, 4])
@@ -203,3 +205,68 @@ def test_reach_fraction_and_final_progress(curves):
     means = {t.meta["loss"]: t.y.tolist() for t in fig.data if t.meta["kind"] == "mean"}
     np.testing.assert_allclose(means["bayes"], [0.9945])
     np.testing.assert_allclose(means["clip"], [0.96])
+
+
+@pytest.fixture
+def full_batch(table) -> pd.DataFrame:
+    """The fixture table plus B = N rows whose bias, floor and variance are float round-off."""
+    extra = [row("clip", "stateless", 256, 6e-14, 1e-15, 1e-28), row("bayes", "warm", 256, 0.05, 0.01, 0.1)]
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+
+
+def test_a_round_off_value_is_marked_not_put_on_the_log_axis(full_batch):
+    fig = vb.bias_curves(full_batch, "rel_bias")
+    clip = next(t for t in traces(fig, "line") if t.meta["loss"] == "clip")
+    assert np.isnan(clip.y[-1])  # B = 256 is not a point of the line
+    marks = traces(fig, "round_off")
+    assert len(marks) == 1 and list(marks[0].x) == [256] and marks[0].meta["loss"] == "clip"
+    np.testing.assert_allclose(marks[0].customdata, [3e-14])
+    # The axis spans the measured values (lowest band end 0.025), not six more decades of round-off.
+    low, high = fig.layout.yaxis.range
+    assert -2.5 < low < np.log10(0.025) and high > np.log10(0.55)
+    assert marks[0].y[0] < 0.025
+    # bayes at B = 256 is small but measured: it stays on the line
+    bayes = next(t for t in traces(fig, "line") if t.meta["state"] == "warm")
+    np.testing.assert_allclose(bayes.y[-1], 0.05 / 4.0)
+
+
+def test_bands_stop_at_the_noise_floor_on_a_log_axis(table):
+    band = traces(vb.bias_curves(table, "bias"), "band")[1]  # bayes cold: bias 0.8, 0.4; floor 0.5, 0.1
+    np.testing.assert_allclose(band.y, [1.3, 0.5, 0.3, 0.5])  # lower end max(bias - floor, floor)
+    linear = traces(vb.bias_curves(table, "bias", log_y=False), "band")[1]
+    np.testing.assert_allclose(linear.y, [1.3, 0.5, 0.3, 0.3])
+
+
+def test_many_losses_get_one_panel_per_family():
+    rows = [row("clip", "stateless", b, 1.0 / b, 0.01, 1.0) for b in (4, 16)]
+    rows += [{**r, "loss": name} for name in ("ntxent", "dcl", "siglip", "sogclr", "bayes", "moco")
+             for r in rows[:2]]  # fmt: skip
+    NORM.update({name: 2.0 for name in ("ntxent", "dcl", "siglip", "sogclr", "bayes", "moco")})
+    fig = vb.bias_curves(pd.DataFrame(rows), "rel_bias")
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == list(vb.LOSS_FAMILIES)
+    by_loss = {t.meta["loss"]: t.xaxis for t in traces(fig, "line")}
+    assert by_loss["clip"] == by_loss["dcl"] == "x" and by_loss["siglip"] == "x2" and by_loss["bayes"] == "x3"
+    assert len(vb.bias_curves(pd.DataFrame(rows[:4]), "rel_bias").layout.annotations) == 0
+
+
+def test_overview_shows_a_few_losses_in_the_warm_state(table):
+    fig = vb.bias_overview(table)
+    assert [t.name for t in traces(fig, "line")] == ["clip", "bayes (warm)"]
+    assert "warm state" in fig.layout.title.text and "relative bias" in fig.layout.yaxis.title.text
+    assert "lower is better" in fig.layout.yaxis.title.text
+    cold = vb.bias_overview(table, state="cold", losses=["bayes"])
+    assert [t.name for t in traces(cold, "line")] == ["bayes (cold)"]
+    assert "%{customdata:.3g}" in traces(cold, "line")[0].hovertemplate
+    with pytest.raises(ValueError, match="state must be one of warm, cold, both"):
+        vb.bias_overview(table, state="hot")
+    with pytest.raises(ValueError, match="losses"):
+        vb.bias_overview(table, losses=["nope"])
+
+
+def test_bias_table_has_three_significant_digits_and_no_round_off_noise(full_batch):
+    text = vb.bias_table(full_batch)
+    assert list(text.columns) == ["loss", "state", "B=4", "B=16", "B=64", "B=256"]
+    clip = text.set_index(["loss", "state"]).loc[("clip", "stateless")]
+    assert clip["B=4"] == "0.500 ± 0.0500" and clip["B=256"] == "≈ 0 (round-off)"
+    assert "e-14" not in text.to_string()

@@ -44,7 +44,7 @@ def test_batch_size_figure_has_one_line_per_loss_and_metric_with_seed_error_bars
     np.testing.assert_allclose(bayes_probe.error_y.array, [0.0] * 3)  # one seed: no bar
     assert "(1 seed)" in bayes_probe.hovertext[0]
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [16, 64, 256]
-    assert fig.layout.annotations[0].text == "zero-shot accuracy"
+    assert fig.layout.annotations[0].text == "zero-shot accuracy (higher is better)"
 
 
 def test_regularizer_figure_bars_per_variant():

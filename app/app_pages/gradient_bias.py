@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app.common import data_guard, open_run, page_header, query_run, run_ids_with, selected_runs
+from workbench.metrics import names
 from workbench.viz import bias as bias_fig
 
 page_header(
@@ -43,25 +44,40 @@ table = bias_fig.label_runs(tables) if len(tables) > 1 else next(iter(tables.val
 run_column = "run" if len(tables) > 1 else None
 
 losses_all = list(pd.unique(table.loss))
-cols = st.columns(3)
-losses = cols[0].multiselect("Losses", losses_all, default=losses_all, key="gb-losses")
-states_all = list(pd.unique(table.state))
-states = cols[1].multiselect("States", states_all, default=states_all, key="gb-states")
+cols = st.columns([3, 2, 1])
+losses = cols[0].multiselect(
+    "Losses", losses_all, default=bias_fig.default_losses(table), key="gb-losses",
+    help="A few losses by default; with more than six lines the figures get one panel per loss family.",
+)  # fmt: skip
+state = cols[1].radio(
+    "State of the stateful losses", ["warm", "cold", "both"], horizontal=True, key="gb-state",
+    help="warm: running estimates / queue filled, as later in training; cold: empty, as on the first "
+    "epoch. Stateless losses always show their only state.",
+)  # fmt: skip
 band = cols[2].toggle("Error bands", True, key="gb-band")
-if not losses or not states:
-    st.info("Pick at least one loss and one state.")
+if not losses:
+    st.info("Pick at least one loss.")
     st.stop()
+shown = bias_fig.pick_states(table[table.loss.isin(losses)], state)
 
-tabs = st.tabs(["Bias", "Variance", "MSE", "Relative bias", "Decomposition", "Table"])
-for tab, metric in zip(tabs[:4], ("bias", "variance", "mse", "rel_bias"), strict=True):
+tabs = st.tabs(["Relative bias", "Bias", "Variance", "MSE", "Decomposition", "Table"])
+for tab, metric in zip(tabs[:4], ("rel_bias", "bias", "variance", "mse"), strict=True):
     with tab, data_guard(f"the {metric} curves"):
-        fig = bias_fig.bias_curves(table, metric, run=run_column, losses=losses, states=states, band=band)
+        fig = bias_fig.bias_curves(shown, metric, run=run_column, band=band)
         fig.update_layout(height=550)
         st.plotly_chart(fig, theme=None, key=f"gb-{metric}")
+        st.caption(f"**{names.describe(metric).label}**: {names.help_text(metric)}.")
 with tabs[4], data_guard("the decomposition"):
     first = table if run_column is None else table[table.run == chosen[0]]
     loss = st.selectbox("Loss", losses, key="gb-decomp-loss")
     st.plotly_chart(bias_fig.decomposition(first, loss), theme=None, key="gb-decomp")
     st.caption(f"Run `{chosen[0]}`: MSE = bias² + variance, each against the batch size.")
 with tabs[5]:
-    st.dataframe(table, hide_index=True, width="stretch")
+    for run_id, run_table in tables.items():
+        st.markdown(f"Relative bias ± its noise floor, run `{run_id}` (3 significant digits)")
+        formatted = bias_fig.bias_table(run_table)
+        st.dataframe(formatted, hide_index=True, width="stretch", key=f"gb-table-{run_id}")
+    with st.expander("Every column of the table"):
+        numeric = {c: st.column_config.NumberColumn(format="%.3g") for c in table.columns
+                   if pd.api.types.is_float_dtype(table[c])}  # fmt: skip
+        st.dataframe(table, hide_index=True, width="stretch", column_config=numeric)

@@ -11,11 +11,15 @@ from app.common import (
     MAX_UPLOAD_ROWS,
     UPLOAD_KEY,
     UPLOAD_TYPES,
+    cached_upload_report,
+    data_guard,
     page_header,
     upload_source,
     validate_upload,
 )
-from app.views import bridge_view, embedding_view, gap_view
+from app.views import bridge_view, embedding_view, gap_view, scalar_report_view
+
+UPLOAD_ERROR_KEY = "upload_refused"  # (file id, message) of the last refused file, until it is removed
 
 page_header(
     "Your embeddings",
@@ -34,18 +38,29 @@ with st.expander("File format", expanded=UPLOAD_KEY not in st.session_state):
   L2-normalised before anything is measured.
 """
     )
-uploaded = st.file_uploader("Paired embeddings", type=list(UPLOAD_TYPES), key="upload-file")
-if uploaded is not None:
-    current = st.session_state.get(UPLOAD_KEY)
-    # Validate each new file once; reruns with the same file reuse the checked arrays.
-    if current is None or current.get("file_id") != uploaded.file_id:
-        try:
-            checked = validate_upload(uploaded.name, uploaded.getvalue())
-        except ValueError as err:
-            st.session_state.pop(UPLOAD_KEY, None)
-            st.error(f"This file cannot be used: {err}")
-        else:
-            st.session_state[UPLOAD_KEY] = {**checked, "file_id": uploaded.file_id}
+# No type filter on the widget: a filtered-out file (a .csv) would be refused in the browser without a
+# word, leaving the last message on screen. Every file is checked here and a refusal says why.
+uploaded = st.file_uploader(
+    "Paired embeddings (.npz or .parquet)", key="upload-file",
+    help=f"Accepted: {', '.join('.' + t for t in UPLOAD_TYPES)}; anything else is refused with the reason.",
+)  # fmt: skip
+if uploaded is None:
+    st.session_state.pop(UPLOAD_ERROR_KEY, None)
+elif (
+    st.session_state.get(UPLOAD_KEY, {}).get("file_id") != uploaded.file_id
+    and st.session_state.get(UPLOAD_ERROR_KEY, (None,))[0] != uploaded.file_id
+):
+    # Validate each new file once; reruns with the same file reuse the checked arrays (or the refusal).
+    try:
+        checked = validate_upload(uploaded.name, uploaded.getvalue())
+    except ValueError as err:
+        st.session_state.pop(UPLOAD_KEY, None)
+        st.session_state[UPLOAD_ERROR_KEY] = (uploaded.file_id, str(err))
+    else:
+        st.session_state.pop(UPLOAD_ERROR_KEY, None)
+        st.session_state[UPLOAD_KEY] = {**checked, "file_id": uploaded.file_id}
+if (refused := st.session_state.get(UPLOAD_ERROR_KEY)) is not None:
+    st.error(f"This file cannot be used: {refused[1]}")
 
 source = upload_source()
 if source is None:
@@ -63,6 +78,9 @@ st.success(
 if st.button("Forget this file", key="upload-forget"):
     st.session_state.pop(UPLOAD_KEY, None)
     st.rerun()
+st.subheader("Geometry and retrieval report")
+with data_guard("the report"):
+    scalar_report_view(cached_upload_report(upload["digest"]))
 tab_geometry, tab_gap, tab_bridges = st.tabs(["Embedding geometry", "Modality gap", "Bridges"])
 with tab_geometry:
     embedding_view(source, "upload-geometry")

@@ -113,6 +113,7 @@ def test_loss_parameters_report_defaults():
     assert loss_parameters("dclw")["sigma"] == 0.5
     assert loss_parameters("bayes")["num_samples"] is loss_parameters("sogclr")["num_samples"]
     assert all("chunk_size" in loss_parameters(name) for name in NAMES)
+    assert all(loss_parameters(name)["validate"] is True for name in NAMES)
     with pytest.raises(ValueError, match="known losses"):
         loss_parameters("nope")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 
-from workbench.losses._base import ContrastiveLoss
+from workbench.losses._base import ContrastiveLoss, check_finite_loss
 from workbench.losses.bayes import BayesLoss
 from workbench.losses.clip import ClipLoss
 from workbench.losses.dcl import DCLLoss, DCLWLoss
@@ -58,7 +58,11 @@ def build_loss(name: str, **params) -> ContrastiveLoss:
             materialised), "chunked" (exact, ``chunk_size`` rows at a time, memory linear in B), "fused"
             (Triton kernels, the matrix is never materialised; CUDA, or CPU through the Triton
             interpreter), or "auto" (default: fused on CUDA where Triton is installed, else chunked
-            when ``chunk_size`` is set, else naive).
+            when ``chunk_size`` is set, else naive). Every loss also takes ``validate`` (default
+            True): False skips the checks that read tensor values (finite features, index range
+            and repeats, a passed scale > 0), each a host synchronisation on CUDA; a training loop
+            uses ``build_loss(name, validate=False, **params)`` and calls ``check_finite_loss`` once
+            per logging interval.
 
     Raises:
         ValueError: unknown name or parameter, or an invalid value (the message names it).
@@ -119,6 +123,7 @@ __all__ = [
     "SigLipLoss",
     "SogCLRLoss",
     "build_loss",
+    "check_finite_loss",
     "loss_names",
     "loss_parameters",
     "select_specs",

@@ -8,37 +8,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.losses.kernels.chunked import accumulation_dtype, check_implementation, row_logsumexp
+from workbench.losses.kernels.blocks import cross_logsumexp, views_logsumexp
+from workbench.losses.kernels.chunked import (
+    DEFAULT_CHUNK_SIZE,
+    accumulation_dtype,
+    check_implementation,
+    resolve_implementation,
+    row_logsumexp,
+)
+from workbench.validation import check_bool, check_int, check_positive
+from workbench.validation import check_choice as check_choice  # re-exported for the loss modules
 
 NEGATIVES = ("views", "cross")
 
 
-def check_positive(name: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
-    return value
-
-
 def check_chunk_size(chunk_size: int | None) -> int | None:
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or a positive integer, got {chunk_size!r}")
-    return chunk_size
+    return check_int("chunk_size", chunk_size, minimum=1, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -153,7 +140,13 @@ class ContrastiveLoss(nn.Module):
         implementation: how the similarity matrix is reduced: "naive" (materialised), "chunked"
             (``chunk_size`` rows at a time; 1024 if unset), "fused" (Triton kernels, never
             materialised), or "auto" (fused for CUDA tensors where Triton is installed, else chunked
-            if ``chunk_size`` is set, else naive). See ``workbench.losses.kernels.chunked``.
+            if ``chunk_size`` is set, else naive). See ``workbench.losses.kernels``.
+        validate: check tensor *values* on every call (features finite, ``index`` in range and
+            without repeats, a passed ``scale`` finite and > 0, a passed ``bias`` finite). Each such
+            check reads a value on the host, which on CUDA waits for the device: a training loop
+            builds its loss with ``validate=False`` and checks the loss value now and then instead
+            (``workbench.losses.check_finite_loss``). Shape and dtype checks always run (they read
+            no values).
 
     Multi-process training: inside ``with loss.sharded(sharding):`` each process passes its own shard
     of the batch (and of ``index``); the loss gathers every process's features with their gradient,
@@ -170,6 +163,7 @@ class ContrastiveLoss(nn.Module):
     # say) ever waits on a collective.
     sharding: Sharding | None = None
     _local: slice | None = None
+    _logit_spread: float | None = None  # set by each call (see forward)
 
     def __init__(
         self,
@@ -178,13 +172,15 @@ class ContrastiveLoss(nn.Module):
         chunk_size: int | None = None,
         max_scale: float | None = 100.0,
         implementation: str = "auto",
+        validate: bool = True,
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
-        self.normalize = bool(normalize)
+        self.normalize = check_bool("normalize", normalize)
         self.chunk_size = check_chunk_size(chunk_size)
         self.implementation = check_implementation(implementation, self.chunk_size)
         self.max_scale = None if max_scale is None else check_positive("max_scale", max_scale)
+        self.validate = check_bool("validate", validate)
 
     # --- interface -----------------------------------------------------------------------------
     def forward(
@@ -196,12 +192,24 @@ class ContrastiveLoss(nn.Module):
         bias: Tensor | float | None = None,
     ) -> Tensor:
         sharding = self.sharding if self.sharding is not None and self.sharding.world_size > 1 else None
-        self._check_features(a, b, min_rows=2 if sharding is None else 1)
+        self._check_features(a, b, min_rows=2 if sharding is None else 1, values=False)
         index = self._check_index(index, a.shape[0])
         if bias is not None and not self.uses_bias:
             raise ValueError(f"bias is only used by the siglip loss; {type(self).__name__} takes none")
         if self.normalize:
-            a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+            # F.normalize, with the row norms at hand: a NaN or inf feature makes its row's norm
+            # non-finite, so the value check reads one number instead of scanning both matrices
+            norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True)
+            norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True)
+            if self.validate and not torch.isfinite(norm_a.sum() + norm_b.sum()):
+                self._check_features(a, b, values=True)  # or only huge finite features: scan them
+            a, b = a / norm_a.clamp_min(1e-12), b / norm_b.clamp_min(1e-12)
+        elif self.validate:
+            self._check_features(a, b, values=True)
+        # A bound on the spread of the logits known without reading a tensor: unit features give
+        # logits in [-scale, scale], and the scale is the constructor's or at most max_scale.
+        bound = 1.0 / self.temperature if scale is None else self.max_scale
+        self._logit_spread = 2.0 * bound * (1 + 1e-4) if self.normalize and bound is not None else None
         scale = self._resolve_scale(scale, a)
         if sharding is None:
             return self._loss(a, b, index, scale, bias)
@@ -250,6 +258,69 @@ class ContrastiveLoss(nn.Module):
         """:func:`anchor_blocks` of this call's anchors: every row, or this process's under a sharding."""
         return anchor_blocks(a, b, negatives, include_positive, self._local)
 
+    def layout_terms(
+        self,
+        a: Tensor,
+        b: Tensor,
+        negatives: str,
+        include_positive: bool,
+        scale: Tensor,
+        one_way: bool = False,
+    ) -> list[tuple[AnchorBlock, Tensor, Tensor]]:
+        """``(block, positive logits, row log-sum-exp)`` of each anchor block of this call's layout.
+
+        The torch paths (naive, chunked) reduce one similarity matrix per layout
+        (``workbench.losses.kernels.blocks``): for "cross" the a -> b rows and the b -> a rows are
+        the rows and columns of one ``A B^T``. The fused kernels, and two-view anchors under a
+        sharding, go block by block (``workbench.losses.kernels.chunked.row_logsumexp``).
+
+        Args:
+            a, b: normalised (B, d) features of the whole batch.
+            negatives: "views" or "cross".
+            include_positive: keep each anchor's positive in its log-sum-exp.
+            scale: 0-dim inverse temperature.
+            one_way: "cross" only: just the a -> b block.
+        """
+        blocks = self.anchor_blocks(a, b, negatives, include_positive)
+        if one_way:
+            blocks = blocks[:1]
+        implementation = resolve_implementation(self.implementation, self.chunk_size, a, b)
+        if implementation == "fused" or (negatives == "views" and self._local is not None):
+            return [
+                (block, *logsumexp_terms(block, scale, self.chunk_size, implementation)) for block in blocks
+            ]
+        chunk_size = None if implementation == "naive" else self.chunk_size or DEFAULT_CHUNK_SIZE
+        exclude = not include_positive
+        if negatives == "views":
+            (block,) = blocks
+            lse = views_logsumexp(block.q, scale, exclude_positive=exclude, chunk_size=chunk_size)
+            return [(block, positive_logits(block, scale), lse)]
+        if self._local is None:
+            # one matrix: its rows are the a -> b anchors, its columns the b -> a ones; the positive
+            # logits <a_i, b_i> are the same for both
+            rows, cols = cross_logsumexp(
+                a,
+                b,
+                scale,
+                exclude_positive=exclude,
+                columns=not one_way,
+                chunk_size=chunk_size,
+                spread=self._logit_spread,
+            )
+            acc = accumulation_dtype(a.dtype)
+            positive = scale * (a.to(acc) * b.to(acc)).sum(dim=1)
+            return [
+                (block, positive, lse) for block, lse in zip(blocks, (rows, cols)[: len(blocks)], strict=True)
+            ]
+        out = []
+        for block in blocks:  # this process's rows of each direction, positives at column start + r
+            lse, _ = cross_logsumexp(
+                block.q, block.k, scale, offset=self._local.start, exclude_positive=exclude,
+                columns=False, chunk_size=chunk_size,
+            )  # fmt: skip
+            out.append((block, positive_logits(block, scale), lse))
+        return out
+
     def local_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(rows of x that are this call's anchors, their positions in the batch)``."""
         if self._local is None:
@@ -271,12 +342,12 @@ class ContrastiveLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, normalize={self.normalize}, chunk_size={self.chunk_size}, "
-            f"implementation={self.implementation!r}"
+            f"implementation={self.implementation!r}" + ("" if self.validate else ", validate=False")
         )
 
     # --- validation --------------------------------------------------------------------------------
     @staticmethod
-    def _check_features(a: Tensor, b: Tensor, min_rows: int = 2) -> None:
+    def _check_features(a: Tensor, b: Tensor, min_rows: int = 2, values: bool = True) -> None:
         for name, x in (("a", a), ("b", b)):
             if not isinstance(x, Tensor):
                 raise ValueError(f"{name} must be a torch.Tensor of shape (B, d), got {type(x).__name__}")
@@ -292,7 +363,7 @@ class ContrastiveLoss(nn.Module):
             raise ValueError(f"batch size B must be >= {min_rows} for a contrastive loss, got B={a.shape[0]}")
         if a.shape[1] < 1:
             raise ValueError("feature dimension d must be >= 1")
-        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        if values and not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise ValueError("features a and b must be finite (found NaN or inf)")
 
     def _check_index(self, index: Tensor | None, batch_size: int) -> Tensor | None:
@@ -308,9 +379,36 @@ class ContrastiveLoss(nn.Module):
         if scale.numel() != 1:
             raise ValueError(f"scale must be a scalar, got shape {tuple(scale.shape)}")
         scale = scale.reshape(())
-        if not torch.isfinite(scale) or scale <= 0:
+        if self.validate and not (torch.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be finite and > 0, got {scale.item()}")
         return scale if self.max_scale is None else scale.clamp(max=self.max_scale)
+
+
+def check_finite_loss(value: Tensor | float, step: int | None = None) -> float:
+    """Read a loss value on the host once and check that it is finite.
+
+    A training loop that builds its loss with ``validate=False`` never reads a tensor in a step; it
+    accumulates the detached losses on the device (``total = total + loss.detach()``) and calls this
+    once per logging interval: one synchronisation, and a NaN or inf anywhere in the interval
+    makes the sum non-finite.
+
+    Args:
+        value: a loss, or a sum of losses (a 0-dim tensor or a number).
+        step: the step it was reached at, for the message.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        FloatingPointError: the value is NaN or infinite.
+    """
+    number = float(value.detach()) if isinstance(value, Tensor) else float(value)
+    if not math.isfinite(number):
+        where = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"loss became {number}{where}; lower the learning rate or raise the temperature"
+        )
+    return number
 
 
 def logsumexp_terms(

@@ -64,9 +64,10 @@ class BayesLoss(RunningPartitionLoss):
       sides of every sample. The batch's rows are written first (so each anchor and its positive are
       current); then ``R_i`` is ``Z_i`` computed against the bank, the other samples as last seen.
       Cost: 2B x N dot products (4B x N for "views") without backward, roughly N / (3B) times the
-      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the rows not seen since the parameters moved
-      (none at fixed parameters once every sample has been seen; until then the candidates are the
-      rows written so far, and the first step is the batch estimate). ``bank_size=K`` takes, each
+      M-step of the same batch on a CPU, and 2 N d floats of state. Bias: only the staleness of the
+      rows not seen since the parameters moved (none at fixed parameters once every sample has been
+      seen; until then the candidates are the rows written so far, and the first step is the batch
+      estimate). ``bank_size=K`` takes, each
       step, a random subset of K samples of the bank as candidates, shared by the batch's anchors:
       cost 2B x K. ``R_i`` stays unbiased for ``Z_i`` but its relative variance grows like
       (1/K - 1/N), and Jensen's gap with it, with a constant set by how much of ``Z_i`` sits in rare
@@ -111,7 +112,11 @@ class BayesLoss(RunningPartitionLoss):
     negative is weighted by about N / B when it is drawn, so at B = 4 the trace of the step's
     covariance was 240 (point estimate; 300 with k = 1) against 0.23 for InfoNCE, and 2.5 (4.8) against
     0.45 at B = 64, with ||g*||^2 = 0.083; the running estimator's is comparable (360 and 4.5 with
-    k = 1).
+    k = 1). In training that variance, not InfoNCE's bias, decides small-batch runs: on the
+    one-parameter toy of ``workbench.labs.toy`` (optimum theta* = 1 by construction; RESULTS.md
+    section 2.2) the bank's expected step at fixed parameters is the full-data gradient, but one
+    step's standard deviation at B = 4 is about 24 against full-data gradients below 0.5, and SGD runs
+    with it end far from theta*, while InfoNCE's runs move slowly towards a biased fixed point.
 
     Multi-process training: every process writes the whole (gathered) batch into its bank and
     computes the E-step for every anchor of it, so the bank and the weights stay identical everywhere;
@@ -135,6 +140,7 @@ class BayesLoss(RunningPartitionLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check ``index`` values and features on every call; False in training.
     """
 
     def __init__(
@@ -151,10 +157,11 @@ class BayesLoss(RunningPartitionLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
         super().__init__(
             num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size,
-            implementation,
+            implementation, validate,
         )  # fmt: skip
         if isinstance(shape, bool) or not isinstance(shape, (int, float)) or math.isnan(shape) or shape <= 0:
             raise ValueError(f"shape (the Gamma shape k) must be > 0 or math.inf, got {shape!r}")

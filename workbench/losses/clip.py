@@ -6,7 +6,8 @@ import math
 
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, logsumexp_terms
+from workbench.losses._base import ContrastiveLoss
+from workbench.validation import check_bool
 
 
 class ClipLoss(ContrastiveLoss):
@@ -26,6 +27,7 @@ class ClipLoss(ContrastiveLoss):
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
         max_scale: clamp for a scale passed at call time.
+        validate: check tensor values on every call (see ``ContrastiveLoss``); False in training.
     """
 
     def __init__(
@@ -36,16 +38,14 @@ class ClipLoss(ContrastiveLoss):
         chunk_size: int | None = None,
         max_scale: float = 100.0,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, normalize, chunk_size, max_scale, implementation)
-        self.symmetric = bool(symmetric)
+        super().__init__(temperature, normalize, chunk_size, max_scale, implementation, validate)
+        self.symmetric = check_bool("symmetric", symmetric)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
-        blocks = self.anchor_blocks(a, b, "cross", include_positive=True)
-        if not self.symmetric:
-            blocks = blocks[:1]
-        terms = [logsumexp_terms(block, scale, self.chunk_size, self.implementation) for block in blocks]
-        return sum((lse - pos).mean() for pos, lse in terms) / len(terms)
+        terms = self.layout_terms(a, b, "cross", True, scale, one_way=not self.symmetric)
+        return sum((lse - pos).mean() for _, pos, lse in terms) / len(terms)
 
     def log_normalizer(self, batch_size: int) -> float:
         return math.log(batch_size)

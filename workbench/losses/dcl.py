@@ -7,14 +7,9 @@ import math
 import torch
 from torch import Tensor
 
-from workbench.losses._base import (
-    NEGATIVES,
-    ContrastiveLoss,
-    check_choice,
-    check_positive,
-    logsumexp_terms,
-)
+from workbench.losses._base import NEGATIVES, ContrastiveLoss
 from workbench.losses.kernels.chunked import accumulation_dtype
+from workbench.validation import check_choice, check_positive
 
 
 class DCLLoss(ContrastiveLoss):
@@ -33,6 +28,7 @@ class DCLLoss(ContrastiveLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check tensor values on every call (see ``ContrastiveLoss``); False in training.
     """
 
     def __init__(
@@ -42,8 +38,9 @@ class DCLLoss(ContrastiveLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation, validate=validate)
         self.negatives = check_choice("negatives", negatives, NEGATIVES)
 
     def positive_weights(self, a: Tensor, b: Tensor) -> Tensor | None:
@@ -52,8 +49,7 @@ class DCLLoss(ContrastiveLoss):
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         weights = self.positive_weights(a, b)
         losses = []
-        for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
-            pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
+        for block, pos, lse in self.layout_terms(a, b, self.negatives, False, scale):
             if weights is not None:
                 # every row of a block is one pair; views blocks hold each pair twice
                 pos = pos * weights[block.anchor_rows() % weights.shape[0]]
@@ -79,6 +75,7 @@ class DCLWLoss(DCLLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check tensor values on every call (see ``ContrastiveLoss``); False in training.
     """
 
     def __init__(
@@ -89,8 +86,9 @@ class DCLWLoss(DCLLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, negatives, normalize, chunk_size, implementation)
+        super().__init__(temperature, negatives, normalize, chunk_size, implementation, validate)
         self.sigma = check_positive("sigma", sigma)
 
     def positive_weights(self, a: Tensor, b: Tensor) -> Tensor:

@@ -7,8 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, logsumexp_terms
-from workbench.losses.kernels.chunked import row_logsumexp
+from workbench.losses._base import ContrastiveLoss, logsumexp_terms, positive_logits
+from workbench.losses.kernels.blocks import cross_logsumexp
+from workbench.losses.kernels.chunked import DEFAULT_CHUNK_SIZE, resolve_implementation, row_logsumexp
+from workbench.validation import check_int
 
 
 class MoCoLoss(ContrastiveLoss):
@@ -30,6 +32,7 @@ class MoCoLoss(ContrastiveLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check tensor values on every call (see ``ContrastiveLoss``); False in training.
     """
 
     stateful = True
@@ -41,11 +44,14 @@ class MoCoLoss(ContrastiveLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 0:
-            raise ValueError(f"queue_size must be an integer >= 0, got {queue_size!r}")
-        self.queue_size = queue_size
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation, validate=validate)
+        self.queue_size = check_int("queue_size", queue_size, minimum=0)
+        # Host copies of queue_filled and queue_ptr, so a step never reads a tensor value (on CUDA a
+        # synchronisation); kept in step with the buffers here and in _load_from_state_dict.
+        self._filled = 0
+        self._ptr = 0
         # The feature size is only known at the first call; the buffer is resized then (and on load).
         self.register_buffer("queue", torch.zeros(0, 0))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
@@ -53,17 +59,29 @@ class MoCoLoss(ContrastiveLoss):
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
         block = self.anchor_blocks(a, b, "cross", include_positive=True)[0]
-        pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
-        filled = int(self.queue_filled)
-        if filled > 0:
-            if self.queue.shape[1] != a.shape[1]:
-                raise ValueError(
-                    f"feature dimension d={a.shape[1]} does not match the queue's d={self.queue.shape[1]}"
-                )
-            # a copy: the queue is updated in place below, while the graph still needs these keys
-            keys = self.queue[:filled].to(a.dtype, copy=True)
-            queued = row_logsumexp(block.q, keys, scale, None, self.chunk_size, self.implementation)
-            lse = torch.logaddexp(lse, queued)
+        filled = self._filled
+        if filled > 0 and self.queue.shape[1] != a.shape[1]:
+            raise ValueError(
+                f"feature dimension d={a.shape[1]} does not match the queue's d={self.queue.shape[1]}"
+            )
+        implementation = resolve_implementation(self.implementation, self.chunk_size, a, b)
+        if implementation == "fused":
+            pos, lse = logsumexp_terms(block, scale, self.chunk_size, implementation)
+            if filled > 0:
+                # a copy: the queue is updated in place below, while the graph still needs these keys
+                keys = self.queue[:filled].to(a.dtype, copy=True)
+                queued = row_logsumexp(block.q, keys, scale, None, self.chunk_size, implementation)
+                lse = torch.logaddexp(lse, queued)
+        else:
+            # one matrix: the batch's keys and the queue side by side (the concatenation copies the
+            # queue, which is updated in place below while the graph still needs these keys)
+            keys = block.k if filled == 0 else torch.cat([block.k, self.queue[:filled].to(a.dtype)])
+            chunk_size = None if implementation == "naive" else self.chunk_size or DEFAULT_CHUNK_SIZE
+            offset = 0 if self._local is None else self._local.start
+            lse, _ = cross_logsumexp(
+                block.q, keys, scale, offset=offset, columns=False, chunk_size=chunk_size
+            )
+            pos = positive_logits(block, scale)
         loss = (lse - pos).mean()
         # b is the whole batch (gathered under a sharding), so every process keeps the same queue
         self._enqueue(b.detach())
@@ -75,24 +93,28 @@ class MoCoLoss(ContrastiveLoss):
             return
         if self.queue.shape != (self.queue_size, keys.shape[1]):
             self.queue = torch.zeros(self.queue_size, keys.shape[1], device=keys.device)
-            self.queue_filled.zero_()
-            self.queue_ptr.zero_()
+            self._filled = self._ptr = 0
         keys = keys[-self.queue_size :].float()
-        slots = (int(self.queue_ptr) + torch.arange(keys.shape[0], device=keys.device)) % self.queue_size
+        slots = (self._ptr + torch.arange(keys.shape[0], device=keys.device)) % self.queue_size
         self.queue[slots] = keys
-        self.queue_ptr.fill_((int(self.queue_ptr) + keys.shape[0]) % self.queue_size)
-        self.queue_filled.fill_(min(self.queue_size, int(self.queue_filled) + keys.shape[0]))
+        self._ptr = (self._ptr + keys.shape[0]) % self.queue_size
+        self._filled = min(self.queue_size, self._filled + keys.shape[0])
+        self.queue_ptr.fill_(self._ptr)
+        self.queue_filled.fill_(self._filled)
 
     def reset_state(self) -> None:
         """Empty the queue."""
         self.queue_filled.zero_()
         self.queue_ptr.zero_()
+        self._filled = self._ptr = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "queue"
         if key in state_dict:
             self.queue = torch.empty_like(state_dict[key])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # loading is not a training step: read the counters once here
+        self._filled, self._ptr = int(self.queue_filled), int(self.queue_ptr)
 
     def global_objective(self) -> ContrastiveLoss:
         from workbench.losses.clip import ClipLoss
@@ -103,10 +125,11 @@ class MoCoLoss(ContrastiveLoss):
             normalize=self.normalize,
             chunk_size=self.chunk_size,
             implementation=self.implementation,
+            validate=self.validate,
         )
 
     def log_normalizer(self, batch_size: int) -> float:
-        return math.log(batch_size + int(self.queue_filled))
+        return math.log(batch_size + self._filled)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", queue_size={self.queue_size}"

@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, logsumexp_terms
+from workbench.losses._base import ContrastiveLoss
 
 
 class NTXentLoss(ContrastiveLoss):
@@ -25,6 +25,7 @@ class NTXentLoss(ContrastiveLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check tensor values on every call (see ``ContrastiveLoss``); False in training.
     """
 
     def __init__(
@@ -33,12 +34,12 @@ class NTXentLoss(ContrastiveLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation, validate=validate)
 
     def _loss(self, a: Tensor, b: Tensor, index, scale: Tensor, bias) -> Tensor:
-        (block,) = self.anchor_blocks(a, b, "views", include_positive=True)
-        pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
+        ((_, pos, lse),) = self.layout_terms(a, b, "views", True, scale)
         return (lse - pos).mean()
 
     def log_normalizer(self, batch_size: int) -> float:

@@ -36,7 +36,6 @@ from workbench.losses._base import (
     AnchorBlock,
     ContrastiveLoss,
     check_choice,
-    logsumexp_terms,
 )
 
 
@@ -59,6 +58,7 @@ class RunningPartitionLoss(ContrastiveLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check ``index`` values (range, repeats) and features on every call.
     """
 
     stateful = True
@@ -73,8 +73,9 @@ class RunningPartitionLoss(ContrastiveLoss):
         normalize: bool,
         chunk_size: int | None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
-        super().__init__(temperature, normalize, chunk_size, implementation=implementation)
+        super().__init__(temperature, normalize, chunk_size, implementation=implementation, validate=validate)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
             raise ValueError(f"num_samples (the dataset size) must be an integer >= 2, got {num_samples!r}")
         self.num_samples = num_samples
@@ -96,6 +97,8 @@ class RunningPartitionLoss(ContrastiveLoss):
             raise ValueError(f"index must have shape ({batch_size},), got {tuple(index.shape)}")
         if index.dtype.is_floating_point or index.dtype == torch.bool or index.is_complex():
             raise ValueError(f"index must be an integer tensor, got dtype {index.dtype}")
+        if not self.validate:  # the value checks below read the index on the host
+            return index.to(self.log_z.device, torch.long)
         low, high = int(index.min()), int(index.max())
         if low < 0 or high >= self.num_samples:
             raise ValueError(
@@ -108,8 +111,7 @@ class RunningPartitionLoss(ContrastiveLoss):
     def _loss(self, a: Tensor, b: Tensor, index: Tensor, scale: Tensor, bias) -> Tensor:
         losses = []
         population = self.population_terms()
-        for block in self.anchor_blocks(a, b, self.negatives, include_positive=False):
-            pos, lse = logsumexp_terms(block, scale, self.chunk_size, self.implementation)
+        for block, pos, lse in self.layout_terms(a, b, self.negatives, False, scale):
             log_zhat = lse - math.log(block.num_terms)
             if self.include_positive:
                 log_zhat = torch.logaddexp(
@@ -179,16 +181,20 @@ class RunningPartitionLoss(ContrastiveLoss):
 
         if not self.include_positive:
             return DCLLoss(
-                self.temperature, self.negatives, self.normalize, self.chunk_size, self.implementation
-            )
+                self.temperature, self.negatives, self.normalize, self.chunk_size, self.implementation,
+                self.validate,
+            )  # fmt: skip
         if self.negatives == "cross":
             return ClipLoss(
                 self.temperature,
                 normalize=self.normalize,
                 chunk_size=self.chunk_size,
                 implementation=self.implementation,
+                validate=self.validate,
             )
-        return NTXentLoss(self.temperature, self.normalize, self.chunk_size, self.implementation)
+        return NTXentLoss(
+            self.temperature, self.normalize, self.chunk_size, self.implementation, self.validate
+        )
 
     def log_normalizer(self, batch_size: int) -> float:
         # The surrogate already uses the mean over negatives.

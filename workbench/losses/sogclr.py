@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
-from workbench.losses._base import check_choice
 from workbench.losses.partition import RunningPartitionLoss
+from workbench.validation import check_choice, check_int
 
 GAMMA_SCHEDULES = ("constant", "cosine")
 
@@ -43,6 +43,7 @@ class SogCLRLoss(RunningPartitionLoss):
         normalize: L2-normalise the features first.
         chunk_size: exact memory-linear computation in chunks of this many anchors.
         implementation: "auto", "naive", "chunked" or "fused" (see ``ContrastiveLoss``).
+        validate: check ``index`` values and features on every call; False in training.
     """
 
     def __init__(
@@ -57,25 +58,44 @@ class SogCLRLoss(RunningPartitionLoss):
         normalize: bool = True,
         chunk_size: int | None = None,
         implementation: str = "auto",
+        validate: bool = True,
     ):
         super().__init__(
             num_samples, temperature, negatives, include_positive, gamma, normalize, chunk_size,
-            implementation,
+            implementation, validate,
         )  # fmt: skip
         self.gamma_schedule = check_choice("gamma_schedule", gamma_schedule, GAMMA_SCHEDULES)
-        if gamma_schedule == "cosine" and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
-        ):
-            raise ValueError(
-                f"total_steps must be a positive integer for the cosine schedule, got {total_steps!r}"
-            )
+        if gamma_schedule == "cosine":
+            check_int("total_steps (required by the cosine schedule)", total_steps, minimum=1)
         self.total_steps = total_steps
+        # host copy of the ``steps`` buffer, so the schedule never reads a tensor value in a step
+        self._steps = 0
 
-    def current_gamma(self) -> float:
+    def _loss(self, a: Tensor, b: Tensor, index: Tensor, scale: Tensor, bias) -> Tensor:
+        loss = super()._loss(a, b, index, scale, bias)
+        if self.training:  # the base class counts the step in ``steps`` likewise
+            self._steps += 1
+        return loss
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self._steps = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._steps = int(self.steps)  # loading is not a training step: read it once here
+
+    def current_gamma(self, step: int | None = None) -> float:
+        """The running-average rate at a training step (default: the ``steps`` buffer's value).
+
+        The loss itself passes its host copy of the step count, which follows ``steps`` through
+        training, ``reset_state`` and ``load_state_dict`` (not through writes to the buffer by hand).
+        """
         if self.gamma_schedule == "constant":
             return self.gamma
-        progress = min(int(self.steps), self.total_steps) / self.total_steps
+        step = int(self.steps) if step is None else step
+        progress = min(step, self.total_steps) / self.total_steps
         return self.gamma + (1.0 - self.gamma) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def _log_weight(self, log_zhat: Tensor, slots: Tensor, samples: Tensor) -> Tensor:
-        return -self._update(log_zhat, slots, samples, self.current_gamma())
+        return -self._update(log_zhat, slots, samples, self.current_gamma(self._steps))

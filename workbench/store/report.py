@@ -129,9 +129,97 @@ def experiment_summary_table(kind: str, run_id: str | None = None, root=None) ->
     return _mean_std(summary, keys + extra, metrics)
 
 
+def _toy_threshold(fixed: pd.DataFrame, noise: float, batch_size: int) -> float:
+    """Half the distance from theta* = 1 to InfoNCE's fixed point (``workbench.labs.toy.reach_threshold``)."""
+    row = fixed[(fixed.noise == noise) & (fixed.batch_size == batch_size) & (fixed.loss == "clip")]
+    return abs(float(row.fixed_point.iloc[0]) - 1.0) / 2 if len(row) else float("nan")
+
+
+def toy_table(run_id: str = "toy-summary", root=None, curves_id: str = "toy-curves") -> str:
+    """The one-parameter toy: fixed points (bias mode), step noise, where the runs ended, reached."""
+    runs = load_run(run_id, root=root).table("runs")
+    curves_run = load_run(curves_id, root=root)
+    fixed, curves = curves_run.table("fixed_points"), curves_run.table("curves")
+    rows = []
+    for (noise, batch_size, loss), group in runs.groupby(["noise", "batch_size", "loss"], sort=False):
+        threshold = _toy_threshold(fixed, noise, batch_size)
+        point = fixed[(fixed.noise == noise) & (fixed.batch_size == batch_size) & (fixed.loss == loss)]
+        at_one = curves[
+            (curves.noise == noise)
+            & (curves.batch_size == batch_size)
+            & (curves.loss == loss)
+            & (curves.theta == 1.0)
+        ]
+        fp = float(point.fixed_point.iloc[0]) if len(point) else float("nan")
+        rows.append({
+            "noise": f"{noise:g}",
+            "B": int(batch_size),
+            "loss": loss,
+            "fixed point (E[g_B] = 0)": f"{fp:.3g}" if fp == fp else "unresolved",
+            "E[g_B] at θ*": f"{float(at_one['mean'].iloc[0]):.3g} ± {2 * float(at_one['sem'].iloc[0]):.2g}"
+            if len(at_one) else "",
+            "step std at θ*": f"{float(at_one.step_std.iloc[0]):.3g}" if len(at_one) else "",
+            "final θ (mean ± std)": f"{group.theta.mean():.3g} ± {group.theta.std():.3g}",
+            "distance to θ* (median)": f"{group.distance.median():.3g}",
+            "excess loss (median)": f"{group.excess.median():.3g}",
+            "reached (distance < threshold)": f"{int((group.distance < threshold).sum())}/{len(group)}"
+            f" (< {threshold:.3g})",
+        })  # fmt: skip
+    return _markdown(pd.DataFrame(rows))
+
+
+def toy_sweep_table(prefix: str = "toy-sweep", root=None, curves_id: str = "toy-curves") -> str:
+    """Budget x learning rate on the toy: runs reaching theta* per loss (every ``<prefix>-*-summary``)."""
+    from workbench.store.runs import runs_root
+
+    fixed = load_run(curves_id, root=root).table("fixed_points")
+    rows = []
+    for path in sorted(runs_root(root).glob(f"{prefix}-*-summary")):
+        run = load_run(path.name, root=root)
+        if run.status != "complete":
+            continue
+        runs = run.table("runs")
+        for (noise, batch_size, loss), group in runs.groupby(["noise", "batch_size", "loss"], sort=False):
+            threshold = _toy_threshold(fixed, noise, batch_size)
+            rows.append(
+                {
+                    "lr": f"{run.config['lr']:g}",
+                    "steps": run.config["steps"],
+                    "noise": f"{noise:g}",
+                    "B": int(batch_size),
+                    "loss": loss,
+                    "reached": f"{int((group.distance < threshold).sum())}/{len(group)}",
+                    "distance to θ* (median)": f"{group.distance.median():.3g}",
+                    "diverged": int(group.theta.isna().sum()),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    frame = frame.assign(_lr=frame.lr.astype(float)).sort_values(["loss", "_lr", "steps"], kind="stable")
+    frame = frame.drop(columns="_lr")
+    return _markdown(frame)
+
+
+def smallbatch_table(run_id: str = "smallbatch-summary", root=None) -> str:
+    """Real-data small-batch grid: accuracy (mean ± std over seeds) per task, batch size and loss."""
+    summary = load_run(run_id, root=root).table("summary")
+    metrics = {"views": ["knn_acc"], "captions": ["zero_shot_acc", "linear_probe_acc", "mean_R"]}
+    rows = []
+    for row in summary.itertuples():
+        cells = {"task": row.task, "B": row.batch_size, "loss": row.loss}
+        for metric in ("knn_acc", "zero_shot_acc", "linear_probe_acc", "mean_R"):
+            shown = metric in metrics[row.task]
+            mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
+            cells[metric] = f"{mean:.3f} ± {std:.3f}" if shown else ""
+        rows.append(cells)
+    return _markdown(pd.DataFrame(rows))
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     "gradbias": gradbias_table,
     "convergence": convergence_table,
+    "toy": toy_table,
+    "toysweep": lambda run_id=None, root=None: toy_sweep_table(run_id or "toy-sweep", root=root),
+    "smallbatch": smallbatch_table,
     **{
         kind: (lambda run_id=None, root=None, kind=kind: experiment_summary_table(kind, run_id, root))
         for kind in EXPERIMENT_COLUMNS

@@ -61,6 +61,7 @@ class ImageTextTask(Task):
         task = config.task
         self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
         base_params = dict(config.loss_params)
+        base_params.setdefault("validate", False)  # the trainer checks the loss once per interval
         if config.loss in ("sogclr", "bayes"):
             base_params.setdefault("num_samples", len(dataset))
         temperature = base_params.get("temperature", loss_parameters(config.loss).get("temperature", 0.07))

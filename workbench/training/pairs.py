@@ -22,6 +22,8 @@ from workbench.training.tasks import Features, Task
 def loss_from_config(config, num_samples: int, views: bool) -> ContrastiveLoss:
     """The configured loss; stateful losses learn the dataset size (and schedule length) from the run."""
     params = dict(config.loss_params)
+    # no per-call reads of tensor values (a host sync on CUDA): the trainer checks the loss per interval
+    params.setdefault("validate", False)
     if config.loss in ("sogclr", "bayes"):
         params.setdefault("num_samples", num_samples)
         params.setdefault("negatives", "views" if views else "cross")

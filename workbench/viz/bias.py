@@ -35,6 +35,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
+from plotly.subplots import make_subplots
+
+from workbench.metrics.names import describe, format_value
 
 METRIC_LABELS: dict[str, str] = {
     "bias": "bias ||E[g_B] - g*||",
@@ -53,6 +56,19 @@ _PALETTE = qualitative.Plotly + qualitative.D3
 _DASH = {"stateless": "solid", "cold": "dot", "warm": "solid"}
 _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "cross", "pentagon")
 _STATE_ORDER = {"stateless": 0, "cold": 1, "warm": 2}
+#: Families of the lab's loss labels; :func:`bias_curves` draws one panel per family when many lines.
+LOSS_FAMILIES: dict[str, tuple[str, ...]] = {
+    "batch normaliser (InfoNCE)": ("clip", "ntxent", "dcl", "dclw"),
+    "sigmoid and queue": ("siglip", "moco"),
+    "running estimate of Z": ("sogclr", "bayes", "bayes-point", "bayes-batch"),
+}
+#: Losses of the first figure: plain InfoNCE, its two stateful fixes, and the ratio-only ablation.
+DEFAULT_LOSSES = ("clip", "sogclr", "bayes", "bayes-batch")
+#: More lines than this in one panel get one panel per loss family.
+MAX_LINES = 6
+#: A value below this fraction of its curve's largest value is zero up to float32 round-off (the lab
+#: computes gradients in float32; at B = N they agree to about 1e-6 of their size).
+ROUND_OFF = 1e-4
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -165,6 +181,56 @@ def bias_bands(table: pd.DataFrame, metric: str = "rel_bias", run: str | None = 
     return pd.DataFrame({"value": table[metric].astype(float), "lower": lower, "upper": upper})
 
 
+def pick_states(table: pd.DataFrame, state: str = "warm") -> pd.DataFrame:
+    """Rows of one state per loss: ``state`` where the loss was measured in it, else its only state.
+
+    Args:
+        table: gradient-bias table.
+        state: ``"warm"`` (later in training), ``"cold"`` (first epoch) or ``"both"`` (every row).
+    """
+    _check_choice("state", state, ["warm", "cold", "both"])
+    _check_columns(table, ["loss", "state"], "table")
+    if state == "both":
+        return table
+    has = table.groupby("loss").state.transform(lambda s: (s == state).any())
+    return table[(table.state == state) | (~has & (table.state == "stateless"))]
+
+
+def default_losses(table: pd.DataFrame) -> list[str]:
+    """The few losses a first figure shows: :data:`DEFAULT_LOSSES` that were measured, else the first 4."""
+    present = list(pd.unique(table.loss))
+    chosen = [loss for loss in DEFAULT_LOSSES if loss in present]
+    return chosen or present[:4]
+
+
+def family(loss: str) -> str:
+    """The family of a loss label (:data:`LOSS_FAMILIES`), ``"other"`` when unknown."""
+    base = loss.split(" ")[0]
+    for name, members in LOSS_FAMILIES.items():
+        if base in members:
+            return name
+    return "other"
+
+
+def _round_off(values: np.ndarray, upper: np.ndarray | None) -> np.ndarray:
+    """Rows whose value (and band top) is below ROUND_OFF of the largest value of their curve."""
+    finite = values[np.isfinite(values)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    if scale <= 0:
+        return np.zeros(values.shape, dtype=bool)
+    top = values if upper is None else np.where(np.isfinite(upper), upper, values)
+    return (np.abs(values) < ROUND_OFF * scale) & (np.abs(top) < ROUND_OFF * scale)
+
+
+def _floor_in_metric(data: pd.DataFrame, metric: str, run: str | None) -> np.ndarray | None:
+    """The noise floor of the bias in the unit of ``metric`` (None for metrics without one)."""
+    if metric in ("bias", "bias_raw"):
+        return data.bias_floor.to_numpy(float)
+    if metric == "rel_bias":
+        return (data.bias_floor / grad_norms(data, run)).to_numpy(float)
+    return None
+
+
 def bias_curves(
     table: pd.DataFrame,
     metric: str = "rel_bias",
@@ -175,8 +241,20 @@ def bias_curves(
     log_x: bool = True,
     log_y: bool | None = None,
     title: str | None = None,
+    panels: bool | None = None,
 ) -> go.Figure:
     """One line per loss (and state, and run) of ``metric`` against batch size, with error bands.
+
+    Readability rules (a log axis spans what is measured, not float round-off):
+
+    * a value that is zero up to float round-off (below ``ROUND_OFF`` of its curve's largest value,
+      band included: the bias at B = N, where every "minibatch" is a permutation of the data) is not
+      put on the log axis; it is marked with an open triangle at the bottom of the axis instead;
+    * on a log axis, the band of the bias is drawn no lower than the noise floor (below it the
+      measurement cannot tell values apart);
+    * with ``panels`` (default: when more than :data:`MAX_LINES` lines), one panel per loss family
+      (:data:`LOSS_FAMILIES`) on shared axes;
+    * hover values have 3 significant digits.
 
     Args:
         table: gradient-bias table (``workbench.labs.gradbias.COLUMNS``); several runs stacked with a label
@@ -189,9 +267,11 @@ def bias_curves(
         log_y: logarithmic metric axis; default True for ``LOG_METRICS``. On a log axis values <= 0
             are left out and band ends <= 0 are drawn at the lowest positive value of the figure.
         title: figure title (default: the metric's label).
+        panels: one panel per loss family (None: when there are more than ``MAX_LINES`` lines).
 
     Returns:
-        Figure whose traces carry ``meta = {"kind": "line" | "band", "loss", "state", "run"}``.
+        Figure whose traces carry ``meta = {"kind": "line" | "band" | "round_off", "loss", "state",
+        "run"}``.
     """
     _check_choice("metric", metric, list(METRIC_LABELS))
     _check_columns(table, ["loss", "state", "batch_size", metric], "table")
@@ -200,40 +280,80 @@ def bias_curves(
     log_y = metric in LOG_METRICS if log_y is None else log_y
     bands = bias_bands(table, metric, run) if band and metric in BAND_METRICS else None
     data = table if bands is None else table.assign(_lower=bands.lower, _upper=bands.upper)
+    floor = _floor_in_metric(table, metric, run)
+    if floor is not None:
+        data = data.assign(_floor=floor)
+        if log_y and bands is not None:
+            # Below the noise floor values cannot be told apart: the band stops there (a value under
+            # the floor is drawn at it, with an open marker).
+            data = data.assign(_lower=np.fmax(data._lower.to_numpy(float), floor))
     data = _select(_select(data, "loss", losses, "losses"), "state", states, "states")
+    groups = _groups(data, run)
+    panels = len(groups) > MAX_LINES if panels is None else bool(panels)
+    families = list(dict.fromkeys(family(key[-2]) for key in groups)) if panels else [None]
 
-    values = data[metric].to_numpy(dtype=float)
-    if bands is not None:
-        values = np.concatenate([values, data._lower.to_numpy(float), data._upper.to_numpy(float)])
-    positive = values[np.isfinite(values) & (values > 0)]
-    bottom = float(positive.min()) if positive.size else 1.0
-
-    colors = _colors(list(pd.unique(data.loss)))
-    run_labels = list(pd.unique(data[run])) if run else [None]
-    symbols = {label: _SYMBOLS[i % len(_SYMBOLS)] for i, label in enumerate(run_labels)}
-    fig = go.Figure()
-    for key in _groups(data, run):
+    curves = []
+    for key in groups:
         run_label, loss, state = key if run else (None, *key)
         mask = (data.loss == loss) & (data.state == state)
         if run:
             mask &= data[run] == run_label
         rows = data[mask].sort_values("batch_size")
-        x = rows.batch_size.to_numpy()
         y = rows[metric].to_numpy(dtype=float)
+        upper = rows._upper.to_numpy(float) if bands is not None else None
+        tiny = _round_off(y, upper) if log_y else np.zeros(len(y), dtype=bool)
+        curves.append((run_label, loss, state, rows, y, tiny))
+
+    # The axis spans what is drawn: values under the noise floor are drawn at it.
+    kept = [
+        (np.fmax(c[4], c[3]._floor.to_numpy(float)) if log_y and "_floor" in c[3].columns else c[4])[~c[5]]
+        for c in curves
+    ]
+    if bands is not None:
+        kept += [c[3]._lower.to_numpy(float)[~c[5]] for c in curves]
+        kept += [c[3]._upper.to_numpy(float)[~c[5]] for c in curves]
+    values = np.concatenate(kept) if kept else np.zeros(0)
+    positive = values[np.isfinite(values) & (values > 0)]
+    bottom = float(positive.min()) if positive.size else 1.0
+    top = float(positive.max()) if positive.size else 1.0
+    # The open triangles of round-off values sit just under the lowest measured value.
+    marker_y = bottom / 10 ** (0.08 * max(np.log10(top / bottom), 1.0))
+
+    colors = _colors(list(pd.unique(data.loss)))
+    run_labels = list(pd.unique(data[run])) if run else [None]
+    symbols = {label: _SYMBOLS[i % len(_SYMBOLS)] for i, label in enumerate(run_labels)}
+    if panels:
+        fig = make_subplots(
+            rows=1, cols=len(families), shared_yaxes=True, subplot_titles=families, horizontal_spacing=0.03
+        )
+    else:
+        fig = go.Figure()
+    value_label = _hover_label(metric)
+    round_off_legend = True
+    for run_label, loss, state, rows, y, tiny in curves:
+        where = {"row": 1, "col": families.index(family(loss)) + 1} if panels else {}
+        x = rows.batch_size.to_numpy()
+        line_y = np.where(tiny, np.nan, y)
+        if log_y and "_floor" in rows.columns:
+            # Not resolved from 0: drawn at the noise floor (an upper bound), with an open marker.
+            floors = rows._floor.to_numpy(float)
+            line_y = np.where(~tiny & (y < floors), floors, line_y)
         if log_y:
-            y = np.where(y > 0, y, np.nan)
+            line_y = np.where(line_y > 0, line_y, np.nan)
         name = _trace_name(loss, state, None if run_label is None else str(run_label))
         meta = {"loss": loss, "state": state, "run": run_label}
-        if bands is not None and rows._upper.notna().any():
-            lower = rows._lower.to_numpy(float)
-            upper = rows._upper.to_numpy(float)
+        keep = ~tiny
+        if bands is not None and rows._upper.notna().any() and keep.sum() > 0:
+            lower = rows._lower.to_numpy(float)[keep]
+            upper = rows._upper.to_numpy(float)[keep]
             if log_y:
                 lower = np.where(lower > 0, lower, bottom)
                 upper = np.where(upper > 0, upper, bottom)
             fig.add_trace(
                 go.Scatter(
-                    x=np.concatenate([x, x[::-1]]),
+                    x=np.concatenate([x[keep], x[keep][::-1]]),
                     y=np.concatenate([upper, lower[::-1]]),
+                    mode="lines",
                     fill="toself",
                     fillcolor=_rgba(colors[loss], 0.15),
                     line={"width": 0},
@@ -242,31 +362,141 @@ def bias_curves(
                     legendgroup=name,
                     name=f"{name} band",
                     meta={**meta, "kind": "band"},
-                )
+                ),
+                **where,
             )
         fig.add_trace(
             go.Scatter(
                 x=x,
-                y=y,
+                y=line_y,
                 mode="lines+markers",
                 name=name,
                 legendgroup=name,
                 line={"color": colors[loss], "dash": _DASH.get(state, "solid")},
-                marker={"symbol": symbols[run_label]},
+                marker={"symbol": _symbols(symbols[run_label], y, rows)},
                 meta={**meta, "kind": "line"},
-                hovertemplate=f"{name}<br>B=%{{x}}<br>{metric}=%{{y:.4g}}<extra></extra>",
-            )
+                customdata=y,
+                hovertemplate=f"{name}<br>B = %{{x}}<br>{value_label} = %{{customdata:.3g}}<extra></extra>",
+            ),
+            **where,
         )
+        if tiny.any():
+            fig.add_trace(
+                go.Scatter(
+                    x=x[tiny],
+                    y=np.full(int(tiny.sum()), marker_y),
+                    mode="markers",
+                    marker={"symbol": "triangle-down-open", "size": 11, "color": colors[loss]},
+                    name="0 up to float round-off (B = N)",
+                    legendgroup="round_off",
+                    showlegend=round_off_legend,
+                    customdata=y[tiny],
+                    hovertemplate=f"{name}<br>B = %{{x}}: {value_label} = %{{customdata:.3g}}, zero up to "
+                    "float round-off (every batch is a permutation of the data)<extra></extra>",
+                    meta={**meta, "kind": "round_off"},
+                ),
+                **where,
+            )
+            round_off_legend = False
+    info = describe(metric)
     fig.update_layout(
         title=title or METRIC_LABELS[metric],
-        xaxis_title="batch size B",
-        yaxis_title=METRIC_LABELS[metric],
-        legend_title="loss",
+        legend_title="dotted: cold state; open marker: below the noise floor, drawn at it",
+        legend={"orientation": "h", "y": -0.18, "yanchor": "top", "x": 0},
         template="plotly_white",
+        margin={"b": 10},
     )
-    fig.update_xaxes(type="log" if log_x else "linear")
-    fig.update_yaxes(type="log" if log_y else "linear")
+    sizes = sorted(int(b) for b in pd.unique(data.batch_size))
+    full = {int(b) for c in curves for b in c[3].batch_size.to_numpy()[c[5]]}
+    # Ticks at the measured batch sizes only (a log axis would add 2, 3, ... 9 between decades).
+    fig.update_xaxes(
+        type="log" if log_x else "linear",
+        title_text="batch size B",
+        tickvals=sizes,
+        ticktext=[f"{b} (= N)" if b in full else str(b) for b in sizes],
+    )
+    y_title = f"{METRIC_LABELS[metric]}" + (f" ({info.better})" if info.better else "")
+    fig.update_yaxes(type="log" if log_y else "linear", tickformat=".3g" if not log_y else None)
+    fig.update_yaxes(title_text=y_title, row=1, col=1) if panels else fig.update_yaxes(title_text=y_title)
+    if log_y and positive.size:
+        low = min(marker_y, bottom)
+        fig.update_yaxes(range=[np.log10(low) - 0.1, np.log10(top) + 0.1])
     return fig
+
+
+def bias_overview(
+    table: pd.DataFrame,
+    metric: str = "rel_bias",
+    losses: Sequence[str] | None = None,
+    state: str = "warm",
+    run: str | None = None,
+    band: bool = True,
+    title: str | None = None,
+) -> go.Figure:
+    """The first figure of a gradient-bias run, readable by default: a few losses, one state each.
+
+    :func:`bias_curves` of ``metric`` (relative bias by default) for ``losses`` (default
+    :func:`default_losses`) in ``state`` (:func:`pick_states`; stateless losses keep their only
+    state), with one panel per loss family when many lines are drawn.
+    """
+    chosen = list(losses) if losses is not None else default_losses(table)
+    _select(table, "loss", chosen, "losses")  # names an unknown loss
+    rows = pick_states(table[table.loss.isin(chosen)], state)
+    label = {"warm": "warm state", "cold": "cold state", "both": "cold and warm"}[state]
+    return bias_curves(
+        rows,
+        metric,
+        run=run,
+        band=band,
+        title=title or f"{_hover_label(metric).capitalize()} against batch size ({label})",
+    )
+
+
+def _symbols(symbol: str, values: np.ndarray, rows: pd.DataFrame) -> str | list[str]:
+    """``symbol`` per point, open where the value is below its noise floor (not resolved from 0)."""
+    if "_floor" not in rows.columns:
+        return symbol
+    below = values < rows._floor.to_numpy(float)
+    return [f"{symbol}-open" if low else symbol for low in below] if below.any() else symbol
+
+
+def _hover_label(metric: str) -> str:
+    names = {"rel_bias": "relative bias", "bias_raw": "raw bias", "jensen_gap": "Jensen gap"}
+    return names.get(metric, metric)
+
+
+def bias_table(table: pd.DataFrame, metric: str = "rel_bias", run: str | None = None) -> pd.DataFrame:
+    """``metric`` ± its noise floor per loss, state and batch size, as text with 3 significant digits.
+
+    Values that are zero up to float round-off read ``≈ 0 (round-off)`` instead of ``6e-14``.
+
+    Returns:
+        One row per loss and state, one column ``B=<size>`` per batch size.
+    """
+    _check_choice("metric", metric, ["rel_bias", "bias", "variance", "mse", "cosine", "jensen_gap"])
+    _check_columns(table, ["loss", "state", "batch_size", metric, "bias_floor"], "table")
+    table = table.reset_index(drop=True)
+    floor = _floor_in_metric(table, metric, run)
+    cells = []
+    for key, rows in table.groupby(["loss", "state"], sort=False):
+        values = rows[metric].to_numpy(float)
+        floors = None if floor is None else floor[rows.index.to_numpy()]
+        upper = None if floors is None else values + floors
+        tiny = _round_off(values, upper) if metric in LOG_METRICS else np.zeros(len(values), dtype=bool)
+        for i, (batch_size, value) in enumerate(zip(rows.batch_size, values, strict=True)):
+            if tiny[i]:
+                text = "≈ 0 (round-off)"
+            elif floors is not None:
+                text = f"{format_value(value)} ± {format_value(floors[i])}"
+            else:
+                text = format_value(value)
+            cells.append({"loss": key[0], "state": key[1], "batch_size": int(batch_size), "cell": text})
+    frame = pd.DataFrame(cells)
+    wide = frame.pivot_table(
+        index=["loss", "state"], columns="batch_size", values="cell", aggfunc="first", sort=False
+    )
+    wide.columns = [f"B={b}" for b in wide.columns]
+    return wide.reset_index()
 
 
 def decomposition(table: pd.DataFrame, loss: str, state: str | None = None) -> go.Figure:
@@ -302,10 +532,12 @@ def decomposition(table: pd.DataFrame, loss: str, state: str | None = None) -> g
     fig.update_layout(
         title=f"{_trace_name(loss, state, None)}: MSE = bias^2 + variance",
         xaxis_title="batch size B",
-        yaxis_title="squared gradient error",
+        yaxis_title="squared gradient error (lower is better)",
         template="plotly_white",
     )
-    fig.update_xaxes(type="log")
+    sizes = sorted(int(b) for b in rows.batch_size)
+    fig.update_xaxes(type="log", tickvals=sizes, ticktext=[str(b) for b in sizes])
+    fig.update_traces(hovertemplate="B = %{x}<br>%{fullData.name} = %{y:.3g}<extra></extra>")
     fig.update_yaxes(type="log")
     return fig
 

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from workbench.metrics.names import describe
+
 __all__ = ["METRIC_LABELS", "batch_size_figure", "regularizer_figure"]
 
 METRIC_LABELS: dict[str, str] = {
@@ -34,7 +36,10 @@ _PALETTE = qualitative.D3
 
 
 def _label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    """Subplot title: the label and which direction is better (``workbench.metrics.names``)."""
+    info = describe(metric)
+    label = METRIC_LABELS.get(metric, info.label)
+    return f"{label} ({info.better})" if info.better else label
 
 
 def _check_summary(summary: pd.DataFrame, coords: Sequence[str], metrics: Sequence[str]) -> list[str]:

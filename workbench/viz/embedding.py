@@ -36,6 +36,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from workbench.metrics import names
+from workbench.metrics.gap import bridge_means, gap_shift, gap_shift_curve
 from workbench.metrics.geometry import gap_vector
 from workbench.viz.projection import Projection, normalise_rows
 
@@ -136,6 +138,23 @@ class PointInfo:
                 out.append(str(value))
         return np.asarray(out, dtype=object)
 
+    def search(self, query: str) -> np.ndarray:
+        """Rows whose id equals ``query`` or whose label or caption contains it (case-insensitive).
+
+        Several terms separated by commas match any of them; an empty query matches nothing.
+        """
+        terms = [t.strip().lower() for t in str(query).split(",") if t.strip()]
+        if not terms:
+            return np.zeros(0, dtype=np.int64)
+        ids = np.char.lower(self.ids.astype(str))
+        labels = np.char.lower(self.label_names().astype(str))
+        raw = self.captions if self.captions is not None else np.full(self.n, "")
+        captions = np.char.lower(np.asarray(raw, dtype=str))
+        hit = np.zeros(self.n, dtype=bool)
+        for term in terms:
+            hit |= (ids == term) | (labels == term) | (np.char.find(captions, term) >= 0)
+        return np.flatnonzero(hit)
+
     def customdata(self) -> np.ndarray:
         """``(n, 3)`` object array: id, label, caption."""
         captions = self.captions if self.captions is not None else np.full(self.n, "")
@@ -178,6 +197,12 @@ class _TraceSpec:
     symbol: str
     group: str
     showlegend: bool = True
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """``#rrggbb`` -> ``rgba(r, g, b, alpha)``."""
+    red, green, blue = (int(color.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({red}, {green}, {blue}, {alpha})"
 
 
 def _palette(k: int) -> list[str]:
@@ -275,12 +300,14 @@ def _styled_traces(
         )
     hover = "id %{customdata[0]}<br>label %{customdata[1]}<br>%{customdata[2]}<extra>%{fullData.name}</extra>"
     for trace, spec in zip(traces[1:] if has_lines else traces, specs, strict=True):
+        # Columns 3 and 4 (row and array) tell a selection which point of which array was picked.
+        where = np.column_stack([spec.rows.astype(str), np.full(len(spec.rows), spec.key, dtype=object)])
         trace.update(
             mode="markers",
             name=spec.name,
             legendgroup=spec.group,
             showlegend=spec.showlegend,
-            customdata=custom[spec.rows],
+            customdata=np.hstack([custom[spec.rows], where]),
             hovertemplate=hover,
             marker={
                 "color": spec.color,
@@ -354,7 +381,27 @@ def scatter_figure(
     gl = n * len(coords) > GL_THRESHOLD if gl is None else bool(gl)
     fig = go.Figure(_styled_traces(coords, specs, pairs, info, dims, gl, marker_size))
     _layout(fig, dims, bounds, title, axis_title)
+    _explain_legend(fig, list(coords), color_by, dims)
     return fig
+
+
+def _explain_legend(fig: go.Figure, keys: Sequence[str], color_by: str, dims: int) -> None:
+    """Legend that says what colour and marker mean: with class colours, one grey entry per marker."""
+    if color_by == "modality":
+        fig.update_layout(legend_title_text="colour and marker: modality")
+        return
+    fig.update_layout(legend_title_text="colour: class · marker: modality")
+    scatter = go.Scatter3d if dims == 3 else go.Scatter
+    for key in keys:
+        name, _, sym2, sym3 = MODALITY_STYLE.get(key, (key, "", _OTHER_STYLE[1], _OTHER_STYLE[2]))
+        axes = {"x": [None], "y": [None]} | ({"z": [None]} if dims == 3 else {})
+        fig.add_trace(
+            scatter(
+                **axes, mode="markers", name=f"marker: {name}", legendgroup="markers",
+                marker={"color": "#888", "symbol": sym2 if dims == 2 else sym3, "size": 8},
+                hoverinfo="skip", meta={"kind": "legend"},
+            )
+        )  # fmt: skip
 
 
 def animated_figure(
@@ -642,27 +689,6 @@ def add_points(
     return fig
 
 
-def bridge_means(x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
-    """The Brownian-bridge means ``normalize(t x_i + (1 - t) y_i)`` the bridge loss pulls ``a_aug`` to.
-
-    Computed by ``workbench.losses.structures.bridge_mean`` (image ``x``, text ``y``; ``t = 1`` gives the
-    image, ``t = 0`` the text).
-
-    Returns:
-        ``(n, d)`` float32 unit rows.
-
-    Raises:
-        ValueError: Bad embeddings or ``t`` outside [0, 1].
-    """
-    import torch
-
-    from workbench.losses.structures import bridge_mean
-
-    xn = torch.from_numpy(normalise_rows(x, "x"))
-    yn = torch.from_numpy(normalise_rows(y, "y"))
-    return bridge_mean(xn, yn, float(t)).numpy()
-
-
 # --------------------------------------------------------------------------------------------- gap + spectra
 def per_dimension_gap_figure(
     x: np.ndarray, y: np.ndarray, top: int = 32, title: str | None = None
@@ -761,6 +787,8 @@ def metrics_figure(
     Args:
         tables: ``{run label: DataFrame with a step column and the metric columns}`` (e.g.
             ``Run.metrics``); rows where a metric is NaN are skipped, runs lacking it are left out.
+            A column ``<metric>_std`` (``workbench.metrics.seeds.mean_std_over_seeds``) is drawn as a
+            band of ± one standard deviation around the line.
         metrics: Column names, one subplot each (at least one).
         cols: Subplots per row.
         title: Figure title.
@@ -779,8 +807,12 @@ def metrics_figure(
             raise ValueError(f"table {label!r} has no 'step' column; columns: {list(df.columns)}")
     cols = min(cols, len(metrics))
     rows = math.ceil(len(metrics) / cols)
+    # Readable titles with the direction and unit (workbench.metrics.names), not raw column names.
     fig = make_subplots(
-        rows=rows, cols=cols, subplot_titles=metrics, vertical_spacing=0.12 if rows > 1 else 0.1
+        rows=rows,
+        cols=cols,
+        subplot_titles=[names.title(m) for m in metrics],
+        vertical_spacing=0.14 if rows > 1 else 0.1,
     )
     colors = _palette(len(tables))
     for (label, df), color in zip(tables.items(), colors, strict=True):
@@ -791,13 +823,26 @@ def metrics_figure(
             part = df[["step", metric]].dropna().sort_values("step")
             if part.empty:
                 continue
+            where = {"row": i // cols + 1, "col": i % cols + 1}
+            if f"{metric}_std" in df.columns:
+                spread = df.loc[part.index, f"{metric}_std"].fillna(0.0).to_numpy(float)
+                x, y = part["step"].to_numpy(), part[metric].to_numpy(float)
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.concatenate([x, x[::-1]]), y=np.concatenate([y + spread, (y - spread)[::-1]]),
+                        mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0},
+                        hoverinfo="skip", showlegend=False, legendgroup=label, name=f"{label} ± std",
+                    ),
+                    **where,
+                )  # fmt: skip
             fig.add_trace(
                 go.Scatter(
                     x=part["step"], y=part[metric], mode="lines+markers", name=label, legendgroup=label,
                     showlegend=not shown, line={"color": color}, marker={"color": color, "size": 6},
+                    hovertemplate=f"{label}<br>step %{{x}}<br>{names.describe(metric).label} = "
+                    "%{y:.3g}<extra></extra>",
                 ),
-                row=i // cols + 1,
-                col=i % cols + 1,
+                **where,
             )  # fmt: skip
             shown = True
     if marker_step is not None:
@@ -813,93 +858,14 @@ def metrics_figure(
         legend={"orientation": "h", "y": -0.08},
     )
     fig.update_xaxes(title_text="step", row=rows)
+    fig.update_yaxes(tickformat=".3g", title_font_size=10)
+    for i, metric in enumerate(metrics):  # the unit on each panel's y axis, the direction in its title
+        fig.update_yaxes(title_text=names.describe(metric).unit, row=i // cols + 1, col=i % cols + 1)
+    fig.update_annotations(font_size=12)  # the subplot titles, now longer
     return fig
 
 
 # --------------------------------------------------------------------------------------------- what-if
-def gap_shift(x: np.ndarray, y: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """Move the two modalities toward each other along the gap vector g = mean x - mean y.
-
-    ``x'_i = normalize(x_i - shift g / 2)`` and ``y'_i = normalize(y_i + shift g / 2)`` (rows normalised
-    first): ``shift = 0`` keeps the embeddings, ``shift = 1`` moves both centroids to their midpoint
-    before re-normalisation (closing most of the gap), negative values widen it. This is the
-    experiment of Liang et al. 2022 ("Mind the Gap", section 4.2).
-
-    Returns:
-        ``(x', y')`` float32 unit rows.
-
-    Raises:
-        ValueError: Invalid embeddings or a non-finite ``shift``.
-    """
-    shift = float(shift)
-    if not math.isfinite(shift):
-        raise ValueError(f"shift must be a finite number, got {shift}")
-    xn, yn = normalise_rows(x, "x").astype(np.float64), normalise_rows(y, "y").astype(np.float64)
-    g = gap_vector(xn, yn)
-    return normalise_rows(xn - shift * g / 2, "x'"), normalise_rows(yn + shift * g / 2, "y'")
-
-
-def gap_shift_curve(
-    x: np.ndarray,
-    y: np.ndarray,
-    shifts: Sequence[float],
-    loss: str = "clip",
-    loss_params: Mapping[str, object] | None = None,
-    scale: float | None = None,
-) -> pd.DataFrame:
-    """Contrastive loss of the whole paired set after each shift along the gap vector.
-
-    The loss is built with ``workbench.losses.build_loss(loss, **loss_params)`` and evaluated through
-    its ``global_objective()`` (every row against all others; the stateful ``sogclr``/``bayes``
-    losses get ``num_samples = n`` and are evaluated through the deterministic objective they
-    estimate), on all n pairs at once.
-
-    Args:
-        x, y: Paired ``(n, d)`` embeddings.
-        shifts: Values of ``shift`` (see :func:`gap_shift`).
-        loss: A name from ``workbench.losses.loss_names()``.
-        loss_params: Constructor arguments (e.g. ``temperature``); ``chunk_size`` defaults to 1024.
-        scale: Logit scale 1/tau passed at call time (e.g. a run's learned ``scale``); overrides
-            the temperature when given.
-
-    Returns:
-        DataFrame with columns ``shift``, ``loss``, ``centroid_gap``, ``mean_pair_cosine``.
-
-    Raises:
-        ValueError: Invalid embeddings, no shifts, an unknown loss or bad loss parameters.
-    """
-    import torch
-
-    from workbench.losses import build_loss, loss_parameters
-    from workbench.metrics.geometry import centroid_gap
-
-    shifts = [float(s) for s in shifts]
-    if not shifts:
-        raise ValueError("shifts must hold at least one value")
-    params = dict(loss_params or {})
-    allowed = loss_parameters(loss)
-    if "chunk_size" in allowed:
-        params.setdefault("chunk_size", 1024)
-    if "num_samples" in allowed:
-        params.setdefault("num_samples", int(np.shape(x)[0]))
-    objective = build_loss(loss, **params).global_objective()
-    kwargs = {} if scale is None else {"scale": float(scale)}
-    rows = []
-    with torch.no_grad():
-        for shift in shifts:
-            xs, ys = gap_shift(x, y, shift)
-            value = float(objective(torch.from_numpy(xs), torch.from_numpy(ys), **kwargs))
-            rows.append(
-                {
-                    "shift": shift,
-                    "loss": value,
-                    "centroid_gap": centroid_gap(xs, ys),
-                    "mean_pair_cosine": float((xs * ys).sum(axis=1).mean()),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def whatif_figure(curve: pd.DataFrame, current: float | None = None, title: str | None = None) -> go.Figure:
     """Loss and centroid gap against the shift along the gap vector (:func:`gap_shift_curve`).
 

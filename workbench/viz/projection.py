@@ -160,6 +160,26 @@ class Projection:
         block = self.coords[self.index(step)]
         return {key: block[i * self.n : (i + 1) * self.n] for i, key in enumerate(self.keys)}
 
+    def subset(self, keys: Sequence[str]) -> Projection:
+        """The same fit restricted to some of its arrays (e.g. a UMAP fitted with ``a_aug``, drawn
+        without it): coordinates are not recomputed, so every page shares one fit.
+
+        Raises:
+            ValueError: A key that was not projected.
+        """
+        keys = tuple(keys)
+        missing = [k for k in keys if k not in self.keys]
+        if missing or not keys:
+            raise ValueError(f"keys must be a non-empty subset of {list(self.keys)}, got {list(keys)}")
+        if keys == self.keys:
+            return self
+        where = {k: self.keys.index(k) * self.n for k in keys}
+        blocks = [self.coords[:, where[k] : where[k] + self.n] for k in keys]
+        return Projection(
+            self.method, self.dims, self.steps, keys, np.concatenate(blocks, axis=1), self.n,
+            self.mean, self.components, self.explained,
+        )  # fmt: skip
+
     def bounds(self, pad: float = 0.05) -> np.ndarray:
         """``(dims, 2)`` [low, high] over every step, padded by ``pad`` of the range: fixed plot axes."""
         low, high = self.coords.min(axis=(0, 1)), self.coords.max(axis=(0, 1))

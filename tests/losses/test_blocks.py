@@ -1,0 +1,161 @@
+"""The one-matrix kernels of ``workbench.losses.kernels.blocks`` against plain torch formulas.
+
+The losses built on them are checked against the NumPy references in each loss's test module; here
+each kernel is compared, value and gradient, with a direct masked ``torch.logsumexp`` (or softplus
+sum) in float64, for the whole matrix and for chunks, with tiles small enough that every tile
+and chunk boundary case occurs (a column whose entries in one chunk are all excluded, a chunk that
+straddles the two views).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.losses.kernels import blocks
+from workbench.losses.kernels.blocks import cross_logsumexp, sigmoid_sum, views_logsumexp
+
+CHUNKS = [None, 1, 3, 5, 64]
+
+
+@pytest.fixture(params=[1 << 22, 7], ids=["one-tile", "tiny-tiles"])
+def tiles(request, monkeypatch):
+    monkeypatch.setattr(blocks, "TILE_ELEMENTS", request.param)
+
+
+def leaf(*shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_(True)
+
+
+def masked_lse(logits: torch.Tensor, excluded: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=dim)
+
+
+def grads(value: torch.Tensor, inputs) -> list[torch.Tensor]:
+    return list(torch.autograd.grad(value, inputs))
+
+
+def assert_all_close(got, want):
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+@pytest.mark.parametrize("exclude", [False, True])
+def test_cross_rows_and_columns(tiles, chunk_size, exclude):
+    q, k, scale = leaf(7, 3, seed=1), leaf(7, 3, seed=2), torch.tensor(2.5, dtype=torch.float64)
+    scale.requires_grad_(True)
+    w_rows, w_cols = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, chunk_size=chunk_size)
+    logits = scale * q @ k.T
+    excluded = torch.eye(7, dtype=torch.bool) & exclude
+    want_rows, want_cols = masked_lse(logits, excluded, 1), masked_lse(logits, excluded, 0)
+    assert_all_close([rows, cols], [want_rows, want_cols])
+    got = grads((rows * w_rows).sum() + (cols * w_cols).sum(), [q, k, scale])
+    assert_all_close(got, grads((want_rows * w_rows).sum() + (want_cols * w_cols).sum(), [q, k, scale]))
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+@pytest.mark.parametrize("offset", [0, 2])
+def test_cross_rows_with_offset(tiles, chunk_size, offset):
+    # a process's share of the anchors: rows offset..offset+3 of the whole batch, positives there
+    q, k, scale = leaf(3, 4, seed=3), leaf(6, 4, seed=4), torch.tensor(1.5, dtype=torch.float64)
+    rows, cols = cross_logsumexp(
+        q, k, scale, offset=offset, exclude_positive=True, columns=False, chunk_size=chunk_size
+    )
+    assert cols is None
+    excluded = torch.zeros(3, 6, dtype=torch.bool)
+    excluded[torch.arange(3), torch.arange(3) + offset] = True
+    want = masked_lse(scale * q @ k.T, excluded, 1)
+    assert_all_close([rows], [want])
+    assert_all_close(grads(rows.sum(), [q, k]), grads(want.sum(), [q, k]))
+
+
+def test_columns_need_a_square_diagonal():
+    q, k, scale = leaf(3, 2), leaf(4, 2), torch.tensor(1.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="square"):
+        cross_logsumexp(q, k, scale)
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+@pytest.mark.parametrize("exclude_positive", [False, True])
+def test_views(tiles, chunk_size, exclude_positive):
+    half = 4
+    z, scale = leaf(2 * half, 3, seed=5), torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    lse = views_logsumexp(z, scale, exclude_positive=exclude_positive, chunk_size=chunk_size)
+    rows = torch.arange(2 * half)
+    excluded = torch.eye(2 * half, dtype=torch.bool)
+    if exclude_positive:
+        excluded[rows, (rows + half) % (2 * half)] = True
+    want = masked_lse(scale * z @ z.T, excluded, 1)
+    weights = torch.randn(2 * half, dtype=torch.float64)
+    assert_all_close([lse], [want])
+    assert_all_close(grads((lse * weights).sum(), [z, scale]), grads((want * weights).sum(), [z, scale]))
+
+
+@pytest.mark.parametrize("chunk_size", CHUNKS)
+@pytest.mark.parametrize("offset", [0, 1])
+def test_sigmoid_sum(tiles, chunk_size, offset):
+    q, k = leaf(4, 3, seed=6), leaf(6, 3, seed=7)
+    scale = torch.tensor(4.0, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    total = sigmoid_sum(q, k, scale, bias, offset=offset, chunk_size=chunk_size)
+    labels = -torch.ones(4, 6, dtype=torch.float64)
+    labels[torch.arange(4), torch.arange(4) + offset] = 1.0
+    want = torch.nn.functional.softplus(-labels * (scale * q @ k.T + bias)).sum()
+    assert_all_close([total], [want])
+    assert_all_close(grads(total, [q, k, scale, bias]), grads(want, [q, k, scale, bias]))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_gradcheck_and_a_second_backward(chunk_size):
+    """The whole-matrix path overwrites its kept buffer in backward: a second backward recomputes it."""
+    q, k, z = leaf(5, 3, seed=8), leaf(5, 3, seed=9), leaf(6, 3, seed=10)
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    cases = [
+        (lambda q, k, s: sum(cross_logsumexp(q, k, s, chunk_size=chunk_size)), (q, k, scale)),
+        (lambda z, s: views_logsumexp(z, s, exclude_positive=True, chunk_size=chunk_size), (z, scale)),
+        (lambda q, k, s, b: sigmoid_sum(q, k, s, b, chunk_size=chunk_size), (q, k, scale, bias)),
+    ]
+    for fn, inputs in cases:
+        # gradcheck also checks that two backward passes give the same numbers
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+        value = fn(*inputs).sum()
+        first = torch.autograd.grad(value, inputs, retain_graph=True)
+        second = torch.autograd.grad(value, inputs)
+        for x, y in zip(first, second, strict=True):
+            assert torch.equal(x, y)
+
+
+def test_half_inputs_accumulate_in_float32():
+    q = torch.randn(6, 8).bfloat16().requires_grad_(True)
+    k = torch.randn(6, 8).bfloat16().requires_grad_(True)
+    rows, cols = cross_logsumexp(q, k, torch.tensor(5.0), chunk_size=4)
+    assert rows.dtype == cols.dtype == torch.float32
+    want = torch.logsumexp(5.0 * (q @ k.T).float(), dim=1)
+    torch.testing.assert_close(rows, want, rtol=1e-6, atol=1e-6)
+    (rows.sum() + cols.sum()).backward()
+    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bounded_spread_path_matches(tiles, exclude, dtype):
+    """Unit features and a known scale: the column sums come from the row exponentials."""
+    q = torch.nn.functional.normalize(leaf(9, 4, seed=11).detach(), dim=1).to(dtype).requires_grad_(True)
+    k = torch.nn.functional.normalize(leaf(9, 4, seed=12).detach(), dim=1).to(dtype).requires_grad_(True)
+    scale = torch.tensor(14.0, dtype=dtype, requires_grad=True)
+    w_rows, w_cols = torch.randn(9, dtype=dtype), torch.randn(9, dtype=dtype)
+    results = []
+    for spread in (None, 28.0):
+        rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=spread)
+        value = (rows * w_rows).sum() + (cols * w_cols).sum()
+        results.append([rows, cols, *torch.autograd.grad(value, [q, k, scale])])
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    for got, want in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, want, **tol)
+    # beyond SAFE_SPREAD the exact two-exponential path runs (same numbers as spread=None, bit for bit)
+    rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=1e4)
+    assert torch.equal(rows, results[0][0]) and torch.equal(cols, results[0][1])

@@ -1,0 +1,476 @@
+"""One similarity matrix per loss, reduced in both directions: the fast exact path of the torch losses.
+
+``chunked.row_logsumexp`` reduces one (anchors x candidates) block at a time, so a symmetric CLIP loss
+computes ``A B^T`` and ``B A^T`` separately, and the backward pass repeats that per block. Here each
+layout is one matrix product:
+
+* ``cross_logsumexp``: ``L = scale * Q K^T`` once; its row log-sum-exp (anchors ``q`` against
+  ``k``) and, for a square matrix, its column log-sum-exp (anchors ``k`` against ``q``) come from the
+  same ``L``. Backward: ``G = softmax_rows(L) * g_r + softmax_cols(L) * g_c``, ``dQ = scale G K``,
+  ``dK = scale G^T Q``, ``dscale = sum(Q * G K)``: three (M x N x d) products in all, the bound.
+* ``views_logsumexp``: ``L = scale * Z Z^T`` of the 2B embeddings of both views, symmetric, so its
+  row log-sum-exp is the whole reduction; ``dZ = scale (G Z + G^T Z)``.
+* ``sigmoid_sum``: SigLIP's ``sum softplus(-z * (scale * Q K^T + bias))``; the positives' sign is
+  flipped on the matrix's diagonal in place, so no label matrix is built.
+
+Two memory modes, both exact:
+
+* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials
+  (``exp(L - row peak)`` and, for both directions of a square matrix, ``exp(L - column peak)``:
+  one or two (M, N) buffers, against four or more in the peer libraries) with their sums; the
+  backward pass rescales them into ``G`` in place, with no exponential and no product recomputed (a
+  second backward, ``retain_graph=True``, recomputes them, bit for bit);
+* ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are merged
+  across chunks with ``logaddexp``; the backward pass recomputes each chunk (one more product, memory
+  linear in B).
+
+The elementwise work runs over row tiles of about ``TILE_ELEMENTS`` entries, so temporaries stay
+bounded (a tile, never a second (M, N) matrix beyond the one kept), and no (M, N) mask is ever
+built: excluded entries (the diagonal, the positive of a two-view row) are set to ``-inf`` through
+diagonal views. Nothing reads a tensor value on the host (no synchronisation). Logits are accumulated
+in float32 for half inputs (float64 stays float64).
+
+Arithmetic (FLOPs of the matrix products, forward+backward, for an (M x N) matrix of d-dimensional
+rows): whole matrix ``6 M N d`` (three products; this is the bound the benchmark times), chunked
+``8 M N d`` (the forward product is recomputed). Two views: the same with M = N = 2B (``24 B^2 d``
+whole, ``32 B^2 d`` chunked). SigLIP: as "cross". The
+elementwise work is two exponentials per entry forward (rows and columns) and none backward on the
+whole-matrix path; the chunked path recomputes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from workbench.losses.kernels.chunked import accumulation_dtype
+
+# Entries per elementwise tile (16 MiB of float32, within a server CPU's last-level cache). Each tile
+# costs about ten tensor operations, each a parallel region: on a loaded machine a region waits for
+# every thread to be scheduled, so fewer, larger tiles win there; smaller ones gain little when idle.
+TILE_ELEMENTS = 1 << 22
+# Largest logit spread for which exp(-spread) and products of two such factors stay normal numbers
+# (float32: exp(-87) is the smallest normal; float64: exp(-708)), with margin.
+SAFE_SPREAD = {torch.float32: 64.0, torch.float64: 600.0}
+
+
+def _row_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
+    step = max(1, TILE_ELEMENTS // max(cols, 1))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def _col_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
+    # at least 16 columns so each strided row segment is a few cache lines long
+    step = max(16, TILE_ELEMENTS // max(rows, 1))
+    for start in range(0, cols, step):
+        yield start, min(cols, start + step)
+
+
+def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+    """``out <- scale * q @ k.T`` (accumulation dtype)."""
+    if q.dtype == out.dtype:
+        # the scale goes on the (rows, d) side: one pass over O(rows d) entries instead of O(rows N)
+        torch.mm(q * scale, k.T, out=out)
+    else:  # half inputs: the product in the input dtype, the scale applied in float32
+        out.copy_(q @ k.T).mul_(scale)
+    return out
+
+
+def _exclude_diagonal(x: Tensor, row0: int, offset: int) -> None:
+    """Set ``x[r, row0 + r + offset]`` to -inf (where that column exists); x holds rows row0.."""
+    x.diagonal(offset=row0 + offset).fill_(float("-inf"))
+
+
+def _exclude_views_positive(x: Tensor, row0: int, half: int) -> None:
+    """Set the positive of each two-view row to -inf: column ``(r + half) mod 2 half``."""
+    stop = row0 + x.shape[0]
+    if row0 < half:  # rows of the first view: positive at r + half
+        x[: min(stop, half) - row0].diagonal(offset=row0 + half).fill_(float("-inf"))
+    if stop > half:  # rows of the second view: positive at r - half
+        first = max(row0, half)
+        x[first - row0 :].diagonal(offset=first - half).fill_(float("-inf"))
+
+
+def _exponentiate_(x: Tensor, columns: bool, rows_into: Tensor | None) -> tuple[Tensor, ...]:
+    """Row (and column) log-sum-exp statistics of logits ``x``, exponentiating tile by tile.
+
+    ``exp(x - row peak)`` goes into ``rows_into`` (a buffer shaped like x), or into x itself when
+    None and ``columns`` is False, or into a small temporary per tile. With ``columns``, x is
+    overwritten with ``exp(x - column peak)``. Excluded (-inf) entries become 0.
+
+    Returns:
+        ``(row_peak, row_sum, col_peak, col_sum)`` (the last two None without ``columns``); the
+        log-sum-exp is ``log(sum) + peak``.
+    """
+    rows, cols = x.shape
+    floor = torch.finfo(x.dtype).min  # a row or column with nothing but -inf gives -inf, not nan
+    row_peak = torch.empty(rows, dtype=x.dtype, device=x.device)
+    row_sum = torch.empty(rows, dtype=x.dtype, device=x.device)
+    col_peak = col_sum = None
+    if columns:
+        col_peak = x.amax(dim=0).clamp_(min=floor)
+        col_sum = torch.zeros(cols, dtype=x.dtype, device=x.device)
+    for start, stop in _row_tiles(rows, cols):
+        tile = x[start:stop]
+        peak = tile.amax(dim=1, keepdim=True).clamp_(min=floor)
+        if rows_into is not None:
+            terms = torch.sub(tile, peak, out=rows_into[start:stop]).exp_()
+        else:
+            terms = torch.sub(tile, peak).exp_() if columns else tile.sub_(peak).exp_()
+        torch.sum(terms, dim=1, out=row_sum[start:stop])
+        row_peak[start:stop] = peak.squeeze(1)
+        if columns:
+            col_sum += tile.sub_(col_peak).exp_().sum(dim=0)
+    return row_peak, row_sum, col_peak, col_sum
+
+
+def _lse(peak: Tensor, total: Tensor) -> Tensor:
+    return total.log().add_(peak)
+
+
+def _softmax_grad_(x: Tensor, lse_rows: Tensor, grad_rows: Tensor, lse_cols, grad_cols) -> None:
+    """Overwrite logits ``x`` with ``exp(x - lse_r) g_r + exp(x - lse_c) g_c`` (-inf entries give 0)."""
+    for start, stop in _row_tiles(*x.shape):
+        tile = x[start:stop]
+        if lse_cols is not None:
+            cols = torch.sub(tile, lse_cols).exp_().mul_(grad_cols)
+        tile.sub_(lse_rows[start:stop, None]).exp_().mul_(grad_rows[start:stop, None])
+        if lse_cols is not None:
+            tile.add_(cols)
+
+
+def _chunks(rows: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    step = rows if chunk_size is None else max(1, chunk_size)
+    return [(start, min(rows, start + step)) for start in range(0, rows, step)]
+
+
+class _CrossLSE(torch.autograd.Function):
+    """(row lse, column lse) of ``scale * q @ k.T``, positives optionally excluded (see module doc).
+
+    Whole matrix (one chunk): the forward pass keeps ``exp(L - row peak)`` and ``exp(L - column
+    peak)`` with their sums, so the backward pass only rescales them (no exponential, no product
+    recomputed). Chunked: the backward pass recomputes each chunk's logits.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size, spread):
+        options = (offset, exclude, columns, chunk_size, spread)
+        chunks = _chunks(q.shape[0], chunk_size)
+        ctx.kept = None
+        if len(chunks) == 1:
+            ctx.kept, lse_rows, lse_cols = _CrossLSE._whole(q, k, scale, options)
+        else:
+            lse_rows, lse_cols = _CrossLSE._chunked(q, k, scale, options, chunks)
+        ctx.options = options
+        ctx.save_for_backward(q, k, scale, lse_rows, lse_cols)
+        return lse_rows, lse_cols
+
+    @staticmethod
+    def _whole(q, k, scale, options):
+        """The whole matrix at once: (kept terms, lse rows, lse cols).
+
+        The row softmax is ``row_terms / row_sum``, the column softmax ``col_terms / col_sum``; on
+        the bounded path (see ``cross_logsumexp``'s ``spread``) the column softmax is
+        ``row_terms * weight[:, None] / col_sum``, so one exponential per entry serves both.
+        """
+        offset, exclude, columns, _, spread = options
+        out = torch.empty(q.shape[0], k.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
+        x = _logits(out, q, k, scale)
+        if exclude:
+            _exclude_diagonal(x, 0, offset)
+        if columns and spread is not None and spread <= SAFE_SPREAD[x.dtype]:
+            row_peak, row_sum, _, _ = _exponentiate_(x, False, None)  # x <- exp(L - row peak)
+            # exp(L - top) = exp(L - row peak) * exp(row peak - top): every factor >= exp(-spread),
+            # a normal number, so the column sums lose nothing to underflow
+            top = row_peak.max()
+            weight = torch.exp(row_peak - top)
+            col_sum = torch.mv(x.T, weight)
+            return ("bounded", x, row_sum, weight, col_sum), _lse(row_peak, row_sum), _lse(top, col_sum)
+        row_terms = torch.empty_like(x) if columns else None
+        row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, row_terms)
+        lse_cols = _lse(col_peak, col_sum) if columns else row_sum.new_empty(0)
+        kept = ("two", x if row_terms is None else row_terms, row_sum, x, col_sum)
+        return kept, _lse(row_peak, row_sum), lse_cols
+
+    @staticmethod
+    def _chunked(q, k, scale, options, chunks):
+        offset, exclude, columns = options[:3]
+        acc = accumulation_dtype(q.dtype)
+        buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+        lse_rows = torch.empty(q.shape[0], dtype=acc, device=q.device)
+        lse_cols = None
+        for start, stop in chunks:
+            x = _logits(buffer[: stop - start], q[start:stop], k, scale)
+            if exclude:
+                _exclude_diagonal(x, start, offset)
+            row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, None)
+            lse_rows[start:stop] = _lse(row_peak, row_sum)
+            if columns:
+                part = _lse(col_peak, col_sum)
+                lse_cols = part if lse_cols is None else torch.logaddexp(lse_cols, part)
+        return lse_rows, (lse_rows.new_empty(0) if lse_cols is None else lse_cols)
+
+    @staticmethod
+    def backward(ctx, grad_rows, grad_cols):
+        q, k, scale, lse_rows, lse_cols = ctx.saved_tensors
+        columns, chunk_size = ctx.options[2:4]
+        acc = lse_rows.dtype
+        need_q, need_k, need_scale = ctx.needs_input_grad[:3]
+        grad_q = torch.empty(q.shape, dtype=acc, device=q.device) if need_q or need_scale else None
+        grad_k = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
+        keys = k.to(acc)
+        kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
+        if kept is None and (chunk_size is None or chunk_size >= q.shape[0]):
+            kept = _CrossLSE._whole(q, k, scale, ctx.options)[0]  # the same numbers as the first time
+        if kept is not None and kept[0] == "bounded":
+            # G = E * (g_r / row_sum)[:, None] + E * weight[:, None] * (g_c / col_sum)[None, :]
+            _, grad, row_sum, weight, col_sum = kept
+            per_row, per_col = grad_rows / row_sum, grad_cols / col_sum
+            for start, stop in _row_tiles(*grad.shape):
+                factor = torch.outer(weight[start:stop], per_col).add_(per_row[start:stop, None])
+                grad[start:stop].mul_(factor)
+            blocks = [(0, q.shape[0], grad)]
+        elif kept is not None:
+            _, row_terms, row_sum, col_terms, col_sum = kept
+            grad = row_terms.mul_((grad_rows / row_sum)[:, None])
+            if columns:
+                grad.addcmul_(col_terms, (grad_cols / col_sum)[None, :])
+            blocks = [(0, q.shape[0], grad)]
+        else:
+            blocks = _CrossLSE._recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, ctx.options)
+        for start, stop, grad in blocks:
+            if grad_q is not None:
+                torch.mm(grad, keys, out=grad_q[start:stop])
+            if need_k:
+                grad_k.addmm_(grad.T, q[start:stop].to(acc))
+        # d/dscale sum(G * Q K^T) = sum(Q * (G K)); the gradients carry the scale
+        grad_scale = (q.to(acc) * grad_q).sum().to(scale.dtype) if need_scale else None
+        grad_q = grad_q.mul_(scale).to(q.dtype) if need_q else None
+        grad_k = grad_k.mul_(scale).to(k.dtype) if need_k else None
+        return grad_q, grad_k, grad_scale, None, None, None, None, None
+
+    @staticmethod
+    def _recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, options):
+        """Yield ``(start, stop, G of those rows)`` chunk by chunk, recomputing the logits."""
+        offset, exclude, columns, chunk_size = options[:4]
+        if columns:
+            lse_cols, grad_cols = lse_cols[None, :], grad_cols[None, :]
+        else:
+            lse_cols = grad_cols = None
+        chunks = _chunks(q.shape[0], chunk_size)
+        buffer = torch.empty(chunks[0][1], k.shape[0], dtype=lse_rows.dtype, device=q.device)
+        for start, stop in chunks:
+            x = _logits(buffer[: stop - start], q[start:stop], k, scale)
+            if exclude:
+                _exclude_diagonal(x, start, offset)
+            _softmax_grad_(x, lse_rows[start:stop], grad_rows[start:stop], lse_cols, grad_cols)
+            yield start, stop, x
+
+
+def cross_logsumexp(
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    *,
+    offset: int = 0,
+    exclude_positive: bool = False,
+    columns: bool = True,
+    chunk_size: int | None = None,
+    spread: float | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Row and column log-sum-exp of ``L = scale * q @ k.T``, from one matrix product.
+
+    Args:
+        q: (M, d) anchors; row r's positive is column ``r + offset``.
+        k: (N, d) candidates.
+        scale: 0-dim tensor (may require grad).
+        offset: where the positives sit (0: the diagonal).
+        exclude_positive: leave each row's positive (and, for the columns, each column's) out of
+            the sums.
+        columns: also return the column log-sum-exp (``k`` as anchors against ``q``): needs a square
+            matrix with the positives on the diagonal.
+        chunk_size: rows of ``L`` per chunk (memory linear in M); None holds the whole matrix.
+        spread: a bound the caller knows on ``max(L) - min(L)`` over the finite entries (for
+            L2-normalised features, twice the scale), or None. When it is at most
+            ``SAFE_SPREAD[dtype]`` the whole-matrix path derives the column sums from the row
+            exponentials (one exponential per entry and one (M, N) buffer instead of two).
+
+    Returns:
+        ``(lse_rows (M,), lse_cols (N,) or None)`` in the accumulation dtype.
+    """
+    if columns and (q.shape[0] != k.shape[0] or offset != 0):
+        raise ValueError("columns=True needs a square matrix with the positives on the diagonal")
+    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, spread)
+    return rows, (cols if columns else None)
+
+
+class _ViewsLSE(torch.autograd.Function):
+    """Row lse of the symmetric ``scale * z @ z.T`` without self-pairs (and positives).
+
+    Whole matrix: the forward pass keeps ``exp(L - row peak)`` and the row sums; the backward pass
+    rescales it into G in place and makes the products ``G Z`` and ``G^T Z``. Chunked: each chunk is
+    recomputed and contributes ``G_c Z`` to its rows and ``G_c^T Z_c`` to all.
+    """
+
+    @staticmethod
+    def forward(ctx, z, scale, exclude_positive: bool, chunk_size):
+        rows = z.shape[0]
+        chunks = _chunks(rows, chunk_size)
+        ctx.kept = None
+        if len(chunks) == 1:
+            ctx.kept = _ViewsLSE._whole(z, scale, exclude_positive)
+            lse = _lse(*ctx.kept[2:])
+        else:
+            acc = accumulation_dtype(z.dtype)
+            buffer = torch.empty(chunks[0][1], rows, dtype=acc, device=z.device)
+            lse = torch.empty(rows, dtype=acc, device=z.device)
+            for start, stop in chunks:
+                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
+                row_peak, row_sum, _, _ = _exponentiate_(x, False, None)
+                lse[start:stop] = _lse(row_peak, row_sum)
+        ctx.options = (exclude_positive, chunk_size)
+        ctx.save_for_backward(z, scale, lse)
+        return lse
+
+    @staticmethod
+    def _whole(z, scale, exclude_positive):
+        """(exp(L - row peak), row sums, row peaks, row sums) of the whole matrix."""
+        out = torch.empty(z.shape[0], z.shape[0], dtype=accumulation_dtype(z.dtype), device=z.device)
+        x = _ViewsLSE._masked(out, z, scale, 0, exclude_positive)
+        row_peak, row_sum, _, _ = _exponentiate_(x, False, None)
+        return x, row_sum, row_peak, row_sum
+
+    @staticmethod
+    def _masked(out, z, scale, start, exclude_positive) -> Tensor:
+        x = _logits(out, z[start : start + out.shape[0]], z, scale)
+        _exclude_diagonal(x, start, 0)
+        if exclude_positive:
+            _exclude_views_positive(x, start, z.shape[0] // 2)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_lse):
+        z, scale, lse = ctx.saved_tensors
+        exclude_positive, chunk_size = ctx.options
+        acc = lse.dtype
+        zc = z.to(acc)
+        kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
+        if kept is None and (chunk_size is None or chunk_size >= z.shape[0]):
+            kept = _ViewsLSE._whole(z, scale, exclude_positive)  # the same numbers as the first time
+        if kept is not None:
+            terms, row_sum = kept[:2]
+            grad = terms.mul_((grad_lse / row_sum)[:, None])
+            # (G + G^T) Z as two products: BLAS reads G^T in place, where forming G + G^T would
+            # cost two transposed passes over the matrix, more than the product it saves
+            hidden = grad @ zc
+            hidden.addmm_(grad.T, zc)
+        else:
+            # H = (G + G^T) Z: each chunk's rows give G_c Z, its columns G_c^T Z_c
+            hidden = torch.zeros(z.shape, dtype=acc, device=z.device)
+            chunks = _chunks(z.shape[0], chunk_size)
+            buffer = torch.empty(chunks[0][1], z.shape[0], dtype=acc, device=z.device)
+            for start, stop in chunks:
+                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
+                _softmax_grad_(x, lse[start:stop], grad_lse[start:stop], None, None)
+                hidden[start:stop] += x @ zc
+                hidden.addmm_(x.T, zc[start:stop])
+        need_z, need_scale = ctx.needs_input_grad[:2]
+        # L = scale Z Z^T: dZ = scale (G + G^T) Z, dscale = sum(G * Z Z^T) = sum(Z * H) / 2
+        grad_scale = ((zc * hidden).sum() / 2).to(scale.dtype) if need_scale else None
+        grad_z = hidden.mul_(scale).to(z.dtype) if need_z else None
+        return grad_z, grad_scale, None, None
+
+
+def views_logsumexp(
+    z: Tensor, scale: Tensor, *, exclude_positive: bool = False, chunk_size: int | None = None
+) -> Tensor:
+    """Row log-sum-exp of ``scale * z @ z.T`` over every other row (and not the positive).
+
+    Args:
+        z: (2B, d), the two views stacked; the positive of row r is row ``(r + B) mod 2B``.
+        scale: 0-dim tensor (may require grad).
+        exclude_positive: leave the positive out too (DCL).
+        chunk_size: rows per chunk (memory linear in B); None holds the whole matrix.
+    """
+    return _ViewsLSE.apply(z, scale, exclude_positive, chunk_size)
+
+
+class _SigmoidSum(torch.autograd.Function):
+    """``sum softplus(-z * (scale * q @ k.T + bias))``, z = +1 at column ``r + offset`` of row r."""
+
+    @staticmethod
+    def forward(ctx, q, k, scale, bias, offset: int, chunk_size):
+        acc = accumulation_dtype(q.dtype)
+        chunks = _chunks(q.shape[0], chunk_size)
+        buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+        total = torch.zeros((), dtype=acc, device=q.device)
+        for start, stop in chunks:
+            x = _SigmoidSum._signed(buffer[: stop - start], q, k, scale, bias, start, stop, offset)
+            for lo, hi in _row_tiles(*x.shape):
+                total += torch.nn.functional.softplus(x[lo:hi]).sum()
+        ctx.logits = buffer if len(chunks) == 1 else None
+        ctx.options = (offset, chunk_size)
+        ctx.save_for_backward(q, k, scale, bias)
+        return total
+
+    @staticmethod
+    def _signed(out, q, k, scale, bias, start, stop, offset) -> Tensor:
+        """``-z * (logits + bias)``: negated at the positives (z = +1), as is elsewhere (z = -1)."""
+        x = _logits(out, q[start:stop], k, scale).add_(bias)
+        x.diagonal(offset=start + offset).neg_()
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        q, k, scale, bias = ctx.saved_tensors
+        offset, chunk_size = ctx.options
+        acc = accumulation_dtype(q.dtype)
+        need_q, need_k, need_scale, need_bias = ctx.needs_input_grad[:4]
+        grad_q = torch.empty(q.shape, dtype=acc, device=q.device)
+        grad_k = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
+        grad_bias = torch.zeros((), dtype=acc, device=q.device)
+        keys = k.to(acc)
+        chunks = _chunks(q.shape[0], chunk_size)
+        buffer, ctx.logits = ctx.logits, None  # overwritten below: a second backward recomputes it
+        recompute = buffer is None
+        if recompute:
+            buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+        for start, stop in chunks:
+            x = buffer[: stop - start]
+            if recompute:
+                _SigmoidSum._signed(x, q, k, scale, bias, start, stop, offset)
+            # d softplus(x) / d logit = sigmoid(x) * dx/dlogit, and dx/dlogit = -z: +1 off the
+            # positives, -1 on them
+            for lo, hi in _row_tiles(*x.shape):
+                x[lo:hi].sigmoid_().mul_(grad_total)
+            x.diagonal(offset=start + offset).neg_()
+            grad_bias += x.sum()
+            torch.mm(x, keys, out=grad_q[start:stop])
+            if need_k:
+                grad_k.addmm_(x.T, q[start:stop].to(acc))
+        grad_scale = (q.to(acc) * grad_q).sum().to(scale.dtype) if need_scale else None
+        return (
+            grad_q.mul_(scale).to(q.dtype) if need_q else None,
+            grad_k.mul_(scale).to(k.dtype) if need_k else None,
+            grad_scale,
+            grad_bias.to(bias.dtype) if need_bias else None,
+            None,
+            None,
+        )
+
+
+def sigmoid_sum(
+    q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, *, offset: int = 0, chunk_size: int | None = None
+) -> Tensor:
+    """``sum_{r,c} softplus(-z_rc (scale <q_r, k_c> + bias))``, ``z_rc = +1`` iff ``c = r + offset``.
+
+    Args:
+        q: (M, d) rows. k: (N, d) columns.
+        scale, bias: 0-dim tensors (may require grad).
+        offset: where the positives sit (0: the diagonal).
+        chunk_size: rows per chunk (memory linear in M); None holds the whole matrix.
+    """
+    return _SigmoidSum.apply(q, k, scale, bias, offset, chunk_size)
