@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -474,29 +473,10 @@ def test_app_starts_from_another_working_directory(home, tmp_path, monkeypatch):
 
 
 def _ensure_chromium() -> str | None:
-    """Path of a chromium binary, installing Debian's package when missing; None with the reason."""
-    if Path(CHROMIUM).exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return "no chromium at /usr/bin/chromium and no apt-get to install it"
-    if os.geteuid() != 0:
-        return "no chromium at /usr/bin/chromium and not root, so apt-get cannot install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "update"], env=env, check=False, capture_output=True, timeout=300)
-        done = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-            env=env,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except subprocess.TimeoutExpired:
-        return "apt-get install chromium timed out"
-    if done.returncode != 0 or not Path(CHROMIUM).exists():
-        return f"apt-get install chromium failed: {done.stderr.strip()[-500:]}"
-    return None
+    """None when chromium is there (installing Debian's package if missing), else the reason."""
+    from tests.browser_support import ensure_chromium
+
+    return ensure_chromium()
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.metrics.gap import unit_rows
 from workbench.metrics.geometry import geometry_report
 from workbench.store.runs import Run, _atomic_write
 
@@ -73,22 +74,8 @@ PLACE_NEIGHBOURS = 10
 
 # --------------------------------------------------------------------------------------------- helpers
 def normalise_rows(z: np.ndarray, name: str = "z") -> np.ndarray:
-    """L2-normalise the rows of a finite 2-D array (float32 result).
-
-    Raises:
-        ValueError: ``z`` is not 2-D, holds NaN/inf, or has a zero row; the message names ``name``.
-    """
-    arr = np.asarray(z, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise ValueError(f"{name} contains NaN or inf at row {row}")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if not (norms > 0).all():
-        row = int(np.flatnonzero(norms[:, 0] <= 0)[0])
-        raise ValueError(f"{name} has a row of zero norm at row {row}")
-    return (arr / norms).astype(np.float32)
+    """L2-normalise the rows of a finite 2-D array (float32 result); see ``metrics.gap.unit_rows``."""
+    return unit_rows(z, name).astype(np.float32)
 
 
 def _check_args(method: str, dims: int, fit_on: str, keys: Sequence[str]) -> tuple[str, ...]:
