@@ -118,15 +118,62 @@ EXPERIMENT_COLUMNS: dict[str, tuple[list[str], list[str]]] = {
         ["batch_size", "loss", "steps"],
         ["zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap"],
     ),
+    "fusion": (
+        ["dataset", "variant"],
+        [
+            "itm_acc",
+            "vqa_acc",
+            "ve_acc",
+            "nlvr_acc",
+            "zero_shot_acc",
+            "fewshot_5_acc",
+            "mean_R",
+            "centroid_gap",
+        ],
+    ),
 }
 
 
 def experiment_summary_table(kind: str, run_id: str | None = None, root=None) -> str:
     """mean ± std over seeds of the key metrics of one of the multimodal experiments."""
     keys, metrics = EXPERIMENT_COLUMNS[kind]
-    summary = load_run(run_id or f"{kind}-summary", root=root).table("summary")
+    default = FUSION_SUMMARY if kind == "fusion" else f"{kind}-summary"
+    summary = load_run(run_id or default, root=root).table("summary")
     extra = [c for c in ("information_gap",) if c in summary.columns and kind == "infogap"]
     return _mean_std(summary, keys + extra, metrics)
+
+
+FUSION_SUMMARY = "fusion-structure-summary"  # the fusion lab's summary run under its default tag
+
+
+def fusion_delta_table(run_id: str = FUSION_SUMMARY, root=None) -> str:
+    """Each variant's change against the base per dataset (the fusion lab's summary), marked by the noise.
+
+    A cell is ``delta`` of the seed means; ``*`` marks a change beyond twice the standard error of the
+    difference of the two means (the rule of ``workbench.labs.fusion.compare_to_base``), ``n/a`` one
+    seed. The base is the row whose ``regularizers`` is empty.
+    """
+    summary = load_run(run_id, root=root).table("summary")
+    _, metrics = EXPERIMENT_COLUMNS["fusion"]
+    metrics = [m for m in metrics if f"{m}_mean" in summary.columns]
+    rows = []
+    for dataset, group in summary.groupby("dataset", sort=False):
+        base = group[group["regularizers"].fillna("") == ""]
+        if len(base) != 1:
+            raise ValueError(f"the summary {run_id!r} needs one base row (regularizers '') per dataset")
+        ref = base.iloc[0]
+        for _, row in group.drop(index=base.index).iterrows():
+            cells = {"dataset": dataset, "variant": row["variant"]}
+            for metric in metrics:
+                delta = float(row[f"{metric}_mean"]) - float(ref[f"{metric}_mean"])
+                var = (
+                    float(row[f"{metric}_std"]) ** 2 / row["runs"]
+                    + float(ref[f"{metric}_std"]) ** 2 / ref["runs"]
+                )
+                mark = "" if var != var else ("*" if abs(delta) > 2 * var**0.5 else "")
+                cells[metric] = f"{delta:+.3f}{mark}" if var == var else f"{delta:+.3f} n/a"
+            rows.append(cells)
+    return _markdown(pd.DataFrame(rows))
 
 
 def _toy_threshold(fixed: pd.DataFrame, noise: float, batch_size: int) -> float:
@@ -220,6 +267,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "toy": toy_table,
     "toysweep": lambda run_id=None, root=None: toy_sweep_table(run_id or "toy-sweep", root=root),
     "smallbatch": smallbatch_table,
+    "fusiondelta": lambda run_id=None, root=None: fusion_delta_table(run_id or FUSION_SUMMARY, root),
     **{
         kind: (lambda run_id=None, root=None, kind=kind: experiment_summary_table(kind, run_id, root))
         for kind in EXPERIMENT_COLUMNS
