@@ -39,3 +39,29 @@ def test_bad_parameter_fails_fast_naming_it(tmp_path, bad, message):
     with pytest.raises(NotebookError, match=message):
         run_notebook("06_fusion", {**TINY, **bad}, root=tmp_path)
     assert not (tmp_path / "runs").exists() or list_runs(tmp_path / "runs") == []
+
+
+@pytest.mark.slow
+def test_a_stored_lab_ablation_is_read_and_nothing_trains(tmp_path):
+    from workbench.labs.fusion import FusionStructureGrid
+    from workbench.labs.grid import run_grid
+
+    lab = FusionStructureGrid(
+        steps=2,
+        snapshots=1,
+        seeds=1,
+        variants=("clip", "bridge"),
+        model_size="tiny",
+        batch_size=32,
+        per_kind_train=10,
+        per_kind_test=6,
+        workers=1,
+        root=tmp_path / "runs",
+    )
+    run_grid(lab)  # the lab's default tag: the summary the notebook reads by default
+    stored = sorted(run.run_id for run in list_runs(tmp_path / "runs"))
+    executed = run_notebook("06_fusion", TINY, root=tmp_path).read_text()
+    assert sorted(run.run_id for run in list_runs(tmp_path / "runs")) == stored  # trained nothing
+    assert "stored summary 'fusion-structure-summary'" in executed
+    assert "holds no two-tower ablation 'ablation-summary'" in executed
+    assert "cross-attention of held-out questions" in executed
