@@ -301,6 +301,9 @@ verdict.pivot_table(index=["variant", "metric"], columns="model", values="verdic
 
 # %%
 for model_name, table in tables.items():
+    if (table.verdict == "one seed").all():
+        print(f"{model_name}: one seed per variant, so no change can be told apart from seed noise.")
+        continue
     calls = table[table.verdict.isin(["better", "worse"])]
     if calls.empty:
         print(f"{model_name}: no regularizer changes any accuracy beyond the noise of the seeds.")
