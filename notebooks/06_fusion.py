@@ -151,7 +151,7 @@ pd.DataFrame(examples)
 #
 #     python -m workbench.labs.fusion --steps 200 --snapshots 1 --seeds 3 --workers 2
 #
-# (RESULTS.md section 3.4 gives its table, its wall time and the same ablation on MNIST). With the
+# (RESULTS.md section 3.3.1 gives its table, its wall time and the verdict). With the
 # default `stored`, this notebook reads that summary and its runs when the store holds them and trains
 # nothing. Otherwise, or with `stored=""`, it trains the grid of the parameters cell: by default one
 # seed of 60 steps per variant, a few minutes, enough to see the pipeline and the geometry move but
@@ -320,28 +320,28 @@ for model_name, table in tables.items():
         )
 
 # %% [markdown]
-# **What we measured** with the default parameters (3 seeds, 400 steps, batch 128, the `small` fusion
-# model, `clip` in four-term mode with a learned scale; one 2-core CPU, about an hour for both grids):
+# **What the stored ablation measured** (`python -m workbench.labs.fusion --steps 200 --snapshots 1
+# --seeds 3 --workers 2`: 3 seeds, 200 steps of batch 128, the `small` fusion model, `clip` in
+# four-term mode with a learned scale; 58 minutes on a shared 2-core CPU; RESULTS.md section 3.3.1):
 #
-# * On the fusion model **no structure helps a reasoning task**. VQA (base 0.860, chance 0.44,
-#   text-only 0.46), visual entailment (0.615, chance 0.33, text-only 0.58) and NLVR (0.631, chance
-#   0.5) stay within the noise under the bridge and consistency; separation costs 3 points of VQA,
-#   5 of NLVR and 7 of matching accuracy (0.877 vs 0.947), and all three together cost 5 points of
-#   NLVR. Under consistency the matching head learns late or not at all (0.664 +- 0.211 over seeds:
-#   one seed left the prior of 0.64 by step 300, one only at step 400, one never within 400 steps),
-#   while the two modalities stay far apart (centroid gap 1.12).
+# * On the fusion model **no structure helps a reasoning task**. The bridge is nominally ahead on
+#   VQA, VE and NLVR (base 0.852, 0.614, 0.625; chance 0.44, 0.33, 0.5; text-only 0.46, 0.58, 0.5),
+#   all within noise. The only calls beyond the noise are losses: separation on NLVR (-0.019) and
+#   consistency on VQA (-0.059).
+# * The matching head is still learning at 200 steps in the base (0.68 +- 0.13). Under separation,
+#   consistency and all three it stays at chance (0.50) in every seed, so these regularizers delay
+#   it. Consistency is unstable: two of three seeds collapse the contrastive embeddings
+#   (zero-shot 0.34 and 0.27).
 # * What the structures do to the **unimodal embeddings is the same on both frameworks**: the bridge
-#   and all three shrink the modality gap (fusion 0.40 -> 0.19 and 0.07; two-tower 0.43 -> 0.22 and
-#   0.09), consistency widens it (1.12; 1.02), and bridge, consistency and all three raise 5-shot
-#   accuracy on the image embeddings by 2.5 to 7 points on both, while contrastive retrieval (`mean_R`)
-#   drops. The two-tower model's zero-shot gain from consistency (0.988 vs 0.970) does not carry over
-#   to the fusion model (0.981 vs 0.978, within noise).
-# * Re-ranking by the matching head lowers retrieval here (`itm_mean_R` 0.23 vs `mean_R` 0.30 for the
-#   base): its negatives are always captions of *another* digit (a caption of the same digit may be
-#   true of the image), so it learns to tell digits apart, not the stroke descriptors that separate
-#   the captions of one digit, which is what the top 16 contrastive candidates mostly are. Zero-shot
-#   through the matching head is close to the contrastive one (0.952 vs 0.978) and its 1-shot probe is
-#   far better (about 0.96 against 0.67 for the first seed of the base).
+#   and all three shrink the modality gap (0.39 -> 0.17 and 0.09), consistency widens it (1.34), and
+#   every structure costs some zero-shot accuracy and contrastive retrieval. The two-tower model's
+#   zero-shot gain from consistency (RESULTS.md 3.3) does not carry over to the fusion model.
+# * An earlier 3-seed run of 400 steps gave the same picture, with the matching head learned
+#   (base `itm_acc` 0.947): separation cost 3 points of VQA, 5 of NLVR and 7 of matching accuracy.
+#   Under consistency the head learned late or not at all. Re-ranking by the matching head lowered
+#   retrieval (`itm_mean_R` 0.23 vs `mean_R` 0.30). Its negatives are always captions of *another*
+#   digit, so it learns to tell digits apart, not the stroke descriptors that separate the top 16
+#   contrastive candidates.
 #
 # Re-executing the notebook with other parameters changes these numbers; the tables above are the
 # ones to read.
@@ -350,9 +350,11 @@ for model_name, table in tables.items():
 # ## Over training
 #
 # The first seed of every variant: the matching accuracy, the reasoning probes and the gap, at each
-# evaluation. What to look for: the matching head learns late (it needs the unimodal encoders to
-# carry the digit first, then finds how to compare them; in our measurements its loss leaves the
-# prior of 0.64 between steps 100 and 200), and the probes on the fused features follow it.
+# evaluation (the stored ablation evaluates at the start and at the end only; `--snapshots 4` on the
+# lab's command line gives fuller curves at a higher cost). What to look for: the matching head
+# learns late (it needs the unimodal encoders to carry the digit first, then finds how to compare
+# them; in our measurements its loss leaves the prior of 0.64 between steps 100 and 200), and the
+# probes on the fused features follow it.
 
 # %%
 from workbench.viz.embedding import metrics_figure
