@@ -15,7 +15,11 @@ twice the standard error of the difference".
 CPU recipe (2 cores, 15 runs)::
 
     python -m workbench.labs.fusion --workers 2             # the ablation, 3 seeds
+    python -m workbench.labs.fusion --steps 200 --snapshots 1 --workers 2   # RESULTS.md 3.3.1 (58 min)
     python -m workbench.labs.fusion --plan                  # list the runs, train nothing
+
+Notebook 06 reads the summary of the default tag (``fusion-structure-summary``) when the run store
+holds it.
 """
 
 from __future__ import annotations
