@@ -50,7 +50,7 @@ def _middle(text: str, width: int = 26) -> str:
 
 
 def _describe(row: Any) -> list[str]:
-    parts = []
+    parts = ["fusion"] if getattr(row, "model", "") == "fusion" else []  # else two-tower: the default
     for column in _LABEL_PARTS:
         value = getattr(row, column, "")
         if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
