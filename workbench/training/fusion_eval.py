@@ -259,11 +259,12 @@ def task_metrics(name: str, task: ReasoningTask, predicted: np.ndarray) -> dict[
         of the kinds' accuracies weighted by their numbers of test questions.
     """
     test = task.test
-    correct = np.asarray(predicted) == test.answers
-    if correct.shape != (len(test),):
+    predicted = np.asarray(predicted)
+    if predicted.shape != (len(test),):
         raise ValueError(
-            f"predicted must hold one answer per test question ({len(test)}), got shape {correct.shape}"
+            f"predicted must hold one answer per test question ({len(test)}), got shape {predicted.shape}"
         )
+    correct = predicted == test.answers
     allowed = task.info["answers_per_kind"]
     out = {f"{name}_acc": float(np.mean(correct)) if len(test) else float("nan")}
     if len(test):
