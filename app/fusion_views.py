@@ -209,7 +209,8 @@ def kind_table(tables: Mapping[str, pd.DataFrame], step: int) -> pd.DataFrame:
 
 
 def kinds_figure(table: pd.DataFrame) -> go.Figure:
-    """Grouped bars: accuracy per kind of question, one panel per task, one colour per run; each kind's
+    """Grouped bars: accuracy per kind of question, one panel per task (stacked, each the full width so
+    the kinds' names stay readable), one colour per run; each kind's
     chance level as a dashed segment across its group. Values are written on the bars (3 significant
     digits).
 
@@ -222,9 +223,8 @@ def kinds_figure(table: pd.DataFrame) -> go.Figure:
     if table.empty:
         raise ValueError("table has no rows: no run logged an accuracy per kind of question by this step")
     tasks = [t for t in TASKS if t in set(table.task)]
-    widths = [len(table.loc[table.task == t, "kind"].unique()) for t in tasks]
     fig = make_subplots(
-        rows=1, cols=len(tasks), column_widths=widths, shared_yaxes=True, horizontal_spacing=0.04,
+        rows=len(tasks), cols=1, vertical_spacing=0.3 / len(tasks),
         subplot_titles=[names.title(f"{t}_acc") for t in tasks],
     )  # fmt: skip
     runs = list(dict.fromkeys(table.run))
@@ -232,7 +232,7 @@ def kinds_figure(table: pd.DataFrame) -> go.Figure:
     group = 0.8  # width of one kind's group of bars, in category units
     bar = group / len(runs)
     chance_shown = False
-    for col, task in enumerate(tasks, start=1):
+    for row, task in enumerate(tasks, start=1):
         part = table[table.task == task]
         kinds = list(dict.fromkeys(part.kind))
         for i, run in enumerate(runs):
@@ -248,7 +248,7 @@ def kinds_figure(table: pd.DataFrame) -> go.Figure:
                     hovertemplate=f"{run}<br>%{{customdata[0]}} questions at step %{{customdata[1]}}"
                     "<br>accuracy %{y:.3g}<extra></extra>",
                 ),
-                row=1, col=col,
+                row=row, col=1,
             )  # fmt: skip
         chance = part.groupby("kind", sort=False).chance.first().reindex(kinds)
         xs: list[float | None] = []
@@ -263,21 +263,21 @@ def kinds_figure(table: pd.DataFrame) -> go.Figure:
                     x=xs, y=ys, mode="lines", name=CHANCE, legendgroup=CHANCE, showlegend=not chance_shown,
                     line={"color": "#222", "dash": "dash", "width": 2}, hoverinfo="skip",
                 ),
-                row=1, col=col,
+                row=row, col=1,
             )  # fmt: skip
             chance_shown = True
         fig.update_xaxes(
             tickvals=list(range(len(kinds))), ticktext=[k.replace("_", " ") for k in kinds],
-            range=[-0.5, len(kinds) - 0.5], title_text="kind of question", row=1, col=col,
+            range=[-0.5, len(kinds) - 0.5], row=row, col=1,
         )  # fmt: skip
-    fig.update_yaxes(range=[0, 1.12], tickformat=".1f")
-    fig.update_yaxes(title_text=_ACCURACY_AXIS, row=1, col=1)
+    fig.update_yaxes(range=[0, 1.15], tickformat=".1f", title_text=_ACCURACY_AXIS, title_font_size=11)
+    fig.update_xaxes(title_text="kind of question", row=len(tasks), col=1)
     fig.update_layout(
         template="plotly_white",
         barmode="overlay",  # bars are placed by hand: grouped within each kind, chance across the group
-        height=440,
+        height=250 * len(tasks) + 110,
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
-        legend={"orientation": "h", "y": -0.25, "yanchor": "top"},
+        legend={"orientation": "h", "y": -0.4 / len(tasks), "yanchor": "top"},
     )
     fig.update_annotations(font_size=13)
     return fig
@@ -387,22 +387,26 @@ def attention_figure(
         ),
         row=1, col=3,
     )  # fmt: skip
-    for col, (what, n_cols) in enumerate((("pixel", width), ("patch", cols), ("pixel", width)), start=1):
-        fig.update_xaxes(title_text=f"{what} column", range=[-0.5, n_cols - 0.5], row=1, col=col)
+    shapes = (("pixel", height, width), ("patch", rows, cols), ("pixel", height, width))
+    for col, (what, n_rows, n_cols) in enumerate(shapes, start=1):
+        # square pixels: the axes' domains shrink ("constrain") rather than their ranges growing
+        fig.update_xaxes(
+            title_text=f"{what} column", range=[-0.5, n_cols - 0.5], constrain="domain", row=1, col=col
+        )
         fig.update_yaxes(
-            title_text=f"{what} row", autorange="reversed", scaleanchor=f"x{'' if col == 1 else col}",
-            row=1, col=col,
+            title_text=f"{what} row", range=[n_rows - 0.5, -0.5], scaleanchor=f"x{'' if col == 1 else col}",
+            constrain="domain", row=1, col=col,
         )  # fmt: skip
     words = dict(attention_words(snapshot, example))
     who = "the mean of its words" if word is None else f"the word '{words[word]}'"
     fig.update_layout(
         template="plotly_white",
-        height=380,
-        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        height=420,
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
         title=(
-            f"Cross-attention of {who}, fusion layer {layer % snapshot['attn_maps'].shape[1] + 1}: "
-            f"{names.format_value(cls_share)} on the image's [CLS], the rest over the patches "
-            f"(uniform = {names.format_value(uniform)})"
+            f"Cross-attention of {who}, fusion layer {layer % snapshot['attn_maps'].shape[1] + 1}<br><sup>"
+            f"{names.format_value(cls_share)} of it on the image's [CLS], the rest over the patches "
+            f"(each patch's share shown; uniform = {names.format_value(uniform)})</sup>"
         ),
     )
     fig.update_annotations(font_size=13)

@@ -46,10 +46,10 @@ configs = fusion_configs(str(runs_root()), tuple(fusion_ids))
 labels = fv.unique_labels({run_id: fv.run_label(run_id, config) for run_id, config in configs.items()})
 wanted = query_run()
 if wanted is not None and wanted not in fusion_ids:
-    st.warning(f"Run `{wanted}` is not a fusion run of this store; pick one in the sidebar.")
+    st.warning(f"Run `{wanted}` is not a fusion run of this store; pick one below.")
     wanted = None
 default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in fusion_ids]
-chosen = st.sidebar.multiselect(
+chosen = st.multiselect(  # on the page, not the sidebar: the labels are read in full
     "Fusion runs",
     fusion_ids,
     default=list(dict.fromkeys(default))[:4] or fusion_ids[:1],
@@ -58,7 +58,7 @@ chosen = st.sidebar.multiselect(
     help="Labels read loss · model size · batch size · regularizers · seed · run id.",
 )
 if not chosen:
-    st.info("Pick at least one fusion run in the sidebar.")
+    st.info("Pick at least one fusion run above.")
     st.stop()
 
 runs = {run_id: run for run_id in chosen if (run := open_run(run_id)) is not None}
