@@ -141,11 +141,19 @@ def test_per_kind_accuracies_make_up_the_total_and_leave_it_unchanged():
             features[0], generated.train.answers, features[1], test.answers, len(generated.answer_names)
         )
         assert metrics[f"{name}_acc"] == before
-    # every new name reads as what it is
+
+
+def test_fusion_metric_names_read_as_what_they_are():
     assert describe("vqa_acc/digit").label == "VQA accuracy, digit questions"
     assert describe("nlvr_acc/both_odd").direction == "higher"
     assert describe("ve_chance/parity").label == "visual entailment chance level, parity questions"
-    assert describe("ve_chance/parity").direction == ""
+    assert describe("ve_chance/parity").direction == ""  # a reference line, not a score
+    assert describe("vqa_acc/digit_mean").label == "VQA accuracy, digit questions (mean over seeds)"
+    assert describe("nlvr_ft_acc").label == "NLVR (two images) accuracy, fine-tuned"
+    assert describe("itm_t2i_R@5").label == "text→image recall@5, re-ranked by matching"
+    assert describe("fewshot_itm_10_acc").direction == "higher"
+    assert describe("itm_acc").unit == "balanced accuracy, 0.5 to 1"
+    assert describe("loss_mlm").direction == "lower" and describe("vqa_accuracy").label == "vqa_accuracy"
 
 
 def test_task_metrics_by_hand():

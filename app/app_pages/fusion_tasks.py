@@ -30,7 +30,13 @@ page_header(
 @st.cache_data(ttl=5, show_spinner=False)
 def fusion_configs(root: str, run_ids: tuple[str, ...]) -> dict[str, dict]:
     """Configs of the fusion runs (their labels need the model size, which the runs table lacks)."""
-    return {run_id: load_run(run_id, root=root).config for run_id in run_ids}
+    configs = {}
+    for run_id in run_ids:
+        try:
+            configs[run_id] = load_run(run_id, root=root).config
+        except (FileNotFoundError, ValueError):  # deleted since the runs table was read
+            configs[run_id] = {}
+    return configs
 
 
 frame = runs_frame(str(runs_root()))
