@@ -14,7 +14,7 @@ MISSING = "(missing)"
 #: Summary metrics of the runs table that are averaged over seeds.
 SUMMARY_COLUMNS = (
     "zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap", "relative_modality_gap", "knn_acc",
-    "global_loss", "train_loss",
+    "global_loss", "train_loss", "itm_acc", "vqa_acc", "ve_acc", "nlvr_acc",
 )  # fmt: skip
 # Columns of the runs table that make a label, in order.
 _LABEL_PARTS = ("loss", "dataset", "batch_size", "regularizers")
@@ -50,7 +50,7 @@ def _middle(text: str, width: int = 26) -> str:
 
 
 def _describe(row: Any) -> list[str]:
-    parts = []
+    parts = ["fusion"] if getattr(row, "model", "") == "fusion" else []  # the other models: as before
     for column in _LABEL_PARTS:
         value = getattr(row, column, "")
         if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
