@@ -275,19 +275,9 @@ def expected_gradient(
     fixed point), ``sem`` (standard error of that mean), ``step_std`` (std of one minibatch step, the
     variance SGD sees) and ``global`` (the full-data gradient).
     """
-    n, rows = problem.num_samples, []
+    rows = []
     for theta in thetas:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        loss = build_toy_loss(spec, problem, [float(theta)])
-        grads = []
-        for p in range(partitions + 1):
-            batch = [
-                _gradient(loss, problem, float(theta), i)
-                for i in torch.randperm(n, generator=generator).split(batch_size)
-            ]
-            grads.extend(batch if p else [])
-        grads = np.asarray(grads)
+        grads = step_distribution(problem, spec, batch_size, theta, partitions, seed)
         per_partition = grads.reshape(partitions, -1).mean(axis=1)
         rows.append(
             dict(
