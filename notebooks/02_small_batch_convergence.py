@@ -409,9 +409,11 @@ print(step_summary[["loss", "global", "mean", "sem", "median", "up", "top1_share
 #   full-data gradient, so its fixed point is $\theta^*$; but one step's standard deviation is
 #   hundreds of times the full-data gradient, because an anchor's rare hard negative is weighted by
 #   about $N/B$ when it is drawn. Averaging a whole partition does not remove that: each anchor still
-#   sees only its $B - 1$ negatives. So its runs scatter around $\theta^*$ with a spread set by the
-#   learning rate, and reach it only when the learning rate is small enough for the noise and the
-#   budget long enough for the small steps, which at $B = 4$ is far beyond the budgets here.
+#   sees only its $B - 1$ negatives. That noise is skewed (many small steps up, a rare large one
+#   down), so its runs end above $\theta^*$ by an amount set by the learning rate, and reach it only
+#   when the learning rate is small enough for the noise and the budget long enough for the small
+#   steps, which at $B = 4$ is far beyond the budgets here. Turning off the Gamma draw and the stale
+#   bank rows (the exact E-step) leaves most of that drift (RESULTS.md, section 2.2.1).
 #
 # So "10/10 against 0/10" does not appear here with a faithful, unbiased E-step either: what decides
 # the runs at $B = 4$ is the variance of the decomposable step, not InfoNCE's bias.
