@@ -82,8 +82,8 @@ def _mean_std(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> str
     frame = summary[keys].copy()
     for metric in metrics:
         if f"{metric}_mean" in summary.columns:
-            frame[metric] = [
-                f"{m:.3f} ± {s:.3f}"
+            frame[metric] = [  # "–": a metric this row's variant does not have
+                "–" if pd.isna(m) else f"{m:.3f} ± {s:.3f}"
                 for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], strict=True)
             ]
     return _markdown(frame)
