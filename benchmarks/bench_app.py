@@ -14,13 +14,16 @@ upload is served from the cache of the one before). Then:
    and in-memory caches for the geometry page (imports already warm): what the first visitor waits for;
 3. ``render``: each page rerun in the same session (Streamlit's caches warm), and the geometry page
    in a new session after ``st.cache_data.clear()`` (only the on-disk cache: a restarted server);
-   for the upload page, a new file uploaded into a session (``upload``);
+   for the upload page, a new file uploaded into a session (``upload``, after one upload that imports
+   what the report needs);
 4. ``figure``: building the animated figure and serialising it to JSON (what the server sends);
 5. ``browser``: ``streamlit run`` on a free port and headless chromium (Playwright): the time from
    navigating to a page until every plotly plot has drawn (its legend, which plotly draws after the
    traces) and every table its canvas, the script has stopped and nothing has changed for a second
    (that second is not counted), after a first visit of the page (warm caches). For the upload page:
    the time from handing the file input a new 5,000-pair file until every tab has drawn.
+   Each ``browser_*`` row also has the CPU seconds the server and chromium spent per visit (medians):
+   on a shared machine the wall times grow with the load, the CPU seconds hardly.
    Skipped, with the reason recorded, when /usr/bin/chromium or Playwright is missing (or with
    ``--no-browser``).
 
@@ -78,7 +81,8 @@ DRAWN_JS = """() => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')];
   if (!plots.length && !tables.length) return false;
-  return plots.every(p => p._fullLayout && (!p._fullLayout.showlegend || p.querySelector('.main-svg .legend')))
+  return plots.every(p => p._fullLayout
+                      && (!p._fullLayout.showlegend || p.querySelector('.main-svg .legend')))
     && tables.every(t => !t.offsetParent || t.querySelector('canvas'));
 }"""
 STATE_JS = f"""() => [({DRAWN_JS})(), document.querySelectorAll('.js-plotly-plot').length,
@@ -177,7 +181,8 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def _record(name: str, seconds: list[float], what: str, target: float | None = None) -> dict:
-    record = {"name": name, "what": what, "seconds_all": seconds, "seconds_median": statistics.median(seconds)}
+    record = {"name": name, "what": what, "seconds_all": seconds}
+    record["seconds_median"] = statistics.median(seconds)
     if target is not None:
         record["target_seconds"] = target
     return record
@@ -283,6 +288,7 @@ def measure(
         at.run()
         at.switch_page(f"app_pages/{UPLOAD_PAGE}.py").run()  # no figure before the upload
         files = iter(uploads)
+        _upload(at, next(files).read_bytes(), "warm.npz")  # imports the report's metrics: once per server
         results.append(
             _record("render_upload",
                     _timed(lambda: _upload(at, next(files).read_bytes(), "mine.npz"), repeats),
@@ -336,6 +342,31 @@ def _wait_drawn(page, start: float, name: str) -> float:
     return drawn_since - start
 
 
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process's children: the streamlit server and the chromium processes.
+
+    Beside the wall times: on a shared machine they say how much work a page is, whatever else runs.
+    """
+    import psutil
+
+    out = {"server": 0.0, "browser": 0.0}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times, command = child.cpu_times(), " ".join(child.cmdline())
+        except psutil.Error:  # exited meanwhile
+            continue
+        kind = "server" if "streamlit" in command else "browser" if "chrom" in command else None
+        if kind is not None:
+            out[kind] += times.user + times.system
+    return out
+
+
+def _with_cpu(record: dict, cpu: list[dict[str, float]]) -> dict:
+    for kind in ("server", "browser"):
+        record[f"cpu_{kind}_median"] = round(statistics.median(c[kind] for c in cpu), 3)
+    return record
+
+
 def measure_browser(home: Path, repeats: int, uploads: list[Path]) -> tuple[list[dict], str | None]:
     """Navigation-to-drawn times of every page in headless chromium; ([], reason) when skipped."""
     if not Path(CHROMIUM).exists():
@@ -350,35 +381,45 @@ def measure_browser(home: Path, repeats: int, uploads: list[Path]) -> tuple[list
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
 
+            cpu: list[dict[str, float]] = []
+
+            def timed(start: float, before: dict[str, float], name: str) -> float:
+                seconds = _wait_drawn(page, start, name)
+                after = _cpu_seconds()
+                cpu.append({k: after[k] - before[k] for k in after})
+                return seconds
+
             def visit(name: str) -> float:
-                start = time.perf_counter()
+                before, start = _cpu_seconds(), time.perf_counter()
                 page.goto(f"{url}/{ROUTES[name]}", wait_until="commit", timeout=120_000)
                 page.wait_for_selector("h1", timeout=120_000)
-                return _wait_drawn(page, start, name)
+                return timed(start, before, name)
 
             def upload(path: Path) -> float:
                 page.goto(f"{url}/{ROUTES[UPLOAD_PAGE]}", wait_until="commit", timeout=120_000)
                 page.wait_for_selector('[data-testid="stFileUploaderDropzoneInput"]', timeout=120_000)
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-                start = time.perf_counter()
+                before, start = _cpu_seconds(), time.perf_counter()
                 page.set_input_files('[data-testid="stFileUploaderDropzoneInput"]', str(path))
                 page.wait_for_selector('[data-testid="stAlertContentSuccess"]', timeout=120_000)
-                return _wait_drawn(page, start, UPLOAD_PAGE)
+                return timed(start, before, UPLOAD_PAGE)
 
             for name in ROUTES:
                 if name == UPLOAD_PAGE:
                     upload(uploads[0])  # warms the browser (JS bundles) and the imports of the views
+                    cpu.clear()
                     seconds = [upload(path) for path in uploads[1 : repeats + 1]]
                     what = "new file handed to the upload page until every tab is drawn"
-                    results.append(_record("browser_upload", seconds, what, UPLOAD_TARGET_SECONDS))
+                    record = _record("browser_upload", seconds, what, UPLOAD_TARGET_SECONDS)
+                    results.append(_with_cpu(record, cpu))
                     continue
                 visit(name)  # warms the server's caches and the browser's (JS bundles) for this page
+                cpu.clear()
                 seconds = [visit(name) for _ in range(repeats)]
-                results.append(
-                    _record(f"browser_{name}", seconds,
-                            f"{name} page in headless chromium: navigation until everything is drawn",
-                            TARGET_SECONDS)
-                )  # fmt: skip
+                record = _record(f"browser_{name}", seconds,
+                                 f"{name} page in headless chromium: navigation until everything is drawn",
+                                 TARGET_SECONDS)  # fmt: skip
+                results.append(_with_cpu(record, cpu))
             browser.close()
     return results, None
 
@@ -394,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds, not minutes: 500 pairs x 4 checkpoints, one repeat, a two-loss gradient-bias run",
     )  # fmt: skip
     parser.add_argument("--no-browser", action="store_true", help="skip the headless-chromium timings")
-    parser.add_argument("--note", default="", help="said beside the load average (e.g. who else used the host)")
+    parser.add_argument("--note", default="", help="said beside the load average (who else used the host)")
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "app-cpu.json", help="result JSON"
     )
@@ -435,7 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         target = r.get("target_seconds")
         flag = " ✗" if target is not None and r["seconds_median"] > target else ""
-        print(f"{r['name']:32s} {r['seconds_median']:8.3f} s{flag:2s} ({r['what']})")
+        cpu = ""
+        if "cpu_server_median" in r:
+            cpu = f" cpu {r['cpu_server_median']:.2f} + {r['cpu_browser_median']:.2f} s"
+        print(f"{r['name']:32s} {r['seconds_median']:8.3f} s{flag:2s}{cpu} ({r['what']})")
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

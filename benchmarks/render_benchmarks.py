@@ -420,12 +420,14 @@ def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
             + (f"; upload file {setup['upload_mb']} MB" if "upload_mb" in setup else ""),
             "- Pages run under Streamlit's AppTest (the page script as the server runs it, no browser "
             "drawing); the `browser_*` rows are `streamlit run` in headless chromium (software rendering, "
-            "no GPU): navigation until every plot and table has drawn. "
+            "no GPU): navigation until every plot and table has drawn, with the CPU seconds the server and "
+            "chromium spent per visit (medians; they hardly depend on what else runs on the machine). "
             f"Target: {goal}; ✗ marks a timed row over its target.",
         ]
         if setup.get("browser_skipped"):
             lines.append(f"- Browser timings skipped: {setup['browser_skipped']}")
-        lines += ["", "| measurement | what | target s | median s | all runs s |", "|---|---|---:|---:|---|"]
+        lines += ["", "| measurement | what | target s | median s | all runs s | CPU s server + browser |",
+                  "|---|---|---:|---:|---|---|"]  # fmt: skip
         for record in data.get("results", []):
             median = record.get("seconds_median")
             goal_s = record.get("target_seconds")
@@ -434,8 +436,12 @@ def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
             flag = " ✗" if goal_s is not None and median is not None and median > goal_s else ""
             runs = ", ".join(f"{v:.3f}" for v in record.get("seconds_all", []))
             shown_goal = "" if goal_s is None else f"{goal_s:g}"
+            cpu = ""
+            if "cpu_server_median" in record:
+                cpu = f"{record['cpu_server_median']:.2f} + {record['cpu_browser_median']:.2f}"
             lines.append(
-                f"| {record['name']} | {record.get('what', '')} | {shown_goal} | {median:.3f}{flag} | {runs} |"
+                f"| {record['name']} | {record.get('what', '')} | {shown_goal} | {median:.3f}{flag} | {runs} "
+                f"| {cpu} |"
             )
         lines += ["", "Regenerate: `.venv/bin/python benchmarks/bench_app.py`, then this renderer.", ""]
     return lines
