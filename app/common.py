@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.compare import LABEL_HELP, run_labels
 from workbench.store.runs import RUN_ID_PATTERN, Run, list_runs, load_run, runs_root
 from workbench.viz import embedding as emb
 from workbench.viz.projection import Projection, fit_projection, run_projection, snapshot_geometry
@@ -199,6 +200,25 @@ def run_ids_with(predicate: str) -> list[str]:
     if predicate == "gradbias":
         return frame.loc[frame.tables.str.split(", ").apply(lambda t: "gradbias" in t), "run_id"].tolist()
     raise ValueError(f"predicate must be 'snapshots' or 'gradbias', got {predicate!r}")
+
+
+def run_label_map() -> dict[str, str]:
+    """The readable label of every run of the store by run id (``app.compare.run_labels``)."""
+    return run_labels(runs_frame(str(runs_root())))
+
+
+def pick_runs(
+    label: str, options: list[str], default: list[str], key: str, sidebar: bool = False
+) -> list[str]:
+    """A multiselect over run ids that shows their readable labels; the ids chosen are listed under it."""
+    names = run_label_map()
+    where = st.sidebar if sidebar else st
+    chosen = where.multiselect(
+        label, options, default=default, key=key, format_func=lambda r: names.get(r, r), help=LABEL_HELP
+    )
+    if chosen:
+        where.caption("Run ids: " + ", ".join(f"`{r}`" for r in chosen))
+    return chosen
 
 
 def selected_runs() -> list[str]:
@@ -418,11 +438,16 @@ def pick_source(key: str, allow_upload: bool = True) -> Source | None:
         wanted = None
     chosen = [r for r in selected_runs() if r in options]
     default = wanted or (chosen[0] if chosen else labels[0])
-    choice = st.sidebar.selectbox("Embeddings", labels, index=labels.index(default), key=key)
+    names = run_label_map()
+    choice = st.sidebar.selectbox(
+        "Embeddings", labels, index=labels.index(default), key=key, format_func=lambda v: names.get(v, v),
+        help=LABEL_HELP,
+    )  # fmt: skip
     if upload is not None and choice == upload.label:
         st.query_params.pop("run", None)
         return upload
     st.query_params["run"] = choice
+    st.sidebar.caption(f"Run id: `{choice}`")
     run = open_run(choice)
     if run is None or not run_warnings(run):
         return None

@@ -18,6 +18,7 @@ from app.common import (
     drawn_rows,
     one_torch_thread,
     open_run,
+    pick_runs,
     run_ids_with,
     run_warnings,
     source_for_run,
@@ -228,10 +229,9 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
     if source.run is not None:
         st.subheader("Geometry over training")
         options = [r for r in run_ids_with("snapshots") if r != source.label]
-        others = st.multiselect(
-            "Compare with runs", options, default=[r for r in (compare or []) if r in options],
-            key=f"{prefix}-compare",
-        )  # fmt: skip
+        others = pick_runs(
+            "Compare with runs", options, [r for r in (compare or []) if r in options], f"{prefix}-compare"
+        )
         tables = _gap_tables(source, others)
         available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
         chosen = st.multiselect(

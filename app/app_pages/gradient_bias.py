@@ -10,6 +10,7 @@ from app.common import (
     data_guard,
     open_run,
     page_header,
+    pick_runs,
     query_run,
     run_ids_with,
     selected_runs,
@@ -32,7 +33,7 @@ if not options:
     st.info("No run in the store has a gradient-bias table yet: run `python -m workbench.labs.gradbias`.")
     st.stop()
 default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in options] or options[:1]
-chosen = st.sidebar.multiselect("Runs to overlay", options, default=default[:3], key="gb-runs")
+chosen = pick_runs("Runs to overlay", options, default[:3], "gb-runs", sidebar=True)
 if not chosen:
     st.info("Pick at least one run in the sidebar.")
     st.stop()
