@@ -687,7 +687,9 @@ def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_
         page.wait_for_selector("text=Rank of its own caption", timeout=60_000)
         page.wait_for_function(_IDLE, timeout=60_000)
         assert page.locator('[data-testid="stImage"]').count() >= 1
-        assert page.get_by_text("Download these points (CSV)").count() == 1  # the table of chosen points
+        # The table of chosen points comes after the inspector in the same rerun: wait for it too.
+        page.get_by_text("Download these points (CSV)").wait_for(timeout=60_000)
+        assert page.get_by_text("Download these points (CSV)").count() == 1
         page.screenshot(path=str(shots / "inspector-click.png"), full_page=True)
         # Search by label: matches are ringed in the figure and listed.
         page.get_by_label("Find points (id, label or caption text; commas for several)").fill("3")
@@ -715,6 +717,7 @@ def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_
         from app.common import runs_frame
         from app.compare import run_labels
 
+        runs_frame.clear()  # this process may hold a table read before the live run existed
         page.keyboard.type(run_labels(runs_frame(str(store / "runs")))["live-run"])  # what the picker shows
         page.keyboard.press("Enter")
         page.keyboard.press("Escape")
