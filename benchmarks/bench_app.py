@@ -42,6 +42,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "benchmark": "app",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", "benchmarks/bench_app.py", *(argv or sys.argv[1:])]),
+        "command": shlex.join([".venv/bin/python", "benchmarks/bench_app.py", *(argv or sys.argv[1:])]),
         "device_type": "cpu",
         "device": platform.processor() or platform.machine(),
         "host": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
