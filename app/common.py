@@ -62,6 +62,12 @@ SUMMARY_METRICS = (
     "knn_acc",
     "global_loss",
     "train_loss",
+    # the fusion model's (the columns no run reports are dropped)
+    "itm_acc",
+    "vqa_acc",
+    "ve_acc",
+    "nlvr_acc",
+    "itm_mean_R",
 )
 
 
@@ -165,6 +171,7 @@ def runs_frame(root: str) -> pd.DataFrame:
             "status": status,
             "writer": writer.describe().split(" since ")[0] if writer is not None else "",
             "kind": kind,
+            "model": str(config.get("model") or ""),
             "dataset": config.get("dataset", ""),
             "loss": loss or "",
             "batch_size": config.get("batch_size", config.get("batch_sizes")),
@@ -183,7 +190,8 @@ def runs_frame(root: str) -> pd.DataFrame:
         elif row["batch_size"] is not None:
             row["batch_size"] = str(row["batch_size"])
         rows.append(row)
-    columns = ["run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
+    columns = ["run_id", "status", "writer", "kind", "model", "dataset", "loss", "batch_size", "regularizers"]
+    columns += ["steps"]
     columns += ["seed"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
     # Newest first: the run just trained is the one looked for.

@@ -15,7 +15,7 @@ MISSING = "(missing)"
 #: Summary metrics of the runs table that are averaged over seeds.
 SUMMARY_COLUMNS = (
     "zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap", "relative_modality_gap", "knn_acc",
-    "global_loss", "train_loss",
+    "global_loss", "train_loss", "itm_acc", "vqa_acc", "ve_acc", "nlvr_acc",
 )  # fmt: skip
 # Columns of the runs table that make a label, in order.
 _LABEL_PARTS = ("loss", "dataset", "batch_size", "regularizers")
@@ -61,6 +61,8 @@ def _middle(text: str, width: int = 26) -> str:
 def _describe(row: Any) -> list[str]:
     kind = getattr(row, "kind", "")
     parts = [str(kind)] if isinstance(kind, str) and kind not in ("", "train") else []
+    if getattr(row, "model", "") == "fusion" and "fusion" not in parts:  # the other models: as before
+        parts.append("fusion")
     for column in _LABEL_PARTS:
         value = getattr(row, column, "")
         if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":

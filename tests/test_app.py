@@ -2,8 +2,9 @@
 
 The fixture store is built once per session with the real library: two tiny multimodal training runs
 (one trained with the bridge loss, one with 3-d embeddings for the unit-sphere view), a tiny
-gradient-bias run, and the broken cases a live store has: a run still being written, a failed run, a
-folder without a config, and a complete run whose snapshot file is damaged.
+gradient-bias run, a tiny fusion run (the fusion tasks page), and the broken cases a live store has: a
+run still being written, a failed run, a folder without a config, and a complete run whose snapshot file
+is damaged.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ PAGES = {
     "bridges": "app_pages/bridges.py",
     "gradient_bias": "app_pages/gradient_bias.py",
     "your_embeddings": "app_pages/your_embeddings.py",
+    "fusion_tasks": "app_pages/fusion_tasks.py",
 }
 BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
 RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
 SEED_RUN = "seeded-s"  # + 0 and 1
+FUSION_RUN = "fusion-tiny"
 _LIVE_WRITERS: list = []
 TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
 
@@ -84,6 +87,14 @@ def build_fixture_store(home: Path) -> Path:
         run_id=GRADBIAS_RUN,
         root=root,
     )
+    # the fusion model, tiny, evaluated at every step, one snapshot with its cross-attention maps
+    fusion = {"model": "fusion", "model_size": "tiny", "per_kind_train": 20, "per_kind_test": 10}
+    fusion.update(attention_examples=3, batch_size=16, probe_size=32, device="cpu")
+    fusion.update(steps=3, eval_every=1, snapshot_every=3, checkpoint_every=3)
+    fusion_config = {**_tiny_config(**fusion), "dataset_params": {"text_encoder": "tokens", "variants": 2}}
+    for key in ("image_tower", "text_tower", "learn_scale"):
+        fusion_config.pop(key)
+    train(fusion_config, run_id=FUSION_RUN, root=root, progress=False)
     rng = np.random.default_rng(0)
     writer = RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=RUNNING_RUN, root=root)
     writer.save_snapshot(1, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
@@ -593,8 +604,11 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 "bridges": f"bridges?run={BRIDGE_RUN}",
                 "gradient_bias": "gradient_bias",
                 "your_embeddings": "your_embeddings",
+                "fusion_tasks": f"fusion_tasks?run={FUSION_RUN}",
             }
             for name, route in routes.items():
+                if name == "fusion_tasks":  # three sections of figures: a taller window shows them all
+                    page.set_viewport_size({"width": 1400, "height": 3600})
                 page.goto(f"{url}/{route}", wait_until="domcontentloaded", timeout=60_000)
                 page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
                 # Rendered = the title is there and the script has stopped running.
