@@ -163,7 +163,7 @@ class ContrastiveLoss(nn.Module):
     # say) ever waits on a collective.
     sharding: Sharding | None = None
     _local: slice | None = None
-    _logit_spread: float | None = None  # set by each call (see forward)
+    _logit_bound: float | None = None  # set by each call (see forward)
 
     def __init__(
         self,
@@ -206,10 +206,10 @@ class ContrastiveLoss(nn.Module):
             a, b = a / norm_a.clamp_min(1e-12), b / norm_b.clamp_min(1e-12)
         elif self.validate:
             self._check_features(a, b, values=True)
-        # A bound on the spread of the logits known without reading a tensor: unit features give
-        # logits in [-scale, scale], and the scale is the constructor's or at most max_scale.
+        # A bound on |logit| known without reading a tensor: unit features give logits in
+        # [-scale, scale] (up to rounding: the margin), the scale the constructor's or at most max_scale.
         bound = 1.0 / self.temperature if scale is None else self.max_scale
-        self._logit_spread = 2.0 * bound * (1 + 1e-4) if self.normalize and bound is not None else None
+        self._logit_bound = bound * (1 + 1e-4) if self.normalize and bound is not None else None
         scale = self._resolve_scale(scale, a)
         if sharding is None:
             return self._loss(a, b, index, scale, bias)
@@ -293,7 +293,9 @@ class ContrastiveLoss(nn.Module):
         exclude = not include_positive
         if negatives == "views":
             (block,) = blocks
-            lse = views_logsumexp(block.q, scale, exclude_positive=exclude, chunk_size=chunk_size)
+            lse = views_logsumexp(
+                block.q, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=self._logit_bound
+            )
             return [(block, positive_logits(block, scale), lse)]
         if self._local is None:
             # one matrix: its rows are the a -> b anchors, its columns the b -> a ones; the positive
@@ -305,7 +307,7 @@ class ContrastiveLoss(nn.Module):
                 exclude_positive=exclude,
                 columns=not one_way,
                 chunk_size=chunk_size,
-                spread=self._logit_spread,
+                bound=self._logit_bound,
             )
             acc = accumulation_dtype(a.dtype)
             positive = scale * (a.to(acc) * b.to(acc)).sum(dim=1)
@@ -316,7 +318,7 @@ class ContrastiveLoss(nn.Module):
         for block in blocks:  # this process's rows of each direction, positives at column start + r
             lse, _ = cross_logsumexp(
                 block.q, block.k, scale, offset=self._local.start, exclude_positive=exclude,
-                columns=False, chunk_size=chunk_size,
+                columns=False, chunk_size=chunk_size, bound=self._logit_bound,
             )  # fmt: skip
             out.append((block, positive_logits(block, scale), lse))
         return out
