@@ -184,3 +184,20 @@ def test_unshifted_path_matches(tiles, monkeypatch, chunk_size, exclude, dtype, 
     monkeypatch.setattr(blocks, "_exponentiate_", shifted)
     for x, y in zip(run(1e4), want, strict=True):
         assert torch.equal(x, y)
+
+
+def test_unit_rows_is_normalize_with_its_gradient():
+    """The losses' row normaliser: F.normalize's values bit for bit, its gradient up to round-off."""
+    from workbench.losses._base import unit_rows
+
+    assert torch.autograd.gradcheck(lambda t: unit_rows(t)[0], (leaf(6, 4, seed=14),))
+    x = leaf(7, 5, seed=15).detach()
+    x[2], x[4] = 0.0, x[4] * 1e-14  # a zero row and one below the clamp: the denominator is eps there
+    x.requires_grad_(True)
+    y, norm = unit_rows(x)
+    want = torch.nn.functional.normalize(x, dim=1)
+    assert torch.equal(y, want) and not norm.requires_grad
+    torch.testing.assert_close(norm, torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True))
+    grad = torch.randn(7, 5, dtype=torch.float64)
+    got, expected = torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(want, x, grad)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0.0)

@@ -75,9 +75,19 @@ def _col_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
         yield start, min(cols, start + step)
 
 
-def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
-    """``out <- scale * q @ k.T`` (accumulation dtype)."""
-    if q.dtype == out.dtype:
+def _carry_scale(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(q * scale, None)`` where the product runs in the accumulation dtype, else ``(q, scale)``.
+
+    Done once per call, not per chunk: each small (rows, d) operation is one more parallel region.
+    """
+    return (q * scale, None) if q.dtype == accumulation_dtype(q.dtype) else (q, scale)
+
+
+def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor | None) -> Tensor:
+    """``out <- scale * q @ k.T`` (accumulation dtype); ``scale=None``: q carries it already."""
+    if scale is None:
+        torch.mm(q, k.T, out=out)
+    elif q.dtype == out.dtype:
         # the scale goes on the (rows, d) side: one pass over O(rows d) entries instead of O(rows N)
         torch.mm(q * scale, k.T, out=out)
     else:  # half inputs: the product in the input dtype, the scale applied in float32
@@ -230,6 +240,7 @@ class _CrossLSE(torch.autograd.Function):
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         row_sum = torch.empty(q.shape[0], dtype=acc, device=q.device)
         col_sum = torch.zeros(k.shape[0], dtype=acc, device=q.device) if columns else None
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
             x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             torch.sum(x.exp_(), dim=1, out=row_sum[start:stop])
@@ -245,6 +256,7 @@ class _CrossLSE(torch.autograd.Function):
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         lse_rows = torch.empty(q.shape[0], dtype=acc, device=q.device)
         lse_cols = None
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
             x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, None)
@@ -298,6 +310,7 @@ class _CrossLSE(torch.autograd.Function):
         """Yield ``(start, stop, G of those rows)``: each chunk's exp(L) recomputed and rescaled."""
         chunks = _chunks(q.shape[0], options[3])
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=per_row.dtype, device=q.device)
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
             x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             yield start, stop, _scale_rows_cols_(x.exp_(), per_row[start:stop], per_col)
@@ -312,6 +325,7 @@ class _CrossLSE(torch.autograd.Function):
             lse_cols = grad_cols = None
         chunks = _chunks(q.shape[0], chunk_size)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=lse_rows.dtype, device=q.device)
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
             x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             _softmax_grad_(x, lse_rows[start:stop], grad_rows[start:stop], lse_cols, grad_cols)
@@ -375,8 +389,9 @@ class _ViewsLSE(torch.autograd.Function):
             unshifted = _unshifted(acc, bound)
             buffer = torch.empty(chunks[0][1], rows, dtype=acc, device=z.device)
             lse = torch.empty(rows, dtype=acc, device=z.device)
+            scaled, post = _carry_scale(z, scale)
             for start, stop in chunks:
-                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
+                x = _ViewsLSE._masked(buffer[: stop - start], scaled, z, post, start, exclude_positive)
                 if unshifted:  # the sums now, one logarithm at the end
                     torch.sum(x.exp_(), dim=1, out=lse[start:stop])
                 else:
@@ -393,7 +408,7 @@ class _ViewsLSE(torch.autograd.Function):
     def _whole(z, scale, exclude_positive, bound):
         """((exp(L - row peak) or exp(L), row sums), row lse) of the whole matrix."""
         out = torch.empty(z.shape[0], z.shape[0], dtype=accumulation_dtype(z.dtype), device=z.device)
-        x = _ViewsLSE._masked(out, z, scale, 0, exclude_positive)
+        x = _ViewsLSE._masked(out, z, z, scale, 0, exclude_positive)
         if _unshifted(x.dtype, bound):
             row_sum = x.exp_().sum(dim=1)
             return (x, row_sum), row_sum.log()
@@ -401,8 +416,9 @@ class _ViewsLSE(torch.autograd.Function):
         return (x, row_sum), _lse(row_peak, row_sum)
 
     @staticmethod
-    def _masked(out, z, scale, start, exclude_positive) -> Tensor:
-        x = _logits(out, z[start : start + out.shape[0]], z, scale)
+    def _masked(out, rows, z, scale, start, exclude_positive) -> Tensor:
+        """Logits of ``rows`` (z's rows start.., scaled unless ``scale`` is given) against z, masked."""
+        x = _logits(out, rows[start : start + out.shape[0]], z, scale)
         _exclude_diagonal(x, start, 0)
         if exclude_positive:
             _exclude_views_positive(x, start, z.shape[0] // 2)
@@ -430,8 +446,9 @@ class _ViewsLSE(torch.autograd.Function):
             chunks = _chunks(z.shape[0], chunk_size)
             buffer = torch.empty(chunks[0][1], z.shape[0], dtype=acc, device=z.device)
             per_row = None if ctx.sums is None else grad_lse / ctx.sums
+            scaled, post = _carry_scale(z, scale)
             for start, stop in chunks:
-                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
+                x = _ViewsLSE._masked(buffer[: stop - start], scaled, z, post, start, exclude_positive)
                 if per_row is not None:
                     x.exp_().mul_(per_row[start:stop, None])
                 else:
@@ -474,8 +491,9 @@ class _SigmoidSum(torch.autograd.Function):
         chunks = _chunks(q.shape[0], chunk_size)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         total = torch.zeros((), dtype=acc, device=q.device)
+        scaled, post = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _SigmoidSum._signed(buffer[: stop - start], q, k, scale, bias, start, stop, offset)
+            x = _SigmoidSum._signed(buffer[: stop - start], scaled, k, post, bias, start, stop, offset)
             for lo, hi in _row_tiles(*x.shape):
                 total += torch.nn.functional.softplus(x[lo:hi]).sum()
         ctx.logits = buffer if len(chunks) == 1 else None
@@ -485,7 +503,9 @@ class _SigmoidSum(torch.autograd.Function):
 
     @staticmethod
     def _signed(out, q, k, scale, bias, start, stop, offset) -> Tensor:
-        """``-z * (logits + bias)``: negated at the positives (z = +1), as is elsewhere (z = -1)."""
+        """``-z * (logits + bias)``: negated at the positives (z = +1), as is elsewhere (z = -1).
+
+        ``q`` carries the scale already where ``scale`` is None (see ``_carry_scale``)."""
         x = _logits(out, q[start:stop], k, scale).add_(bias)
         x.diagonal(offset=start + offset).neg_()
         return x
@@ -505,10 +525,11 @@ class _SigmoidSum(torch.autograd.Function):
         recompute = buffer is None
         if recompute:
             buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+            scaled, post = _carry_scale(q, scale)
         for start, stop in chunks:
             x = buffer[: stop - start]
             if recompute:
-                _SigmoidSum._signed(x, q, k, scale, bias, start, stop, offset)
+                _SigmoidSum._signed(x, scaled, k, post, bias, start, stop, offset)
             # d softplus(x) / d logit = sigmoid(x) * dx/dlogit, and dx/dlogit = -z: +1 off the
             # positives, -1 on them (the incoming gradient multiplies the (M, d) results below, not
             # the (M, N) matrix)
