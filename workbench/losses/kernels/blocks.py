@@ -15,27 +15,36 @@ layout is one matrix product:
 
 Two memory modes, both exact:
 
-* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials
-  (``exp(L - row peak)`` and, for both directions of a square matrix, ``exp(L - column peak)``:
-  one or two (M, N) buffers, against four or more in the peer libraries) with their sums; the
-  backward pass rescales them into ``G`` in place, with no exponential and no product recomputed (a
-  second backward, ``retain_graph=True``, recomputes them, bit for bit);
-* ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are merged
-  across chunks with ``logaddexp``; the backward pass recomputes each chunk (one more product, memory
-  linear in B).
+* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials with
+  their sums (one (M, N) buffer, two where the logit range is not known; four or more in the peer
+  libraries); the backward pass rescales them into ``G`` in place, with no exponential and no product
+  recomputed (a second backward, ``retain_graph=True``, recomputes them, bit for bit);
+* ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are
+  accumulated across chunks; the backward pass recomputes each chunk (one more product, memory linear
+  in B).
 
-The elementwise work runs over row tiles of about ``TILE_ELEMENTS`` entries, so temporaries stay
-bounded (a tile, never a second (M, N) matrix beyond the one kept), and no (M, N) mask is ever
-built: excluded entries (the diagonal, the positive of a two-view row) are set to ``-inf`` through
-diagonal views. Nothing reads a tensor value on the host (no synchronisation). Logits are accumulated
-in float32 for half inputs (float64 stays float64).
+Two ways to exponentiate, both exact. Where the caller knows ``|L| <= bound`` (unit features: the
+bound is the scale) and the bound is at most ``SAFE_BOUND`` (32 in float32), ``E = exp(L)`` is taken
+as it is: no peak is subtracted, so one exponential per entry serves the row and the column
+softmax, ``G = E * (g_r / row_sum [:, None] + g_c / col_sum [None, :])``, and a chunk's sums simply
+add up. Otherwise the exponentials are shifted by the row (and column) peaks, each tile at a time.
+
+On a CPU every tensor operation over a large tensor is a parallel region, and on a machine shared by
+other jobs each region waits for all its threads to be scheduled, so the code keeps their number low:
+whole-matrix operations where no temporary is needed, row tiles of about ``TILE_ELEMENTS`` entries
+where one is (a tile, never a second (M, N) matrix beyond the one kept), the scale applied to the
+(M, d) rows once per call. No (M, N) mask is ever built: excluded entries (the diagonal, the
+positive of a two-view row) are set to ``-inf`` through diagonal views. Nothing reads a tensor value
+on the host (no synchronisation). Logits are accumulated in float32 for half inputs (float64 stays
+float64).
 
 Arithmetic (FLOPs of the matrix products, forward+backward, for an (M x N) matrix of d-dimensional
 rows): whole matrix ``6 M N d`` (three products; this is the bound the benchmark times), chunked
 ``8 M N d`` (the forward product is recomputed). Two views: the same with M = N = 2B (``24 B^2 d``
-whole, ``32 B^2 d`` chunked). SigLIP: as "cross". The
-elementwise work is two exponentials per entry forward (rows and columns) and none backward on the
-whole-matrix path; the chunked path recomputes them.
+whole, ``32 B^2 d`` chunked). SigLIP: as "cross". Elementwise work per entry, with a known bound:
+one exponential and three to five streaming passes (sums, the rescaling into ``G``) on the whole
+matrix; the chunked path adds one exponential per entry in the backward pass. Without a bound, the
+shifted path takes two exponentials per entry forward for a square matrix (rows and columns).
 """
 
 from __future__ import annotations
