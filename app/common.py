@@ -16,7 +16,7 @@ import hashlib
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.compare import LABEL_HELP, run_labels
 from workbench.store.runs import RUN_ID_PATTERN, Run, list_runs, load_run, runs_root
 from workbench.viz import embedding as emb
 from workbench.viz.projection import Projection, fit_projection, run_projection, snapshot_geometry
@@ -49,6 +50,9 @@ METHOD_LABELS = {
 # Data errors that become a warning on the page rather than a traceback.
 DATA_ERRORS = (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile)
 _RUN_ID_RE = re.compile(RUN_ID_PATTERN)
+#: Pairs drawn in a scatter by default: beyond about a thousand the picture shows no more structure, and
+#: each point costs the browser drawing time (5,000 pairs took about a second more per figure).
+DRAWN_PAIRS = 1000
 SUMMARY_METRICS = (
     "zero_shot_acc",
     "linear_probe_acc",
@@ -58,6 +62,12 @@ SUMMARY_METRICS = (
     "knn_acc",
     "global_loss",
     "train_loss",
+    # the fusion model's (the columns no run reports are dropped)
+    "itm_acc",
+    "vqa_acc",
+    "ve_acc",
+    "nlvr_acc",
+    "itm_mean_R",
 )
 
 
@@ -161,6 +171,7 @@ def runs_frame(root: str) -> pd.DataFrame:
             "status": status,
             "writer": writer.describe().split(" since ")[0] if writer is not None else "",
             "kind": kind,
+            "model": str(config.get("model") or ""),
             "dataset": config.get("dataset", ""),
             "loss": loss or "",
             "batch_size": config.get("batch_size", config.get("batch_sizes")),
@@ -179,7 +190,8 @@ def runs_frame(root: str) -> pd.DataFrame:
         elif row["batch_size"] is not None:
             row["batch_size"] = str(row["batch_size"])
         rows.append(row)
-    columns = ["run_id", "status", "writer", "kind", "dataset", "loss", "batch_size", "regularizers", "steps"]
+    columns = ["run_id", "status", "writer", "kind", "model", "dataset", "loss", "batch_size", "regularizers"]
+    columns += ["steps"]
     columns += ["seed"]
     columns += ["snapshots", "tables", "created", *SUMMARY_METRICS]
     # Newest first: the run just trained is the one looked for.
@@ -196,6 +208,25 @@ def run_ids_with(predicate: str) -> list[str]:
     if predicate == "gradbias":
         return frame.loc[frame.tables.str.split(", ").apply(lambda t: "gradbias" in t), "run_id"].tolist()
     raise ValueError(f"predicate must be 'snapshots' or 'gradbias', got {predicate!r}")
+
+
+def run_label_map() -> dict[str, str]:
+    """The readable label of every run of the store by run id (``app.compare.run_labels``)."""
+    return run_labels(runs_frame(str(runs_root())))
+
+
+def pick_runs(
+    label: str, options: list[str], default: list[str], key: str, sidebar: bool = False
+) -> list[str]:
+    """A multiselect over run ids that shows their readable labels; the ids chosen are listed under it."""
+    names = run_label_map()
+    where = st.sidebar if sidebar else st
+    chosen = where.multiselect(
+        label, options, default=default, key=key, format_func=lambda r: names.get(r, r), help=LABEL_HELP
+    )
+    if chosen:
+        where.caption("Run ids: " + ", ".join(f"`{r}`" for r in chosen))
+    return chosen
 
 
 def selected_runs() -> list[str]:
@@ -234,6 +265,14 @@ class Source:
     upload: dict[str, Any] | None = None
     class_names: list[str] | None = None
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Identifies these embeddings in caches: the run folder and its snapshot files, or the upload's
+        digest (two uploads of one name are told apart)."""
+        if self.run is not None:
+            return f"{self.run.path}:{hash(snapshot_signature(self.run))}"
+        return f"upload:{self.upload['digest']}"
 
     def snapshot(self, step: int) -> dict[str, np.ndarray]:
         """Arrays at ``step`` (``a``, ``b`` and whatever else the snapshot holds)."""
@@ -288,6 +327,49 @@ class Source:
             return None
         rows = metrics.loc[metrics.step <= step, ["step", "scale"]].dropna()
         return float(rows.scale.iloc[-1]) if len(rows) else None
+
+
+def drawn_rows(n: int, limit: int | None = DRAWN_PAIRS) -> np.ndarray:
+    """Rows of the pairs a scatter draws: all n, or ``limit`` evenly spaced ones (the probe set is
+    shuffled, so they are a fair sample; ``None`` draws all)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, int(limit)).round().astype(int))
+
+
+def subset_info(info: emb.PointInfo, rows: np.ndarray) -> emb.PointInfo:
+    """The hover data of ``rows`` only."""
+    labels = None if info.labels is None else np.asarray(info.labels)[rows]
+    captions = None if info.captions is None else np.asarray(info.captions)[rows]
+    return emb.PointInfo(ids=info.ids[rows], labels=labels, captions=captions, class_names=info.class_names)
+
+
+@st.cache_resource(max_entries=96, show_spinner=False)
+def _figure_cache(key: tuple, _build: Callable[[], Any]) -> Any:
+    return _build()
+
+
+def cached_figure(key: tuple, build: Callable[[], Any]) -> Any:
+    """``build()``, once per ``key`` for every session: a plotly figure takes longer to build than to send.
+
+    ``key`` must name everything the figure depends on (a :attr:`Source.key`, the step, the controls).
+    The figure is shared: copy it (``go.Figure(fig)``) before changing it.
+    """
+    return _figure_cache(key, build)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside: the dashboard's losses are small, and on a busy 2-core machine two
+    threads spin against each other (the what-if curve took 4x the CPU time with two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def snapshot_signature(run: Run) -> tuple:
@@ -364,11 +446,16 @@ def pick_source(key: str, allow_upload: bool = True) -> Source | None:
         wanted = None
     chosen = [r for r in selected_runs() if r in options]
     default = wanted or (chosen[0] if chosen else labels[0])
-    choice = st.sidebar.selectbox("Embeddings", labels, index=labels.index(default), key=key)
+    names = run_label_map()
+    choice = st.sidebar.selectbox(
+        "Embeddings", labels, index=labels.index(default), key=key, format_func=lambda v: names.get(v, v),
+        help=LABEL_HELP,
+    )  # fmt: skip
     if upload is not None and choice == upload.label:
         st.query_params.pop("run", None)
         return upload
     st.query_params["run"] = choice
+    st.sidebar.caption(f"Run id: `{choice}`")
     run = open_run(choice)
     if run is None or not run_warnings(run):
         return None

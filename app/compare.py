@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,10 +15,18 @@ MISSING = "(missing)"
 #: Summary metrics of the runs table that are averaged over seeds.
 SUMMARY_COLUMNS = (
     "zero_shot_acc", "linear_probe_acc", "mean_R", "centroid_gap", "relative_modality_gap", "knn_acc",
-    "global_loss", "train_loss",
+    "global_loss", "train_loss", "itm_acc", "vqa_acc", "ve_acc", "nlvr_acc",
 )  # fmt: skip
 # Columns of the runs table that make a label, in order.
 _LABEL_PARTS = ("loss", "dataset", "batch_size", "regularizers")
+#: More losses than this in one run (a gradient-bias run measures many) are counted, not listed.
+_MAX_LOSSES_LISTED = 3
+#: What a run label is made of, for the help text of the run pickers.
+LABEL_HELP = (
+    "Runs are named by what tells them apart: kind (when not a training run), loss, dataset, batch size "
+    "(B), regularizers, seed, status (when not complete) and creation time (UTC); the run id is added "
+    "only when two runs would read the same."
+)
 
 
 def config_diff(configs: Mapping[str, Mapping[str, Any]]) -> tuple[pd.DataFrame, int]:
@@ -50,11 +59,16 @@ def _middle(text: str, width: int = 26) -> str:
 
 
 def _describe(row: Any) -> list[str]:
-    parts = []
+    kind = getattr(row, "kind", "")
+    parts = [str(kind)] if isinstance(kind, str) and kind not in ("", "train") else []
+    if getattr(row, "model", "") == "fusion" and "fusion" not in parts:  # the other models: as before
+        parts.append("fusion")
     for column in _LABEL_PARTS:
         value = getattr(row, column, "")
         if value is None or (isinstance(value, float) and pd.isna(value)) or value == "":
             continue
+        if column == "loss" and len(losses := str(value).split(", ")) > _MAX_LOSSES_LISTED:
+            value = f"{len(losses)} losses"
         parts.append(f"B={value}" if column == "batch_size" else str(value))
     return parts
 
@@ -67,16 +81,36 @@ def _seed(row: Any) -> str | None:
 
 
 def run_labels(frame: pd.DataFrame) -> dict[str, str]:
-    """Short readable label per run id: ``loss · dataset · B=… · regularizers · seed · short id``.
+    """Short readable label per run id, the one name of a run in every picker of the dashboard.
+
+    ``kind · loss · dataset · B=… · regularizers · seed … · status · created``: the kind only when it is
+    not a training run, more than three losses counted ("13 losses"), the status only when the run is
+    not complete, the creation time in UTC to the minute. Two runs that would read the same get their
+    (shortened) id appended; a run without a config is named by its id.
 
     Args:
         frame: The runs table (``app.common.runs_frame``).
     """
     labels = {}
     for row in frame.itertuples(index=False):
-        parts = _describe(row) + ([seed] if (seed := _seed(row)) else [])
-        labels[row.run_id] = " · ".join([*parts, _middle(row.run_id)]) if parts else row.run_id
-    return labels
+        parts = _describe(row)
+        if not parts:
+            labels[row.run_id] = row.run_id
+            continue
+        if seed := _seed(row):
+            parts.append(seed)
+        status = getattr(row, "status", "complete")
+        if isinstance(status, str) and status not in ("", "complete"):
+            parts.append(status)
+        created = getattr(row, "created", "")
+        if isinstance(created, str) and created:
+            parts.append(created[:16])
+        labels[row.run_id] = " · ".join(parts)
+    counts = Counter(labels.values())
+    return {
+        run_id: f"{label} · {_middle(run_id)}" if counts[label] > 1 and label != run_id else label
+        for run_id, label in labels.items()
+    }
 
 
 def group_label(frame: pd.DataFrame, run_ids: list[str]) -> str:

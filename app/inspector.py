@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from app.common import Source
@@ -133,9 +134,21 @@ def inspect_panel(source: Source, step: int, info: emb.PointInfo, row: int, key:
 
 
 def inspectable_chart(
-    fig, source: Source, step: int, info: emb.PointInfo, coords: dict[str, np.ndarray], prefix: str
+    fig,
+    source: Source,
+    step: int,
+    info: emb.PointInfo,
+    coords: dict[str, np.ndarray],
+    prefix: str,
+    drawn: np.ndarray | None = None,
 ) -> None:
-    """Draw ``fig`` with click / box / lasso selection, a search box and the inspector beside it."""
+    """Draw ``fig`` with click / box / lasso selection, a search box and the inspector beside it.
+
+    ``info`` and ``coords`` cover every row; ``drawn`` are the rows the figure shows (all when None):
+    a selected point's row in the figure is ``drawn[row]`` of the arrays. Search looks at every row and
+    rings its matches whether drawn or not. ``fig`` may be a shared (cached) figure: it is copied
+    before the matches are added.
+    """
     query = st.text_input(
         "Find points (id, label or caption text; commas for several)", key=f"{prefix}-find",
         placeholder="e.g. 17, or: a three",
@@ -143,6 +156,8 @@ def inspectable_chart(
     matches = info.search(query) if query else np.zeros(0, dtype=np.int64)
     if query:
         st.caption(f"{len(matches)} item(s) match {query!r}; they are ringed in the figure.")
+    if matches.size:
+        fig = go.Figure(fig)
     for key in ("a", "b"):
         if matches.size and key in coords:
             emb.add_points(
@@ -156,6 +171,8 @@ def inspectable_chart(
             on_select="rerun", selection_mode=("points", "box", "lasso"),
         )  # fmt: skip
     picked = selected_points(event)
+    if drawn is not None:
+        picked = [(int(drawn[row]), key) for row, key in picked if 0 <= row < len(drawn)]
     found = [(int(row), "a") for row in matches if (int(row), "a") not in picked]
     with right:
         st.markdown("##### Point inspector")

@@ -25,6 +25,7 @@ PAGES = [
     ("modality_gap.py", "Modality gap", ":material/compare_arrows:"),
     ("bridges.py", "Bridge trajectories", ":material/timeline:"),
     ("gradient_bias.py", "Gradient bias", ":material/show_chart:"),
+    ("fusion_tasks.py", "Fusion tasks", ":material/quiz:"),
     ("your_embeddings.py", "Your embeddings", ":material/upload_file:"),
 ]
 

@@ -10,14 +10,20 @@ import pandas as pd
 import streamlit as st
 
 from app.common import (
+    DRAWN_PAIRS,
     METHOD_LABELS,
     Source,
+    cached_figure,
     data_guard,
+    drawn_rows,
+    one_torch_thread,
     open_run,
+    pick_runs,
     run_ids_with,
     run_warnings,
     source_for_run,
     step_slider,
+    subset_info,
 )
 from app.inspector import inspectable_chart
 from workbench.metrics import names
@@ -26,8 +32,9 @@ from workbench.metrics.geometry import bridge_paths
 from workbench.metrics.names import format_value
 from workbench.viz import embedding as emb
 
-# Pairs used by the what-if curve: the loss is O(n^2) per shift, so large sets are subsampled.
-WHATIF_MAX_PAIRS = 2000
+# Pairs used by the what-if curve: the loss is O(n^2) per shift and the curve takes 25 or more shifts, so
+# large sets are subsampled (2,000 pairs took a second of CPU per curve, 1,000 a fifth of that).
+WHATIF_MAX_PAIRS = 1000
 DEFAULT_GAP_METRICS = [
     "centroid_gap",
     "relative_modality_gap",
@@ -66,6 +73,19 @@ def _at(source: Source, step: int, lead: str = " at") -> str:
     return f"{lead} step {step}" if source.run is not None else ""
 
 
+def _table_hash(table: pd.DataFrame) -> int:
+    """Content hash of a small table (a cache key for the figures drawn from it)."""
+    return int(pd.util.hash_pandas_object(table, index=False).sum()) if len(table) else 0
+
+
+def _drawn_note(drawn: np.ndarray, n: int) -> None:
+    if len(drawn) < n:
+        st.caption(
+            f"{len(drawn):,} of {n:,} pairs drawn (evenly spaced); the measures, the search and the "
+            "inspector use all of them."
+        )
+
+
 def _plot(fig, key: str) -> None:
     # theme=None keeps the figures' own template, so they look as they do in the notebooks.
     st.plotly_chart(fig, theme=None, key=key, config={"displaylogo": False})
@@ -102,13 +122,22 @@ def _projection_controls(source: Source, prefix: str, animate: bool) -> dict:
         "Animate (play)", False, key=f"{prefix}-play",
         help="send every checkpoint to the browser and add play/pause and a step slider to the figure",
     )  # fmt: skip
+    n = int(np.shape(snap["a"])[0])
+    drawn = None
+    if n > DRAWN_PAIRS and not play:  # the animation sends every point of every checkpoint
+        options = [v for v in (500, 1000, 2000, 5000, 10_000, 20_000) if v < n] + [n]
+        drawn = cols[3].select_slider(
+            "Pairs drawn", options, value=DRAWN_PAIRS, key=f"{prefix}-drawn",
+            format_func=lambda v: f"{v:,}" + (" (all)" if v == n else ""),
+            help="An evenly spaced sample of the pairs; more points take the browser longer to draw.",
+        )  # fmt: skip
     if method in ("umap", "aligned_umap"):
         st.caption(
             "UMAP is fitted once per run and cached in the run folder; the first fit takes a while "
             "(numba compiles umap-learn's code on first use)."
         )
     return {"method": method, "dims": dims, "color_by": color_by, "pair_lines": pair_lines, "keys": keys,
-            "fit_on": fit_on, "play": play}  # fmt: skip
+            "fit_on": fit_on, "play": play, "drawn": drawn}  # fmt: skip
 
 
 def embedding_view(source: Source, prefix: str) -> None:
@@ -122,19 +151,28 @@ def embedding_view(source: Source, prefix: str) -> None:
         proj = source.projection(opts["method"], opts["dims"], opts["keys"], opts["fit_on"])
         info = source.info(step)
         title = f"{source.label}: {METHOD_LABELS[opts['method']]}"
+        settings = (*sorted((k, v) for k, v in opts.items() if k != "keys"), opts["keys"], title)
         if opts["play"]:
-            fig = emb.animated_figure(
-                proj, info, opts["color_by"], opts["pair_lines"], start_step=step, title=title
+            fig = cached_figure(
+                (source.key, "animated", step, settings),
+                lambda: emb.animated_figure(
+                    proj, info, opts["color_by"], opts["pair_lines"], start_step=step, title=title
+                ),
             )
             _plot(fig, f"{prefix}-scatter")
         else:
             axis = "PC" if "pca" in opts["method"] else "UMAP"
             coords = proj.at(step)
-            fig = emb.scatter_figure(
-                coords, info, opts["color_by"], opts["pair_lines"], f"{title}{_at(source, step, ',')}",
-                proj.bounds(), axis,
+            drawn = drawn_rows(info.n, opts["drawn"])
+            fig = cached_figure(
+                (source.key, "scatter", step, settings),
+                lambda: emb.scatter_figure(
+                    {k: v[drawn] for k, v in coords.items()}, subset_info(info, drawn), opts["color_by"],
+                    opts["pair_lines"], f"{title}{_at(source, step, ',')}", proj.bounds(), axis,
+                ),
             )  # fmt: skip
-            inspectable_chart(fig, source, step, info, coords, prefix)
+            inspectable_chart(fig, source, step, info, coords, prefix, drawn)
+            _drawn_note(drawn, info.n)
         if proj.explained is not None:
             shares = ", ".join(f"{v:.1%}" for v in proj.explained[proj.index(step)])
             st.caption(f"Variance explained by the axes{_at(source, step)}: {shares}.")
@@ -167,11 +205,21 @@ def _gap_tables(source: Source, others: list[str]) -> dict[str, pd.DataFrame]:
     return tables
 
 
+# The arrays are named by ``key`` (source, step, rows), not hashed: leading underscores.
 @st.cache_data(max_entries=32, show_spinner="Recomputing the loss along the gap vector ...")
 def _whatif_curve(
-    key: str, a: np.ndarray, b: np.ndarray, loss: str, params: dict, call: dict
+    key: str, _a: np.ndarray, _b: np.ndarray, loss: str, params: dict, call: dict
 ) -> pd.DataFrame:
-    return whatif_curve(a, b, loss, params, call)
+    with one_torch_thread():
+        return whatif_curve(_a, _b, loss, params, call)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _whatif_point(
+    key: str, _a: np.ndarray, _b: np.ndarray, shift: float, loss: str, params: dict, call: dict
+) -> pd.DataFrame:
+    with one_torch_thread():
+        return gap_shift_curve(_a, _b, [shift], loss, params, call_params=call)
 
 
 def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> None:
@@ -181,10 +229,9 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
     if source.run is not None:
         st.subheader("Geometry over training")
         options = [r for r in run_ids_with("snapshots") if r != source.label]
-        others = st.multiselect(
-            "Compare with runs", options, default=[r for r in (compare or []) if r in options],
-            key=f"{prefix}-compare",
-        )  # fmt: skip
+        others = pick_runs(
+            "Compare with runs", options, [r for r in (compare or []) if r in options], f"{prefix}-compare"
+        )
         tables = _gap_tables(source, others)
         available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
         chosen = st.multiselect(
@@ -192,7 +239,9 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
             format_func=lambda m: names.describe(m).label, key=f"{prefix}-measures",
         )  # fmt: skip
         if chosen and tables:
-            _plot(emb.metrics_figure(tables, chosen, marker_step=step), f"{prefix}-metrics")
+            key = ("metrics", *((label, _table_hash(t)) for label, t in tables.items()), *chosen, step)
+            fig = cached_figure(key, lambda: emb.metrics_figure(tables, chosen, marker_step=step))
+            _plot(fig, f"{prefix}-metrics")
             with st.expander("What the measures mean"):
                 lines = [f"* **{names.describe(m).label}**: {names.help_text(m)}." for m in chosen]
                 st.markdown("\n".join(lines))
@@ -212,22 +261,38 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
         proj = source.projection(method, dims, ("a", "b"))
         info = source.info(step)
         coords = proj.at(step)
-        fig = emb.scatter_figure(
-            coords, info, pair_lines=50, title="image and text embeddings, gap vector",
-            bounds=proj.bounds(), axis_title="PC",
-        )  # fmt: skip
-        unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
-        unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        emb.add_gap_arrow(fig, proj.place(step, unit_b.mean(0)), proj.place(step, unit_a.mean(0)))
-        inspectable_chart(fig, source, step, info, coords, f"{prefix}-gap")
+        drawn = drawn_rows(info.n)
+
+        def gap_figure():
+            fig = emb.scatter_figure(
+                {k: v[drawn] for k, v in coords.items()}, subset_info(info, drawn), pair_lines=50,
+                title="image and text embeddings, gap vector", bounds=proj.bounds(), axis_title="PC",
+            )  # fmt: skip
+            # The arrow joins the centroids of every pair, not only of the drawn ones.
+            unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
+            unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
+            emb.add_gap_arrow(fig, proj.place(step, unit_b.mean(0)), proj.place(step, unit_a.mean(0)))
+            return fig
+
+        fig = cached_figure((source.key, "gap", step, method, dims), gap_figure)
+        inspectable_chart(fig, source, step, info, coords, f"{prefix}-gap", drawn)
+        _drawn_note(drawn, info.n)
     cols = st.columns(2)
     with cols[0], data_guard("the per-dimension gap"):
         top = st.slider(
             "Dimensions shown", 1, int(np.shape(a)[1]), min(32, int(np.shape(a)[1])), key=f"{prefix}-top"
         )
-        _plot(emb.per_dimension_gap_figure(a, b, top=top, title="Gap per dimension"), f"{prefix}-perdim")
+        fig = cached_figure(
+            (source.key, "perdim", step, top),
+            lambda: emb.per_dimension_gap_figure(a, b, top=top, title="Gap per dimension"),
+        )
+        _plot(fig, f"{prefix}-perdim")
     with cols[1], data_guard("the singular spectrum"):
-        _plot(emb.singular_spectrum_figure(a, b, title="Singular spectrum"), f"{prefix}-spectrum")
+        fig = cached_figure(
+            (source.key, "spectrum", step),
+            lambda: emb.singular_spectrum_figure(a, b, title="Singular spectrum"),
+        )
+        _plot(fig, f"{prefix}-spectrum")
     whatif_view(source, step, a, b, prefix)
 
 
@@ -301,11 +366,11 @@ def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix:
             st.caption(
                 f"The loss is computed on {WHATIF_MAX_PAIRS} of the {n} pairs (a fixed random sample)."
             )
-        key = f"{source.label}:{step}:{n}"
+        key = f"{source.key}:{step}:{n}"
         curve = _whatif_curve(key, a[rows], b[rows], loss, params, call)
         low, high = float(curve["shift"].min()), float(curve["shift"].max())
         shift = st.slider("Shift along the gap vector", low, high, 0.0, 0.05, key=f"{prefix}-wi-shift")
-        here = gap_shift_curve(a[rows], b[rows], [shift], loss, params, call_params=call)
+        here = _whatif_point(key, a[rows], b[rows], shift, loss, params, call)
         base = curve.loc[np.isclose(curve["shift"], 0.0), "loss"]
         cols = st.columns(3)
         change = None if base.empty else here.loss[0] - float(base.iloc[0])
@@ -324,10 +389,12 @@ def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix:
         best = float(curve.loc[curve["loss"].idxmin(), "shift"])
         where = "at the edge of the widest grid" if bool(curve["at_edge"].iloc[0]) else "inside the grid"
         st.caption(f"Lowest {loss} loss at shift {best:.2f} ({where}); loss with {note}.")
-        _plot(
-            emb.whatif_figure(curve, current=shift, title=f"{loss} loss along the gap vector ({note})"),
-            f"{prefix}-wi",
+        title = f"{loss} loss along the gap vector ({note})"
+        fig = cached_figure(
+            ("whatif", key, _table_hash(curve), shift, title),
+            lambda: emb.whatif_figure(curve, current=shift, title=title),
         )
+        _plot(fig, f"{prefix}-wi")
 
 
 # --------------------------------------------------------------------------------------------- bridges
@@ -383,39 +450,50 @@ def bridge_view(source: Source, prefix: str) -> None:
         proj = source.projection(method, dims, keys)
         fitted = np.concatenate([snap[k] for k in keys])
         pairs = np.unique(np.linspace(0, n - 1, n_pairs).round().astype(int))
-        paths = bridge_paths(a, b, n_paths=n_paths, n_steps=n_steps, sigma=sigma, seed=0, pairs=pairs)
-        axis = "PC" if "pca" in method else "UMAP"
-        fig = emb.scatter_figure(
-            proj.at(step), source.info(step), pair_lines=0, title=f"Bridge paths{_at(source, step)}",
-            bounds=proj.bounds(), axis_title=axis, marker_size=4,
-        )  # fmt: skip
-        for trace in fig.data:
-            trace.marker.opacity = 0.25  # context; the chosen pairs are drawn on top
-        emb.add_paths(fig, proj.place(step, paths, fitted))
         unit_a = a / np.linalg.norm(a, axis=1, keepdims=True)
         unit_b = b / np.linalg.norm(b, axis=1, keepdims=True)
-        labels = [f"pair {i}" for i in pairs]
-        emb.add_points(
-            fig, proj.place(step, unit_a[pairs], fitted), "chosen images", "#1f77b4", "circle", 11, labels
-        )
-        emb.add_points(
-            fig, proj.place(step, unit_b[pairs], fitted), "chosen texts", "#ff7f0e", "diamond", 11, labels
-        )
-        if show_aug:
-            means = bridge_means(a, b, t)
-            aug = snap["a_aug"] / np.linalg.norm(snap["a_aug"], axis=1, keepdims=True)
-            placed_aug = proj.place(step, aug[pairs], fitted)
-            placed_mean = proj.place(step, means[pairs], fitted)
-            emb.add_paths(
-                fig, np.stack([placed_aug, placed_mean], axis=1), "augmented → bridge mean", "#2ca02c"
+        means = bridge_means(a, b, t) if show_aug else None
+        aug = snap["a_aug"] / np.linalg.norm(snap["a_aug"], axis=1, keepdims=True) if show_aug else None
+        info = source.info(step)
+        drawn = drawn_rows(n)
+
+        def figure():
+            paths = bridge_paths(a, b, n_paths=n_paths, n_steps=n_steps, sigma=sigma, seed=0, pairs=pairs)
+            axis = "PC" if "pca" in method else "UMAP"
+            fig = emb.scatter_figure(
+                {k: v[drawn] for k, v in proj.at(step).items()}, subset_info(info, drawn), pair_lines=0,
+                title=f"Bridge paths{_at(source, step)}", bounds=proj.bounds(), axis_title=axis,
+                marker_size=4,
+            )  # fmt: skip
+            for trace in fig.data:
+                trace.marker.opacity = 0.25  # context; the chosen pairs are drawn on top
+            emb.add_paths(fig, proj.place(step, paths, fitted))
+            labels = [f"pair {i}" for i in pairs]
+            emb.add_points(
+                fig, proj.place(step, unit_a[pairs], fitted), "chosen images", "#1f77b4", "circle", 11, labels
             )
-            emb.add_points(fig, placed_aug, "augmented images", "#2ca02c", "x", 10, labels)
-            emb.add_points(fig, placed_mean, f"bridge means (t = {t:g})", "#9467bd", "star", 12, labels)
+            emb.add_points(
+                fig, proj.place(step, unit_b[pairs], fitted), "chosen texts", "#ff7f0e", "diamond", 11, labels
+            )
+            if show_aug:
+                placed_aug = proj.place(step, aug[pairs], fitted)
+                placed_mean = proj.place(step, means[pairs], fitted)
+                emb.add_paths(
+                    fig, np.stack([placed_aug, placed_mean], axis=1), "augmented → bridge mean", "#2ca02c"
+                )
+                emb.add_points(fig, placed_aug, "augmented images", "#2ca02c", "x", 10, labels)
+                emb.add_points(fig, placed_mean, f"bridge means (t = {t:g})", "#9467bd", "star", 12, labels)
+            return fig
+
+        settings = (step, n_pairs, n_paths, sigma, n_steps, method, dims, show_aug, t)
+        fig = cached_figure((source.key, "bridges", settings), figure)
+        if show_aug:
             dist = float(((aug - means) ** 2).sum(axis=1).mean())
             st.metric(
                 "Mean ‖a_aug − bridge mean‖² over all pairs (the bridge loss at fixed t)", f"{dist:.4f}"
             )
         _plot(fig, f"{prefix}-bridges")
+        _drawn_note(drawn, n)
         st.caption(
             "Paths W(t) = (1 − t)·x + t·y + σ·(B(t) − t·B(1)), projected back to the sphere, from each "
             "chosen image x to its caption y (Jiang et al. 2023), drawn in the same projection as the points."

@@ -2,13 +2,15 @@
 
 The fixture store is built once per session with the real library: two tiny multimodal training runs
 (one trained with the bridge loss, one with 3-d embeddings for the unit-sphere view), a tiny
-gradient-bias run, and the broken cases a live store has: a run still being written, a failed run, a
-folder without a config, and a complete run whose snapshot file is damaged.
+gradient-bias run, a tiny fusion run (the fusion tasks page), and the broken cases a live store has: a
+run still being written, a failed run, a folder without a config, and a complete run whose snapshot file
+is damaged.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sys
@@ -30,10 +32,12 @@ PAGES = {
     "bridges": "app_pages/bridges.py",
     "gradient_bias": "app_pages/gradient_bias.py",
     "your_embeddings": "app_pages/your_embeddings.py",
+    "fusion_tasks": "app_pages/fusion_tasks.py",
 }
 BRIDGE_RUN, SPHERE_RUN, GRADBIAS_RUN = "mm-bridge", "mm-sphere", "gb-tiny"
 RUNNING_RUN, FAILED_RUN, INVALID_RUN, DAMAGED_RUN = "half-written", "failed-run", "no-config", "damaged"
 SEED_RUN = "seeded-s"  # + 0 and 1
+FUSION_RUN = "fusion-tiny"
 _LIVE_WRITERS: list = []
 TIMEOUT = 60  # seconds per AppTest run: the first one imports torch and the library
 
@@ -83,6 +87,14 @@ def build_fixture_store(home: Path) -> Path:
         run_id=GRADBIAS_RUN,
         root=root,
     )
+    # the fusion model, tiny, evaluated at every step, one snapshot with its cross-attention maps
+    fusion = {"model": "fusion", "model_size": "tiny", "per_kind_train": 20, "per_kind_test": 10}
+    fusion.update(attention_examples=3, batch_size=16, probe_size=32, device="cpu")
+    fusion.update(steps=3, eval_every=1, snapshot_every=3, checkpoint_every=3)
+    fusion_config = {**_tiny_config(**fusion), "dataset_params": {"text_encoder": "tokens", "variants": 2}}
+    for key in ("image_tower", "text_tower", "learn_scale"):
+        fusion_config.pop(key)
+    train(fusion_config, run_id=FUSION_RUN, root=root, progress=False)
     rng = np.random.default_rng(0)
     writer = RunWriter.create({"dataset": "digits_captions", "loss": "clip"}, run_id=RUNNING_RUN, root=root)
     writer.save_snapshot(1, {"a": rng.normal(size=(10, 4)), "b": rng.normal(size=(10, 4))})
@@ -161,9 +173,60 @@ def test_runs_page_lists_filters_and_compares(home):
     # Keys only one run has count: the bridge weight exists only in the bridge run's config.
     assert differing.loc["structure.weights.bridge", SPHERE_RUN] == "(missing)"
     assert len(at.get("plotly_chart")) == 1
-    # Short labels: loss, dataset, batch size, regularizers, seed, then the id.
+    # Readable labels: loss, dataset, batch size, regularizers, creation time; the id only when needed.
     label = at.multiselect(key="runs-compare").format_func(BRIDGE_RUN)
-    assert label.startswith("clip · digits_captions · B=32 · bridge=1") and BRIDGE_RUN in label
+    assert label.startswith("clip · digits_captions · B=32 · bridge=1") and BRIDGE_RUN not in label
+
+
+def test_run_labels_name_what_tells_runs_apart():
+    from app.compare import run_labels
+
+    frame = pd.DataFrame(
+        {
+            "run_id": ["20261201-030000-clip-aaaaaa", "20261201-030000-clip-bbbbbb", "gb", "bare", "live"],
+            "status": ["complete", "complete", "complete", "invalid", "running"],
+            "kind": ["train", "train", "gradbias", "", "train"],
+            "dataset": ["mnist", "mnist", "synthetic", "", "mnist"],
+            "loss": ["clip", "clip", "clip, ntxent, dcl, dclw", "", "sogclr"],
+            "batch_size": ["256", "256", "4, 16", None, "64"],
+            "regularizers": ["", "", "", "", "bridge=1 (four_term)"],
+            "seed": [0, 0, None, None, 2],
+            "created": ["2026-12-01 03:00:00"] * 2 + ["2026-11-30 22:15:09", "", "2026-12-01 04:05:00"],
+        }
+    )
+    labels = run_labels(frame)
+    # Two runs that read the same are told apart by their (shortened) ids.
+    first, second = labels["20261201-030000-clip-aaaaaa"], labels["20261201-030000-clip-bbbbbb"]
+    assert first.startswith("clip · mnist · B=256 · seed 0 · 2026-12-01 03:00 · ") and first != second
+    assert first.endswith("aaaaaa") and second.endswith("bbbbbb")
+    assert labels["gb"] == "gradbias · 4 losses · synthetic · B=4, 16 · 2026-11-30 22:15"
+    assert labels["bare"] == "bare"  # no config: its id
+    live = "sogclr · mnist · B=64 · bridge=1 (four_term) · seed 2 · running · 2026-12-01 04:05"
+    assert labels["live"] == live
+
+
+@pytest.mark.parametrize(
+    ("page", "key", "run"),
+    [("geometry", "geometry-source", BRIDGE_RUN), ("modality_gap", "gap-source", BRIDGE_RUN),
+     ("bridges", "bridges-source", BRIDGE_RUN), ("gradient_bias", "gb-runs", GRADBIAS_RUN)],
+)  # fmt: skip
+def test_run_pickers_show_readable_labels_and_the_id_underneath(home, page, key, run):
+    from app.common import run_label_map
+    from app.compare import LABEL_HELP
+
+    at = _app(page, run=run)
+    _no_errors(at)
+    picker = at.selectbox(key=key) if page != "gradient_bias" else at.multiselect(key=key)
+    label = run_label_map()[run]
+    assert run not in label and label.startswith("gradbias ·" if run == GRADBIAS_RUN else "clip · digits")
+    assert label in picker.options and run not in picker.options  # the ids are values, not what is shown
+    assert picker.value in (run, [run]) and picker.help == LABEL_HELP
+    assert f"`{run}`" in _texts(at.sidebar.caption)  # the id, under the picker
+    if page == "modality_gap":
+        compare = at.multiselect(key="gap-compare")
+        assert run_label_map()[SPHERE_RUN] in compare.options and SPHERE_RUN not in compare.options
+        compare.select(SPHERE_RUN).run()
+        assert f"`{SPHERE_RUN}`" in _texts(at.caption)
 
 
 def test_runs_page_aggregates_seeds_and_refreshes_a_live_run(home):
@@ -463,6 +526,44 @@ def test_upload_page_good_then_bad_file(home):
     assert "uploaded_embeddings" not in at.session_state
 
 
+def test_cached_figure_builds_once_per_key():
+    from app.common import cached_figure
+
+    built = []
+
+    def build(tag: str) -> dict:
+        built.append(tag)
+        return {"tag": tag}
+
+    first = cached_figure(("test-figure", 1), lambda: build("one"))
+    assert cached_figure(("test-figure", 1), lambda: build("again")) is first and built == ["one"]
+    assert cached_figure(("test-figure", 2), lambda: build("two"))["tag"] == "two" and built == ["one", "two"]
+
+
+def test_large_sets_draw_an_even_sample_of_pairs(home):
+    from app.common import DRAWN_PAIRS
+
+    n = DRAWN_PAIRS + 500
+    at = _app("your_embeddings")
+    at.file_uploader(key="upload-file").set_value(("big.npz", _good_upload(n), "application/octet-stream"))
+    at.run()
+    _no_errors(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    images = next(t for t in spec["data"] if t.get("name") == "image")
+    rows = [int(c[3]) for c in images["customdata"]]
+    assert len(rows) == DRAWN_PAIRS and rows == list(range(DRAWN_PAIRS))  # positions among the drawn
+    ids = [int(c[0]) for c in images["customdata"]]
+    assert ids[0] == 0 and ids[-1] == n - 1 and ids == sorted(set(ids))  # evenly spaced over all pairs
+    assert f"{DRAWN_PAIRS:,} of {n:,} pairs drawn" in _texts(at.caption)
+    # Asking for every pair draws every pair; the figure for the default stays cached for the next visit.
+    at.select_slider(key="upload-geometry-drawn").set_value(n).run()
+    _no_errors(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(next(t for t in spec["data"] if t.get("name") == "image")["customdata"]) == n
+    at.select_slider(key="upload-geometry-drawn").set_value(DRAWN_PAIRS).run()
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["data"][1]["customdata"][0][3] == "0"
+
+
 def test_app_starts_from_another_working_directory(home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     at = _app()
@@ -503,8 +604,11 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 "bridges": f"bridges?run={BRIDGE_RUN}",
                 "gradient_bias": "gradient_bias",
                 "your_embeddings": "your_embeddings",
+                "fusion_tasks": f"fusion_tasks?run={FUSION_RUN}",
             }
             for name, route in routes.items():
+                if name == "fusion_tasks":  # three sections of figures: a taller window shows them all
+                    page.set_viewport_size({"width": 1400, "height": 3600})
                 page.goto(f"{url}/{route}", wait_until="domcontentloaded", timeout=60_000)
                 page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=60_000)
                 # Rendered = the title is there and the script has stopped running.
@@ -597,7 +701,9 @@ def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_
         page.wait_for_selector("text=Rank of its own caption", timeout=60_000)
         page.wait_for_function(_IDLE, timeout=60_000)
         assert page.locator('[data-testid="stImage"]').count() >= 1
-        assert page.get_by_text("Download these points (CSV)").count() == 1  # the table of chosen points
+        # The table of chosen points comes after the inspector in the same rerun: wait for it too.
+        page.get_by_text("Download these points (CSV)").wait_for(timeout=60_000)
+        assert page.get_by_text("Download these points (CSV)").count() == 1
         page.screenshot(path=str(shots / "inspector-click.png"), full_page=True)
         # Search by label: matches are ringed in the figure and listed.
         page.get_by_label("Find points (id, label or caption text; commas for several)").fill("3")
@@ -622,7 +728,11 @@ def test_browser_selection_inspector_upload_refusal_and_live_refresh(store, tmp_
         page.wait_for_function(_IDLE, timeout=120_000)
         picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs to compare")
         picker.click()
-        page.keyboard.type("live-run")
+        from app.common import runs_frame
+        from app.compare import run_labels
+
+        runs_frame.clear()  # this process may hold a table read before the live run existed
+        page.keyboard.type(run_labels(runs_frame(str(store / "runs")))["live-run"])  # what the picker shows
         page.keyboard.press("Enter")
         page.keyboard.press("Escape")
         page.wait_for_selector("text=Live:", timeout=60_000)

@@ -140,3 +140,38 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
     assert "| ntxent | 64 | " in text and "| moco | 64 | none |" in text
     assert "samples/s" in text and data["command"] in text
     assert "| floor / bound |" in text
+
+
+APP_BENCH = ROOT / "benchmarks" / "bench_app.py"
+
+
+@pytest.mark.slow  # builds a 500-pair run and a two-loss gradient-bias run, runs every page: about 30 s
+def test_app_benchmark_smoke_times_every_page_and_renders_targets(tmp_path):
+    out = tmp_path / "results" / "app-smoke.json"
+    cmd = [sys.executable, str(APP_BENCH), "--smoke", "--no-browser", "--note", "a test", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "app"
+    assert data["target_seconds"] == 1.5 and data["upload_target_seconds"] == 3.0
+    assert data["setup"]["points"] == 500 and data["setup"]["browser_skipped"] == "--no-browser"
+    assert data["note"] == "a test" and len(data["loadavg_start"]) == 3
+    rows = {r["name"]: r for r in data["results"]}
+    pages = ("runs", "geometry", "modality_gap", "bridges", "gradient_bias")
+    for page in pages:  # every page rerun with warm caches, against the 1.5 s target
+        row = rows[f"render_{page}"]
+        assert row["target_seconds"] == 1.5 and row["seconds_median"] > 0
+    assert rows["render_upload"]["target_seconds"] == 3.0 and len(rows["render_upload"]["seconds_all"]) == 1
+
+    md = tmp_path / "BENCHMARKS.md"
+    render = [sys.executable, str(RENDER), "--results-dir", str(out.parent), "--output", str(md)]
+    proc = subprocess.run(render, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    text = md.read_text()
+    assert "| measurement | what | target s | median s |" in text and "; a test" in text
+    for name, record in rows.items():
+        target = record.get("target_seconds")
+        missed = target is not None and record["seconds_median"] > target
+        line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert ("✗" in line) == missed, line

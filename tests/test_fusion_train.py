@@ -4,13 +4,18 @@ and refuses bad input before anything is written."""
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from workbench.data.reasoning import KINDS, ReasoningTask, TaskSplit
+from workbench.metrics.names import describe
 from workbench.store.runs import load_run
+from workbench.training import fusion_eval as ev
 from workbench.training.config import FusionConfig, TrainConfig
 from workbench.training.trainer import Trainer, train
 
@@ -44,6 +49,11 @@ def test_fusion_run_records_every_task_and_the_attention(tmp_path):
     assert list(metrics.index) == [0, 2, 4]
     for key in EVAL_KEYS:
         assert key in metrics.columns and metrics[key].notna().all(), key
+    # every evaluation also logs each task per kind of question, with the chance level of each
+    for task, kinds in KINDS.items():
+        for kind in kinds:
+            for key in (f"{task}_acc/{kind}", f"{task}_chance/{kind}", f"{task}_chance"):
+                assert metrics[key].notna().all(), key
     assert metrics.loc[[2, 4], ["loss_itc", "loss_itm", "loss_mlm", "loss_bridge"]].notna().all().all()
     final = metrics.loc[4]
     for key in (*SNAPSHOT_KEYS, "vqa_ft_acc", "ve_ft_acc", "nlvr_ft_acc", "centroid_gap"):
@@ -98,6 +108,76 @@ def test_minilm_word_vectors_are_the_packaged_wordpiece_embeddings():
     torch.testing.assert_close(vectors[3], table[pieces].mean(0))
     torch.testing.assert_close(vectors[4], table[tokenizer.cls_token_id])
     torch.testing.assert_close(vectors[1], table[tokenizer.unk_token_id])
+
+
+def test_per_kind_accuracies_make_up_the_total_and_leave_it_unchanged():
+    trainer = Trainer(_config())
+    task = trainer.task
+    probe = task.probe()
+    metrics = task.evaluate(probe)
+    for name, generated in task.tasks.items():
+        test = generated.test
+        counts = Counter(test.kinds.tolist())
+        assert list(counts) == list(KINDS[name])  # every kind of the task, in its order
+        # the total is the mean of the kinds weighted by their numbers of test questions
+        weighted = sum(counts[k] * metrics[f"{name}_acc/{k}"] for k in counts) / len(test)
+        assert math.isclose(metrics[f"{name}_acc"], weighted, rel_tol=1e-12), name
+        for kind, count in counts.items():  # each a whole number of right answers
+            right = metrics[f"{name}_acc/{kind}"] * count
+            assert abs(right - round(right)) < 1e-9, (name, kind)
+            allowed = generated.info["answers_per_kind"][kind]
+            assert metrics[f"{name}_chance/{kind}"] == 1.0 / allowed
+        chance = sum(counts[k] * metrics[f"{name}_chance/{k}"] for k in counts) / len(test)
+        assert metrics[f"{name}_chance"] == generated.chance and math.isclose(chance, generated.chance)
+        # the total is what the probe scored before the kinds were logged
+        features = [
+            ev.split_features(
+                task.model, getattr(generated, split), task.task_ids[name][split], probe["tokens"],
+                probe["position"], task.autocast,
+            )
+            for split in ("train", "test")
+        ]  # fmt: skip
+        before = ev.probe_task(
+            features[0], generated.train.answers, features[1], test.answers, len(generated.answer_names)
+        )
+        assert metrics[f"{name}_acc"] == before
+
+
+def test_fusion_metric_names_read_as_what_they_are():
+    assert describe("vqa_acc/digit").label == "VQA accuracy, digit questions"
+    assert describe("nlvr_acc/both_odd").direction == "higher"
+    assert describe("ve_chance/parity").label == "visual entailment chance level, parity questions"
+    assert describe("ve_chance/parity").direction == ""  # a reference line, not a score
+    assert describe("vqa_acc/digit_mean").label == "VQA accuracy, digit questions (mean over seeds)"
+    assert describe("nlvr_ft_acc").label == "NLVR (two images) accuracy, fine-tuned"
+    assert describe("itm_t2i_R@5").label == "text→image recall@5, re-ranked by matching"
+    assert describe("fewshot_itm_10_acc").direction == "higher"
+    assert describe("itm_acc").unit == "balanced accuracy, 0.5 to 1"
+    assert describe("loss_mlm").direction == "lower" and describe("vqa_accuracy").label == "vqa_accuracy"
+
+
+def test_task_metrics_by_hand():
+    split = TaskSplit(
+        images=np.zeros((6, 1), dtype=np.int64),
+        texts=["q"] * 6,
+        answers=np.array([0, 1, 0, 1, 2, 2]),
+        kinds=np.array(["b", "b", "b", "a", "a", "a"]),
+    )
+    info = {"chance": (3 / 2 + 3 / 3) / 6, "answers_per_kind": {"a": 3, "b": 2}}
+    task = ReasoningTask("vqa", ["x", "y", "z"], train=split, test=split, info=info)
+    out = ev.task_metrics("vqa", task, np.array([0, 1, 1, 1, 2, 0]))  # b: 2 of 3 right, a: 2 of 3
+    assert out == {
+        "vqa_acc": 4 / 6,
+        "vqa_chance": info["chance"],
+        "vqa_acc/b": 2 / 3,
+        "vqa_chance/b": 1 / 2,
+        "vqa_acc/a": 2 / 3,
+        "vqa_chance/a": 1 / 3,
+    }
+    out = ev.task_metrics("vqa", task, np.array([0, 1, 0, 0, 0, 0]))
+    assert out["vqa_acc/b"] == 1.0 and out["vqa_acc/a"] == 0.0 and out["vqa_acc"] == 0.5
+    with pytest.raises(ValueError, match="predicted must hold one answer per test question"):
+        ev.task_metrics("vqa", task, np.zeros(5, dtype=np.int64))
 
 
 def test_batches_are_seeded_by_step():

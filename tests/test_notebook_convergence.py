@@ -49,10 +49,10 @@ def test_tiny_grid_lands_in_the_run_store(tiny):
     assert sorted(table.kind.value_counts().items()) == [("reference", 1), ("run", 4)]
     # progress is normalised by the best reference run, which therefore sits exactly at 1.0
     assert table[table.kind == "reference"].progress.max() == pytest.approx(1.0)
-    # 4 training runs, 1 reference run, the summary, and the toy's curves and summary runs
-    assert len(runs) == 8
-    toy = [run for run in runs.values() if run.config.get("kind") in ("toy", "toy_curves")]
-    assert sorted(run.config["kind"] for run in toy) == ["toy", "toy_curves"]
+    # 4 training runs, 1 reference run, the summary, and the toy's curves, steps and summary runs
+    assert len(runs) == 9
+    toy = [run for run in runs.values() if run.config.get("kind") in ("toy", "toy_curves", "toy_steps")]
+    assert sorted(run.config["kind"] for run in toy) == ["toy", "toy_curves", "toy_steps"]
     toy_summary = next(run for run in toy if run.config["kind"] == "toy")
     assert toy_summary.is_complete and len(toy_summary.table("runs")) == 2 * 2 * 2  # noise x loss x seed
     for run_id in table.run_id:
@@ -74,7 +74,7 @@ def test_a_larger_grid_reuses_the_finished_runs(tiny, tmp_path):
     assert {run_id: after[run_id] for run_id in before} == before  # nothing retrained or rewritten
     new = sorted(set(after) - set(before))
     toy = [run_id for run_id in new if run_id.startswith("toy-nb-")]
-    assert len(toy) == 2  # the toy follows seeds: a new grid, its curves and its summary
+    assert len(toy) == 3  # the toy follows seeds: a new grid, its curves, steps and summary
     new = [run_id for run_id in new if run_id not in toy]
     assert len(new) == 3  # seed 2 of each loss and the summary of the larger grid
     assert [run_id for run_id in new if run_id.endswith("-s2")] == sorted(

@@ -245,3 +245,56 @@ def test_toy_figures_draw_every_run_and_refuse_missing_settings():
     assert len(fig.data) == 2 + 2 * 2 and fig.layout.yaxis2.type == "log"
     with pytest.raises(ValueError, match="lacks the column"):
         signal_and_noise(curves.drop(columns="sem"), 0.5)
+
+
+def test_summarize_steps_reads_the_shape_of_a_skewed_step():
+    from workbench.labs.toy import summarize_steps
+
+    # 99 small steps raising theta (g = -1) and one large one pulling it back (g = +99): mean 0
+    steps = np.array([-1.0] * 99 + [99.0])
+    summary = summarize_steps(steps, full_gradient=0.0)
+    assert summary["mean"] == pytest.approx(0.0) and summary["median"] == -1.0
+    assert summary["up"] == pytest.approx(0.99) and summary["top1_share"] == pytest.approx(1.0)
+    assert summary["batches"] == 100 and summary["global"] == 0.0
+
+
+def test_step_distribution_is_the_partitions_steps_and_the_exact_estep_is_unbiased():
+    from workbench.labs.toy import expected_gradient, step_distribution
+
+    problem = make_toy(16, 0.5, seed=1)
+    clip = step_distribution(problem, TOY_LOSSES["clip"], 4, 1.3, partitions=5, seed=2)
+    assert clip.shape == (5 * 4,)
+    # the same partitions as expected_gradient's (same seed): the same mean
+    curve = expected_gradient(problem, TOY_LOSSES["clip"], 4, [1.3], partitions=5, seed=2)
+    assert clip.mean() == pytest.approx(float(curve["mean"].iloc[0]), rel=1e-12)
+    # exact E-step without a draw: the mean step is the full-data gradient (sampling error only)
+    exact = step_distribution(problem, TOY_LOSSES["bayes-exact-point"], 4, 1.3, partitions=200, seed=0)
+    sem = exact.std(ddof=1) / math.sqrt(len(exact))
+    assert abs(exact.mean() - global_gradient(problem, 1.3)) < 4 * sem
+
+
+def test_step_distribution_is_stored_reused_rendered_and_drawn(tmp_path):
+    from workbench.labs.toy import store_step_distribution
+    from workbench.store.report import render
+    from workbench.store.runs import load_run
+    from workbench.viz.convergence import step_skew
+
+    grid = ToyGrid(
+        noise_levels=(0.5,), losses=("clip", "bayes-exact-point"), num_samples=16, root=str(tmp_path)
+    )
+    summary = store_step_distribution(grid, thetas=(1.0,), partitions=3)
+    assert list(summary.loss) == ["clip", "bayes-exact-point"] and (summary.batches == 12).all()
+    steps = load_run("toy-steps", root=tmp_path).table("steps")
+    assert len(steps) == 2 * 12 and steps["global"].abs().max() < 1e-5  # theta* = 1
+    assert store_step_distribution(grid, thetas=(1.0,), partitions=3).equals(summary)  # reused
+    text = render("<!-- table:toysteps -->\n<!-- /table -->\n<!-- table:other -->\nkept\n<!-- /table -->\n",
+                  root=tmp_path, only={"toysteps"})  # fmt: skip
+    assert "| 0.5 | 1 | clip |" in text and "kept" in text
+    fig = step_skew(steps, 0.5, 1.0)
+    assert [a.text.split(":")[0] for a in fig.layout.annotations[:2]] == [
+        "InfoNCE (clip)",
+        "decomposable (exact E-step, u = 1/Z)",
+    ]
+    assert "% of steps raise θ" in fig.layout.annotations[0].text and fig.layout.yaxis.type == "log"
+    with pytest.raises(ValueError, match="no steps"):
+        step_skew(steps, 0.25, 1.0)

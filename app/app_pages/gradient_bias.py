@@ -5,7 +5,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.common import data_guard, open_run, page_header, query_run, run_ids_with, selected_runs
+from app.common import (
+    cached_figure,
+    data_guard,
+    open_run,
+    page_header,
+    pick_runs,
+    query_run,
+    run_ids_with,
+    selected_runs,
+)
 from workbench.metrics import names
 from workbench.viz import bias as bias_fig
 
@@ -24,7 +33,7 @@ if not options:
     st.info("No run in the store has a gradient-bias table yet: run `python -m workbench.labs.gradbias`.")
     st.stop()
 default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in options] or options[:1]
-chosen = st.sidebar.multiselect("Runs to overlay", options, default=default[:3], key="gb-runs")
+chosen = pick_runs("Runs to overlay", options, default[:3], "gb-runs", sidebar=True)
 if not chosen:
     st.info("Pick at least one run in the sidebar.")
     st.stop()
@@ -59,18 +68,28 @@ if not losses:
     st.info("Pick at least one loss.")
     st.stop()
 shown = bias_fig.pick_states(table[table.loss.isin(losses)], state)
+# Figures are cached by the content of what they draw: building them took most of a rerun.
+shown_key = int(pd.util.hash_pandas_object(shown, index=False).sum())
+
+
+def curves(metric: str):
+    fig = bias_fig.bias_curves(shown, metric, run=run_column, band=band)
+    fig.update_layout(height=550)
+    return fig
+
 
 tabs = st.tabs(["Relative bias", "Bias", "Variance", "MSE", "Decomposition", "Table"])
 for tab, metric in zip(tabs[:4], ("rel_bias", "bias", "variance", "mse"), strict=True):
     with tab, data_guard(f"the {metric} curves"):
-        fig = bias_fig.bias_curves(shown, metric, run=run_column, band=band)
-        fig.update_layout(height=550)
+        fig = cached_figure(("gradbias", shown_key, metric, run_column, band), lambda m=metric: curves(m))
         st.plotly_chart(fig, theme=None, key=f"gb-{metric}")
         st.caption(f"**{names.describe(metric).label}**: {names.help_text(metric)}.")
 with tabs[4], data_guard("the decomposition"):
     first = table if run_column is None else table[table.run == chosen[0]]
     loss = st.selectbox("Loss", losses, key="gb-decomp-loss")
-    st.plotly_chart(bias_fig.decomposition(first, loss), theme=None, key="gb-decomp")
+    first_key = int(pd.util.hash_pandas_object(first, index=False).sum())
+    fig = cached_figure(("gb-decomposition", first_key, loss), lambda: bias_fig.decomposition(first, loss))
+    st.plotly_chart(fig, theme=None, key="gb-decomp")
     st.caption(f"Run `{chosen[0]}`: MSE = bias² + variance, each against the batch size.")
 with tabs[5]:
     for run_id, run_table in tables.items():

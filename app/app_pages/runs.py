@@ -15,7 +15,8 @@ from workbench.viz import embedding as emb
 #: Seconds between two refreshes of the curves while a chosen run is still running.
 LIVE_SECONDS = 3
 NUMBER_FORMAT = {
-    m: st.column_config.NumberColumn(format="%.3g", help=names.help_text(m)) for m in SUMMARY_METRICS
+    m: st.column_config.NumberColumn(names.describe(m).label, format="%.3g", help=names.help_text(m))
+    for m in SUMMARY_METRICS
 }
 
 page_header("Runs", "Every run of the store: filter, pick several, compare their curves.")
@@ -31,7 +32,7 @@ with st.sidebar:
     st.header("Filters")
     query = st.text_input("Run id contains", key="runs-query")
     filters = {}
-    for column in ("status", "kind", "dataset", "loss"):
+    for column in ("status", "kind", "model", "dataset", "loss"):
         values = sorted(v for v in frame[column].dropna().astype(str).unique() if v)
         if len(values) > 1:
             filters[column] = st.multiselect(column.capitalize(), values, key=f"runs-filter-{column}")
@@ -96,8 +97,9 @@ numeric = sorted(numeric_all)
 if not numeric:
     st.info("None of these runs logged metrics over steps (gradient-bias and summary runs keep tables).")
     st.stop()
-preferred = [m for m in ("train_loss", "zero_shot_acc", "linear_probe_acc", "centroid_gap", "global_loss",
-                         "knn_acc") if m in numeric]  # fmt: skip
+# the fusion model's task accuracies first when a fusion run is chosen (two-tower runs do not log them)
+preferred = [m for m in ("train_loss", "vqa_acc", "ve_acc", "nlvr_acc", "zero_shot_acc", "linear_probe_acc",
+                         "centroid_gap", "global_loss", "knn_acc") if m in numeric]  # fmt: skip
 chosen_metrics = st.multiselect(
     "Metrics", numeric, default=preferred[:4] or numeric[:2], key="runs-metrics",
     format_func=lambda m: names.describe(m).label if names.describe(m).label != m else m,

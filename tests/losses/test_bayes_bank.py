@@ -93,9 +93,11 @@ def test_bank_size_uses_a_random_subset_of_the_filled_rows(negatives):
     mirror = BankMirror(N, 5)
     for step, call in enumerate(calls(B, steps=4, num_samples=N)):
         mirror.write(call.a, call.b, call.index)
-        filled = np.flatnonzero(mirror.filled)
-        torch.manual_seed(step)  # the loss's subset: the first K of a permutation of the filled rows
-        subset = filled[torch.randperm(len(filled))[:5].numpy()] if len(filled) > 5 else filled
+        # the loss's subset: the K filled rows with the smallest uniform keys (all of them while < K)
+        torch.manual_seed(step)
+        keys = torch.rand(N).numpy() + ~mirror.filled
+        subset = np.argsort(keys)[:5]
+        subset = subset[mirror.filled[subset]]
         log_z = mirror.log_z(call.index, 4.0, negatives, True, candidates=subset)
         torch.manual_seed(step)
         result = evaluate(loss, call.a, call.b, index=call.index)
@@ -341,3 +343,21 @@ def test_bank_survives_kill_and_resume_through_the_trainer(tmp_path):
         assert torch.equal(got[key], value), key
     assert bool(want["bank.filled"].any()) and want["bank.rows"].abs().sum() > 0
     assert resumed.metrics.equals(reference.metrics)
+
+
+def test_bank_subsets_are_uniform_among_the_filled_rows():
+    from workbench.losses.bank import EmbeddingBank
+
+    bank = EmbeddingBank(10)
+    bank.write(torch.randn(3, 4), torch.randn(3, 4), torch.tensor([1, 4, 7]))
+    gen = torch.Generator().manual_seed(0)
+    # fewer filled rows than K: every filled row is drawn, the rest are unfilled positions
+    assert {1, 4, 7} <= set(bank.draw_subset(5, gen).tolist())
+    bank.write(torch.randn(10, 4), torch.randn(10, 4), torch.arange(10))
+    counts = torch.zeros(10)
+    for _ in range(4000):
+        drawn = bank.draw_subset(5, gen)
+        assert len(set(drawn.tolist())) == 5
+        counts[drawn] += 1
+    # each row in a subset with probability K / N = 0.5: 2000 of 4000, binomial std ~32
+    assert (counts - 2000).abs().max() < 160

@@ -73,15 +73,8 @@ def _count(name: str, implementation: str, validate: bool, with_scale: bool = Fa
     return reads.calls
 
 
-# BayesLoss's default E-step ("bank", workbench/losses/bank.py) reads its step counter and the bank's
-# filled rows on the host (int(steps), nonzero): known, owned by that estimator; strict, so the test
-# says when it is fixed. Its "running" and "batch" estimators are checked in the variants below.
-BANK_READS = pytest.mark.xfail(strict=True, reason="bayes' bank E-step reads host values")
-NAMES = [pytest.param(n, marks=BANK_READS) if n == "bayes" else n for n in loss_names()]
-
-
 @pytest.mark.parametrize("implementation", ["naive", "chunked"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", loss_names())
 def test_no_host_reads_without_validation(name, implementation):
     assert _count(name, implementation, validate=False, with_scale=name != "siglip") == []
 
@@ -94,6 +87,8 @@ def test_no_host_reads_without_validation(name, implementation):
         ("bayes", {"negatives": "views", "shape": math.inf, "estimator": "running"}),
         ("bayes", {"estimator": "running"}),
         ("bayes", {"estimator": "batch"}),
+        ("bayes", {"bank_size": 4}),  # a random subset of the bank, drawn on the device
+        ("bayes", {"negatives": "views", "bank_size": 4}),
         ("dcl", {"negatives": "cross"}),
         ("clip", {"symmetric": False}),
     ],

@@ -35,6 +35,7 @@ TINY_PARAMETERS: dict[str, dict[str, object]] = {
         "num_samples": 32,
         "reference_seeds": 1,
         "reference_steps": 40,
+        "toy_step_partitions": 1,
         "workers": 1,
     },
     "03_modality_structure": {

@@ -50,6 +50,7 @@ TOY_LOSSES: dict[str, dict] = {
     "bayes": {"name": "bayes"},  # the default E-step: the memory bank
     "bayes-point": {"name": "bayes", "shape": math.inf},  # the bank, u = 1 / R (no Gamma draw)
     "bayes-exact": {"name": "bayes", "estimator": "exact"},
+    "bayes-exact-point": {"name": "bayes", "estimator": "exact", "shape": math.inf},  # no stale row, no draw
     "bayes-running": {"name": "bayes", "estimator": "running"},
     "sogclr": {"name": "sogclr"},
 }
@@ -274,19 +275,9 @@ def expected_gradient(
     fixed point), ``sem`` (standard error of that mean), ``step_std`` (std of one minibatch step, the
     variance SGD sees) and ``global`` (the full-data gradient).
     """
-    n, rows = problem.num_samples, []
+    rows = []
     for theta in thetas:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        loss = build_toy_loss(spec, problem, [float(theta)])
-        grads = []
-        for p in range(partitions + 1):
-            batch = [
-                _gradient(loss, problem, float(theta), i)
-                for i in torch.randperm(n, generator=generator).split(batch_size)
-            ]
-            grads.extend(batch if p else [])
-        grads = np.asarray(grads)
+        grads = step_distribution(problem, spec, batch_size, theta, partitions, seed)
         per_partition = grads.reshape(partitions, -1).mean(axis=1)
         rows.append(
             dict(
@@ -298,6 +289,47 @@ def expected_gradient(
             )
         )
     return pd.DataFrame(rows)
+
+
+def step_distribution(
+    problem: ToyProblem, spec: dict, batch_size: int, theta: float, partitions: int = 100, seed: int = 0
+) -> np.ndarray:
+    """Every minibatch step g_B(theta) of ``partitions`` random partitions of all N, at fixed theta.
+
+    The warm-up is :func:`expected_gradient`'s (one partition, not returned). Their mean is the
+    expected step; their shape (median, skew, the share of the rare large steps) is what a run feels.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loss = build_toy_loss(spec, problem, [float(theta)])
+    steps = []
+    for p in range(partitions + 1):
+        batch = [
+            _gradient(loss, problem, float(theta), i)
+            for i in torch.randperm(problem.num_samples, generator=generator).split(batch_size)
+        ]
+        steps.extend(batch if p else [])
+    return np.asarray(steps)
+
+
+def summarize_steps(steps: np.ndarray, full_gradient: float) -> dict[str, float]:
+    """Mean (± s.e.), median, quantiles and the skew of one step; ``up``: the share of steps that raise
+    theta (g < 0); ``top1_share``: the share of all downward pull (g > 0) carried by the largest 1%."""
+    ordered = np.sort(steps)[::-1]
+    pull_down = ordered[ordered > 0].sum()
+    return {
+        "mean": float(steps.mean()),
+        "sem": float(steps.std(ddof=1) / math.sqrt(len(steps))),
+        "global": float(full_gradient),
+        "median": float(np.median(steps)),
+        "up": float(np.mean(steps < 0)),
+        "q01": float(np.quantile(steps, 0.01)),
+        "q99": float(np.quantile(steps, 0.99)),
+        "top1_share": float(ordered[: max(1, len(steps) // 100)].clip(min=0).sum() / pull_down)
+        if pull_down > 0
+        else 0.0,
+        "batches": len(steps),
+    }
 
 
 def root_of(curve: pd.DataFrame, column: str = "mean") -> float:
@@ -350,7 +382,7 @@ class ToyGrid(Grid):
         noise_levels: fractions of near-duplicate samples, each in [0, 0.5].
         batch_sizes: minibatch sizes, each in [2, num_samples] (a divisor of it in bias mode).
         losses: labels among clip, bayes (bank), bayes-point (bank, no draw), bayes-exact,
-            bayes-running, sogclr.
+            bayes-exact-point (exact E-step, no draw), bayes-running, sogclr.
         num_samples: N.
         temperature: tau of every loss.
         coarse_noise, fine_noise: view noise of the coarse and the fine latent (see :func:`make_toy`).
@@ -570,6 +602,46 @@ def store_curves(grid: ToyGrid, partitions: int = 20, thetas: Sequence[float] = 
     return fixed
 
 
+def store_step_distribution(
+    grid: ToyGrid, thetas: Sequence[float] = (1.0, 3.0), partitions: int = 100
+) -> pd.DataFrame:
+    """:func:`step_distribution` at each theta, per noise level, batch size and loss of ``grid``.
+
+    Stored as ``<tag>-steps`` with the tables ``steps`` (every step, with the full-data gradient
+    ``global``) and ``summary``
+    (:func:`summarize_steps` per setting); a complete stored run of the same settings is reused.
+    Returns the summary.
+    """
+    record = {**grid.record(), "kind": "toy_steps", "partitions": partitions, "thetas": list(thetas)}
+    run_id = f"{grid.tag}-steps"
+    check_stored_config(run_id, record, grid.root)
+    try:
+        stored = load_run(run_id, root=grid.root)
+        if stored.status == "complete":
+            return stored.table("summary")
+    except FileNotFoundError:
+        pass
+    frames, rows = [], []
+    for noise in grid.noise_levels:
+        problem = grid.problem(noise)
+        for batch_size in grid.batch_sizes:
+            for loss in grid.losses:
+                for theta in thetas:
+                    steps = step_distribution(
+                        problem, TOY_LOSSES[loss], batch_size, theta, partitions, grid.data_seed
+                    )
+                    key = dict(noise=noise, batch_size=batch_size, loss=loss, theta=float(theta))
+                    full = global_gradient(problem, theta)
+                    frames.append(pd.DataFrame({**key, "step": steps, "global": full}))
+                    rows.append({**key, **summarize_steps(steps, full)})
+    summary = pd.DataFrame(rows)
+    with RunWriter.create(record, run_id=run_id, root=grid.root) as writer:
+        writer.save_table("steps", pd.concat(frames, ignore_index=True))
+        writer.save_table("summary", summary)
+        writer.finish({"rows": len(summary)})
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workbench.labs.toy", description=__doc__.split("\n\n")[0]
@@ -583,9 +655,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead of training: each loss's expected step E[g_B(theta)] on a grid of theta, "
         "averaged over this many partitions, stored as <tag>-curves",
     )
+    parser.add_argument(
+        "--step-distribution",
+        type=int,
+        default=None,
+        metavar="PARTITIONS",
+        help="instead of training: every minibatch step at theta = 1 (theta*) and 3 over this many "
+        "partitions, with its mean, median and skew, stored as <tag>-steps",
+    )
     args = parser.parse_args(argv)
     try:
         grid = grid_from_args(args)
+        if args.step_distribution is not None:
+            summary = store_step_distribution(grid, partitions=args.step_distribution)
+            print(summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            return 0
         if args.curves is not None:
             print(store_curves(grid, args.curves).to_string(index=False))
             return 0

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from workbench.losses.kernels.chunked import DEFAULT_CHUNK_SIZE, accumulation_dtype, row_logsumexp
+from workbench.losses.kernels.chunked import DEFAULT_CHUNK_SIZE, accumulation_dtype
 
 
 class EmbeddingBank(nn.Module):
@@ -54,7 +54,8 @@ class EmbeddingBank(nn.Module):
         dim = like.shape[1]
         if self.rows.shape[2] == dim:
             return
-        if self.filled.any():
+        # rows are sized only at the first write (or after reset), so no host read of ``filled`` here
+        if self.rows.shape[2] != 0:
             raise ValueError(f"feature dimension d={dim} does not match the bank's d={self.rows.shape[2]}")
         dtype = torch.promote_types(self.rows.dtype, accumulation_dtype(like.dtype))
         self.rows = torch.zeros(2, self.num_samples, dim, dtype=dtype, device=self.filled.device)
@@ -75,68 +76,84 @@ class EmbeddingBank(nn.Module):
         self.refreshed_at.fill_(step)
 
     def reset(self) -> None:
-        """Forget every row."""
+        """Forget every row (the next write may have another feature dimension)."""
+        self.rows = self.rows.new_zeros(2, self.num_samples, 0)
         self.filled.zero_()
         self.refreshed_at.fill_(-1)
+
+    @torch.no_grad()
+    def draw_subset(self, size: int, generator: torch.Generator | None = None) -> Tensor:
+        """``size`` distinct positions, uniformly among the filled rows while at least ``size`` are.
+
+        With fewer filled rows, every filled one is in the subset and the rest are unfilled positions,
+        which :meth:`log_partition` leaves out. Fixed shape and no host read: random keys, unfilled
+        rows pushed to the back, the ``size`` smallest kept.
+        """
+        keys = torch.rand(self.num_samples, generator=generator, device=self.filled.device)
+        return torch.topk(keys + (~self.filled).to(keys.dtype), size, largest=False).indices
 
     @torch.no_grad()
     def log_partition(
         self,
         index: Tensor,
         scale: Tensor,
-        candidates: Tensor,
+        candidates: Tensor | None,
         negatives: str,
         population: int | None,
         chunk_size: int | None = None,
-        implementation: str = "auto",
     ) -> Tensor:
         """log Z of the anchors of samples ``index`` over the bank (see the module docstring).
+
+        No host read and no data-dependent shape (a CUDA step does not wait on it): unfilled
+        candidates are masked, not removed.
 
         Args:
             index: (B,) dataset positions of the batch; their rows must have been written this step
                 (the anchors and their positives are read from the bank).
             scale: the inverse temperature in use.
-            candidates: (K,) distinct filled positions whose rows serve as negatives.
+            candidates: (K,) distinct positions whose filled rows serve as negatives (unfilled ones are
+                left out), or None for every row.
             negatives: "cross" (a-anchors against the b-side, and vice versa) or "views" (both sides).
             population: P, the terms of the full partition sum with the positive in it; None leaves
                 the positive out (the mean over negatives).
-            chunk_size, implementation: as for ``row_logsumexp`` (chunked by default: no (B, N) matrix).
+            chunk_size: anchors per block of the (block, K) logit matrix (default
+                ``DEFAULT_CHUNK_SIZE``): memory is linear in the bank size.
 
         Returns:
             (2, B): row 0 for the a-anchors (slot 0), row 1 for the b-anchors; NaN for an anchor with no
             candidate negative (a subset holding only the anchor itself).
         """
-        if implementation == "naive":  # the E-step needs no backward: chunk it even so
-            implementation = "chunked"
         chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
-        size = candidates.shape[0]
-        if size == self.num_samples:  # every row, in order: no gather of the whole bank
-            own, rows = index, self.rows
+        if candidates is None:  # every row, in order: no gather of the whole bank
+            own, rows, usable = index, self.rows, self.filled
         else:
             where = torch.full((self.num_samples,), -1, dtype=torch.long, device=index.device)
-            where[candidates] = torch.arange(size, device=index.device)
-            own, rows = where[index], self.rows[:, candidates]
-        inside = (own >= 0).long()
+            where[candidates] = torch.arange(candidates.shape[0], device=index.device)
+            own, rows, usable = where[index], self.rows[:, candidates], self.filled[candidates]
         side_a, side_b = self.rows[0, index], self.rows[1, index]
         acc = accumulation_dtype(side_a.dtype)
-        pos = scale.to(acc) * (side_a.to(acc) * side_b.to(acc)).sum(dim=1)
+        scale = scale.to(acc)
+        pos = scale * (side_a.to(acc) * side_b.to(acc)).sum(dim=1)
+        # the anchor's own row is a candidate whenever it is in the subset (it was written this step)
+        inside = (own >= 0).long()
+        key_bias = torch.zeros(usable.shape, dtype=acc, device=usable.device).masked_fill(~usable, -math.inf)
+        count = usable.sum() - inside
         out = []
         for slot, anchors in enumerate((side_a, side_b)):
             if negatives == "cross":
-                keys = rows[1 - slot]
-                exclude = own[:, None]
-                count = size - inside
+                keys, bias, exclude, terms = rows[1 - slot], key_bias, own[:, None], count
             else:  # both sides: [side a of the candidates; side b of them]
-                keys = rows.reshape(2 * size, rows.shape[2])
-                exclude = torch.stack([own, torch.where(own >= 0, own + size, own)], dim=1)
-                count = 2 * (size - inside)
-            lse = row_logsumexp(anchors, keys, scale, exclude, chunk_size, implementation).to(acc)
-            log_z = lse - torch.log(count.clamp_min(1).to(acc))
+                keys = rows.reshape(-1, rows.shape[2])
+                bias = torch.cat([key_bias, key_bias])
+                exclude = torch.stack([own, torch.where(own >= 0, own + usable.shape[0], own)], dim=1)
+                terms = 2 * count
+            lse = _masked_row_logsumexp(anchors.to(acc), keys.to(acc), scale, bias, exclude, chunk_size)
+            log_z = lse - torch.log(terms.clamp_min(1).to(acc))
             if population is not None:
                 log_z = torch.logaddexp(
                     pos - math.log(population), log_z + math.log((population - 1) / population)
                 )
-            out.append(torch.where(count > 0, log_z, torch.full_like(log_z, math.nan)))
+            out.append(torch.where(terms > 0, log_z, torch.full_like(log_z, math.nan)))
         return torch.stack(out)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -144,3 +161,21 @@ class EmbeddingBank(nn.Module):
         if key in state_dict:  # a bank sized by a previous run (d, dtype) replaces the empty one
             self.rows = torch.empty_like(state_dict[key], device=self.filled.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _masked_row_logsumexp(
+    q: Tensor, k: Tensor, scale: Tensor, key_bias: Tensor, exclude: Tensor, chunk_size: int
+) -> Tensor:
+    """Per-row logsumexp of ``scale * q @ k.T + key_bias``, with columns ``exclude`` (-1: none) left out."""
+    out = []
+    for start in range(0, q.shape[0], chunk_size):
+        # scale the (chunk, d) anchors, not the (chunk, K) logits; a tensor alpha would be a host read
+        logits = torch.addmm(key_bias, q[start : start + chunk_size] * scale, k.T)
+        cols = exclude[start : start + chunk_size]
+        # -1 pads point at column 0 and write its own value back, so nothing is left out (a row never
+        # has both a pad and a real exclusion, so no column is written twice with different values)
+        safe = cols.clamp_min(0)
+        kept = logits.gather(1, safe)
+        logits.scatter_(1, safe, torch.where(cols >= 0, torch.full_like(kept, -math.inf), kept))
+        out.append(torch.logsumexp(logits, dim=1))
+    return torch.cat(out)

@@ -232,6 +232,8 @@ class BayesLoss(RunningPartitionLoss):
         self.population_source = source
 
     def _refresh_if_due(self) -> None:
+        if self.population_source is None and self.estimator == "bank":
+            return  # nothing to refresh from, and no host read of the step counters in a plain step
         last = int(self.bank.refreshed_at)
         if last >= 0 and int(self.steps) - last < self.refresh_every:
             return
@@ -270,16 +272,13 @@ class BayesLoss(RunningPartitionLoss):
         """log Z over the bank for every anchor of the (whole, gathered) batch, as a (2, N) table."""
         self._refresh_if_due()
         self.bank.write(a, b, index)
-        candidates = self.bank.filled.nonzero().squeeze(1)
-        if self.bank_size is not None and self.bank_size < candidates.shape[0]:
-            pick = torch.randperm(candidates.shape[0], device=candidates.device)[: self.bank_size]
+        candidates = None  # every filled row
+        if self.bank_size is not None and self.bank_size < self.num_samples:
+            candidates = self.bank.draw_subset(self.bank_size)
             if self._local is not None:  # process 0's subset, so every process uses the same
-                pick = self.sharding.gather(pick)[: self.bank_size]
-            candidates = candidates[pick]
+                candidates = self.sharding.gather(candidates)[: self.bank_size]
         population = self.population_terms() if self.include_positive else None
-        log_z = self.bank.log_partition(
-            index, scale, candidates, self.negatives, population, self.chunk_size, self.implementation
-        )
+        log_z = self.bank.log_partition(index, scale, candidates, self.negatives, population, self.chunk_size)
         table = torch.full((2, self.num_samples), math.nan, dtype=log_z.dtype, device=log_z.device)
         table[:, index] = log_z
         return table
@@ -344,17 +343,13 @@ class BayesLoss(RunningPartitionLoss):
             return None
         population = self.population_terms() if self.include_positive else None
         if self.bank_size is None:
-            return self.bank.log_partition(
-                index, scale, index, self.negatives, population, self.chunk_size, self.implementation
-            )
+            return self.bank.log_partition(index, scale, None, self.negatives, population, self.chunk_size)
         # A subset drawn independently of the batch: the expected weight is the mean of 1 / R over
         # subsets, estimated from ``subset_draws`` of them (the only sampling left).
         log_u = []
         for _ in range(subset_draws):
             subset = torch.randperm(self.num_samples, device=index.device)[: self.bank_size]
-            log_r = self.bank.log_partition(
-                index, scale, subset, self.negatives, population, self.chunk_size, self.implementation
-            )
+            log_r = self.bank.log_partition(index, scale, subset, self.negatives, population, self.chunk_size)
             log_u.append(-log_r)  # never NaN: a subset of K >= 2 holds another sample
         return -(torch.logsumexp(torch.stack(log_u), dim=0) - math.log(subset_draws))
 

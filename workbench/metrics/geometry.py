@@ -143,8 +143,19 @@ def _log_mean_offdiag_kernel(a: np.ndarray, b: np.ndarray, t: float) -> float:
         logits = -t * sq
         rows = np.arange(stop - start)
         logits[rows, start + rows] = -np.inf
-        parts.append(logsumexp(logits))
+        parts.append(_logsumexp_inplace(logits))
     return float(logsumexp(np.asarray(parts)) - math.log(n * (n - 1)))
+
+
+def _logsumexp_inplace(logits: np.ndarray) -> float:
+    """``logsumexp`` of every entry, overwriting ``logits``: scipy's took 5x longer on the 2000 x 2000
+    blocks of an uploaded file's report (its checks and copies), and this block is a temporary."""
+    top = float(logits.max())
+    if not math.isfinite(top):
+        return top
+    np.subtract(logits, top, out=logits)
+    np.exp(logits, out=logits)
+    return top + math.log(float(logits.sum()))
 
 
 def _singular_values(z: np.ndarray) -> np.ndarray:

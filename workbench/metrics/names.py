@@ -3,7 +3,8 @@
 One table for the figures (``workbench.viz``) and the dashboard, so a measure is named, explained and
 formatted the same way everywhere. Keys are the column names the labs and trainers log (metrics.csv,
 geometry reports, gradient-bias tables, summaries). :func:`describe` also resolves the patterned
-names (``i2t_R@5``, ``fewshot_10_acc``, ``loss_bridge``, ``*_mean`` / ``*_std`` of summaries).
+names (``i2t_R@5``, ``fewshot_10_acc``, ``loss_bridge``, ``*_mean`` / ``*_std`` of summaries, the fusion
+model's ``vqa_acc/digit``, ``ve_chance/parity``, ``itm_t2i_R@5`` ...).
 
 >>> describe("centroid_gap").direction
 'lower'
@@ -17,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "MetricName", "describe", "format_value", "help_text", "title"]
+__all__ = ["METRICS", "TASK_LABELS", "MetricName", "describe", "format_value", "help_text", "title"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,19 @@ METRICS: dict[str, MetricName] = dict(
            "mean of image→text and text→image recall@1, 5 and 10"),
         _m("pos_cos", "positive-pair cosine", "cosine, −1 to 1", "higher", False,
            "mean cosine between the two views of a pair"),
+        # fusion model (workbench.training.fusion): matching head and its re-ranked retrieval
+        _m("itm_acc", "image-text matching accuracy", "balanced accuracy, 0.5 to 1", "higher", False,
+           "matching head on each held-out pair and its hardest negatives, (positives + negatives) / 2"),
+        _m("itm_mean_R", "mean recall, re-ranked by matching", "fraction, 0 to 1", "higher", False,
+           "mean recall@1, 5, 10 both ways after the matching head re-ranks the contrastive top k"),
+        _m("zero_shot_itm_acc", "zero-shot accuracy via matching", "fraction, 0 to 1", "higher", False,
+           "a test image classified by the class prompts the matching head scores highest"),
+        _m("loss_itc", "loss term image-text contrastive", "nats", "lower", False,
+           "the contrastive objective of the fusion model's unimodal embeddings"),
+        _m("loss_itm", "loss term image-text matching", "nats", "lower", False,
+           "cross-entropy of the matching head on positives and hard negatives"),
+        _m("loss_mlm", "loss term masked tokens", "nats", "lower", False,
+           "cross-entropy of the masked caption words predicted from the fused tokens"),
         # training
         _m("train_loss", "training loss", "nats", "lower", False, "the minibatch loss being optimised"),
         _m("global_loss", "global loss", "nats", "lower", False,
@@ -122,6 +136,12 @@ METRICS: dict[str, MetricName] = dict(
 _RECALL = re.compile(r"^(i2t|t2i)_R@(\d+)$")
 _FEWSHOT = re.compile(r"^fewshot_(\d+)_acc$")
 _SUMMARY = re.compile(r"^(.+)_(mean|std)$")
+_ITM_RECALL = re.compile(r"^itm_(i2t|t2i)_R@(\d+)$")
+_ITM_FEWSHOT = re.compile(r"^fewshot_itm_(\d+)_acc$")
+# reasoning tasks of the fusion model: vqa_acc, vqa_acc/digit, vqa_chance/digit, vqa_ft_acc
+_TASK = re.compile(r"^(vqa|ve|nlvr)_(acc|chance|ft_acc)(?:/(\w+))?$")
+#: Readable names of the fusion model's reasoning tasks (workbench.data.reasoning.TASKS).
+TASK_LABELS = {"vqa": "VQA", "ve": "visual entailment", "nlvr": "NLVR (two images)"}
 
 
 def describe(name: str) -> MetricName:
@@ -135,15 +155,40 @@ def describe(name: str) -> MetricName:
     if match := _FEWSHOT.match(name):
         return MetricName(name, f"{match[1]}-shot accuracy", "fraction, 0 to 1", "higher", False,
                           f"nearest class mean of {match[1]} labelled images per class")  # fmt: skip
+    if match := _ITM_RECALL.match(name):
+        way = "image→text" if match[1] == "i2t" else "text→image"
+        definition = "recall after the matching head re-ranks the contrastive top k"
+        label = f"{way} recall@{match[2]}, re-ranked by matching"
+        return MetricName(name, label, "fraction, 0 to 1", "higher", False, definition)
+    if match := _ITM_FEWSHOT.match(name):
+        definition = f"{match[1]} labelled images per class, on their matching scores with the prompts"
+        label = f"{match[1]}-shot accuracy via matching"
+        return MetricName(name, label, "fraction, 0 to 1", "higher", False, definition)
     if match := _SUMMARY.match(name):
         base = describe(match[1])
         if match[2] == "mean":
             return MetricName(name, f"{base.label} (mean over seeds)", base.unit, base.direction, base.log,
                               base.definition)  # fmt: skip
         return MetricName(name, f"{base.label} (std over seeds)", base.unit, "", base.log, base.definition)
+    if match := _TASK.match(name):
+        return _task_name(name, match[1], match[2], match[3])
     if name.startswith("loss_"):
         return MetricName(name, f"loss term {name[5:]}", "nats", "lower", False, "one term of the loss")
     return MetricName(name, name)
+
+
+def _task_name(name: str, task: str, what: str, kind: str | None) -> MetricName:
+    """A reasoning task's accuracy (probed or fine-tuned) or chance level, in total or for one kind."""
+    questions = f", {kind.replace('_', ' ')} questions" if kind else ""
+    label, unit = TASK_LABELS[task], "fraction, 0 to 1"
+    if what == "chance":
+        definition = "accuracy of guessing uniformly among the answers each question allows"
+        return MetricName(name, f"{label} chance level{questions}", unit, "", False, definition)
+    if what == "ft_acc":
+        definition = "held-out accuracy after fine-tuning the model with an answer head"
+        return MetricName(name, f"{label} accuracy, fine-tuned{questions}", unit, "higher", False, definition)
+    definition = "held-out accuracy of a logistic-regression answer classifier on the frozen fused features"
+    return MetricName(name, f"{label} accuracy{questions}", unit, "higher", False, definition)
 
 
 def title(name: str, unit: bool = False) -> str:

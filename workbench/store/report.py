@@ -6,6 +6,7 @@ every number there comes from a stored run:
 
     python -m workbench.store.report            # rewrite RESULTS.md in place
     python -m workbench.store.report --check    # exit 1 if RESULTS.md is stale
+    python -m workbench.store.report --only toysteps toydrift   # just these tables
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def _mean_std(summary: pd.DataFrame, keys: list[str], metrics: list[str]) -> str
     frame = summary[keys].copy()
     for metric in metrics:
         if f"{metric}_mean" in summary.columns:
-            frame[metric] = [
-                f"{m:.3f} ± {s:.3f}"
+            frame[metric] = [  # "–": a metric this row's variant does not have
+                "–" if pd.isna(m) else f"{m:.3f} ± {s:.3f}"
                 for m, s in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"], strict=True)
             ]
     return _markdown(frame)
@@ -199,6 +200,48 @@ def toy_sweep_table(prefix: str = "toy-sweep", root=None, curves_id: str = "toy-
     return _markdown(frame)
 
 
+def toy_steps_table(run_id: str = "toy-steps", root=None) -> str:
+    """The shape of one step at fixed theta (``workbench.labs.toy.store_step_distribution``)."""
+    summary = load_run(run_id, root=root).table("summary")
+    rows = [
+        {
+            "noise": f"{r['noise']:g}",
+            "θ": f"{r['theta']:g}",
+            "loss": r["loss"],
+            "full-data gradient": f"{r['global']:.3g}",
+            "mean step ± 2 s.e.": f"{r['mean']:.3g} ± {2 * r['sem']:.2g}",
+            "median step": f"{r['median']:.3g}",
+            "steps raising θ (g < 0)": f"{100 * r['up']:.1f}%",
+            "1% / 99% quantile": f"{r['q01']:.3g} / {r['q99']:.3g}",
+            "downward pull from the top 1% of steps": f"{100 * r['top1_share']:.0f}%",
+            "batches": int(r["batches"]),
+        }
+        for r in summary.to_dict("records")
+    ]
+    return _markdown(pd.DataFrame(rows))
+
+
+def toy_drift_table(run_id: str = "toy-drift-summary", root=None) -> str:
+    """Where stochastic toy runs end, per loss: which part of the E-step makes them drift above theta*."""
+    runs = load_run(run_id, root=root).table("runs")
+    rows = []
+    for (noise, batch_size, loss), group in runs.groupby(["noise", "batch_size", "loss"], sort=False):
+        theta = group.theta.dropna()
+        q1, q3 = theta.quantile([0.25, 0.75])
+        rows.append(
+            {
+                "noise": f"{noise:g}",
+                "B": int(batch_size),
+                "loss": loss,
+                "final θ median [IQR]": f"{theta.median():.3g} [{q1:.3g}, {q3:.3g}]",
+                "ended above θ*": f"{int((theta > 1).sum())}/{len(group)}",
+                "distance to θ* (median)": f"{group.distance.median():.3g}",
+                "diverged": int(group.theta.isna().sum()),
+            }
+        )
+    return _markdown(pd.DataFrame(rows))
+
+
 def smallbatch_table(run_id: str = "smallbatch-summary", root=None) -> str:
     """Real-data small-batch grid: accuracy (mean ± std over seeds) per task, batch size and loss."""
     summary = load_run(run_id, root=root).table("summary")
@@ -220,6 +263,8 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "toy": toy_table,
     "toysweep": lambda run_id=None, root=None: toy_sweep_table(run_id or "toy-sweep", root=root),
     "smallbatch": smallbatch_table,
+    "toysteps": toy_steps_table,
+    "toydrift": toy_drift_table,
     **{
         kind: (lambda run_id=None, root=None, kind=kind: experiment_summary_table(kind, run_id, root))
         for kind in EXPERIMENT_COLUMNS
@@ -227,12 +272,18 @@ RENDERERS: dict[str, Callable[..., str]] = {
 }
 
 
-def render(text: str, root=None) -> str:
-    """Replace every ``<!-- table:NAME[ run_id] -->...<!-- /table -->`` block with a fresh table."""
+def render(text: str, root=None, only: set[str] | None = None) -> str:
+    """Replace every ``<!-- table:NAME[ run_id] -->...<!-- /table -->`` block with a fresh table.
+
+    ``only``: rebuild just the tables of these names and keep the others as they are (a run store
+    that holds only some of the experiments).
+    """
     pattern = re.compile(r"(<!-- table:(\w+)(?: ([\w.-]+))? -->\n)(.*?)(<!-- /table -->)", re.S)
 
     def replace(match: re.Match) -> str:
         name, run_id = match.group(2), match.group(3)
+        if only is not None and name not in only:
+            return match.group(0)
         if name in RENDERERS:
             body = RENDERERS[name](run_id, root=root) if run_id else RENDERERS[name](root=root)
         elif name == "experiment" and run_id:
@@ -251,11 +302,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", default=str(Path(__file__).resolve().parents[2] / "RESULTS.md"))
     parser.add_argument("--root", default=None, help="run-store root")
     parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help=f"rebuild (or check) only these tables; names: {', '.join([*RENDERERS, 'experiment'])}",
+    )
     args = parser.parse_args(argv)
+    known = {*RENDERERS, "experiment"}
+    if args.only and not set(args.only) <= known:
+        raise SystemExit(f"error: --only takes table names among {sorted(known)}, got {args.only}")
     path = Path(args.file)
     text = path.read_text()
     try:
-        fresh = render(text, root=args.root)
+        fresh = render(text, root=args.root, only=set(args.only) if args.only else None)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     if args.check:

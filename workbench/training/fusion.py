@@ -9,7 +9,9 @@ regularizers exactly as for the two-tower model), image-text matching and masked
 Evaluation (every ``eval_every`` steps) on the held-out split: contrastive zero-shot accuracy and
 retrieval, matching accuracy (``itm_acc``), and the generated reasoning tasks (``vqa_acc``, ``ve_acc``,
 ``nlvr_acc``) answered by a logistic-regression classifier over the answer vocabulary on the frozen
-fused text features ([CLS] or the mean of the fused tokens, as the model pools). At snapshots, also:
+fused text features ([CLS] or the mean of the fused tokens, as the model pools); each task also per
+kind of question (``vqa_acc/digit``, ``ve_acc/parity``, ...) with its chance level (``vqa_chance``,
+``vqa_chance/digit``, ...), so a curve can be read against guessing. At snapshots, also:
 retrieval re-ranked by the matching head, zero-shot and k-shot classification through the matching
 head, linear and k-shot probes on the image embeddings, geometry, the reasoning tasks fine-tuned
 (``finetune_steps`` > 0), and cross-attention maps of a few questions.
@@ -406,13 +408,10 @@ class FusionTask(Task):
                 )
                 for split in ("train", "test")
             }
-            metrics[f"{name}_acc"] = ev.probe_task(
-                features["train"],
-                task.train.answers,
-                features["test"],
-                task.test.answers,
-                len(task.answer_names),
+            predicted = ev.probe_predictions(
+                features["train"], task.train.answers, features["test"], len(task.answer_names)
             )
+            metrics.update(ev.task_metrics(name, task, predicted))
         metrics["scale"] = float(model.logit_scale())
         return metrics
 

@@ -197,16 +197,15 @@ def split_features(
     return fused_features(model, images, ids, autocast)
 
 
-def probe_task(
+def probe_predictions(
     train_x: Tensor,
     train_y: np.ndarray,
     test_x: Tensor,
-    test_y: np.ndarray,
     num_classes: int,
     weight_decay: float = 1e-3,
     max_iter: int = 100,
-) -> float:
-    """Test accuracy of a multinomial logistic-regression answer classifier on frozen features.
+) -> np.ndarray:
+    """Answers (indices) a multinomial logistic-regression classifier on frozen features gives the test rows.
 
     Features are standardised with the training split's mean and deviation; the classifier minimises
     the mean cross-entropy plus ``weight_decay / 2 * ||W||^2`` by full-batch L-BFGS from zero, in
@@ -232,8 +231,49 @@ def probe_task(
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        predicted = (xte @ weight + bias).argmax(1).numpy()
+        return (xte @ weight + bias).argmax(1).numpy()
+
+
+def probe_task(
+    train_x: Tensor,
+    train_y: np.ndarray,
+    test_x: Tensor,
+    test_y: np.ndarray,
+    num_classes: int,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+) -> float:
+    """Test accuracy of :func:`probe_predictions`' answer classifier on frozen features."""
+    predicted = probe_predictions(train_x, train_y, test_x, num_classes, weight_decay, max_iter)
     return float(np.mean(predicted == np.asarray(test_y)))
+
+
+def task_metrics(name: str, task: ReasoningTask, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy of answers ``predicted`` for ``task``'s test split, in total and per kind of question,
+    with the chance level of each.
+
+    Returns:
+        ``<name>_acc`` (all test questions), ``<name>_acc/<kind>`` (the questions of one kind),
+        ``<name>_chance`` and ``<name>_chance/<kind>`` (uniform guessing among the answers a kind
+        allows: the reference line of each accuracy), kinds in the task's order. The total is the mean
+        of the kinds' accuracies weighted by their numbers of test questions.
+    """
+    test = task.test
+    predicted = np.asarray(predicted)
+    if predicted.shape != (len(test),):
+        raise ValueError(
+            f"predicted must hold one answer per test question ({len(test)}), got shape {predicted.shape}"
+        )
+    correct = predicted == test.answers
+    allowed = task.info["answers_per_kind"]
+    out = {f"{name}_acc": float(np.mean(correct)) if len(test) else float("nan")}
+    if len(test):
+        out[f"{name}_chance"] = task.chance
+    for kind in dict.fromkeys(test.kinds.tolist()):
+        mine = test.kinds == kind
+        out[f"{name}_acc/{kind}"] = float(np.mean(correct[mine]))
+        out[f"{name}_chance/{kind}"] = 1.0 / allowed[kind]
+    return out
 
 
 def finetune_task(
@@ -313,8 +353,10 @@ __all__ = [
     "image_tokens",
     "itm_accuracy",
     "match_scores",
+    "probe_predictions",
     "probe_task",
     "reranked_retrieval",
     "split_features",
+    "task_metrics",
     "text_tokens",
 ]

@@ -19,6 +19,7 @@ TOY_COLORS = {
     "bayes": "#1f77b4",
     "bayes-point": "#17becf",
     "bayes-exact": "#2ca02c",
+    "bayes-exact-point": "#98df8a",
     "bayes-running": "#9467bd",
     "sogclr": "#ff7f0e",
 }
@@ -27,6 +28,7 @@ TOY_NAMES = {
     "bayes": "decomposable (bayes, bank E-step)",
     "bayes-point": "decomposable (bank, u = 1/R)",
     "bayes-exact": "decomposable (exact E-step)",
+    "bayes-exact-point": "decomposable (exact E-step, u = 1/Z)",
     "bayes-running": "decomposable (running E-step)",
     "sogclr": "SogCLR",
 }
@@ -179,5 +181,77 @@ def signal_and_noise(
         title=f"Bias and noise of one step at noise {noise:g}",
         template="plotly_white",
         legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def step_skew(
+    steps: pd.DataFrame,
+    noise: float,
+    theta: float = 1.0,
+    losses: Sequence[str] = ("clip", "bayes-exact-point"),
+) -> go.Figure:
+    """Why an unbiased step can still carry a run away: the distribution of one step at fixed theta.
+
+    One panel per loss (each with its own x range: the decomposable step is hundreds of times wider):
+    the share of minibatch steps per bin on a log axis, so the rare large steps stay visible, with the
+    mean step (solid), the median step (dashed) and the full-data gradient (black, dotted). A step
+    g < 0 raises theta (SGD subtracts it).
+
+    Args:
+        steps: the ``steps`` table of ``workbench.labs.toy.store_step_distribution``.
+        noise: the noise level drawn.
+        theta: the fixed theta drawn (1 is the optimum).
+        losses: the loss labels drawn, one panel each.
+    """
+    _check_columns(steps, ["noise", "loss", "theta", "step", "global"], "steps")
+    rows = steps[np.isclose(steps.noise, noise) & np.isclose(steps.theta, theta)]
+    losses = [loss for loss in losses if (rows.loss == loss).any()]
+    if not losses:
+        raise ValueError(f"no steps at noise {noise} and theta {theta} for the losses asked")
+    names = [TOY_NAMES.get(loss, loss) for loss in losses]
+    fig = make_subplots(rows=len(losses), cols=1, subplot_titles=names, vertical_spacing=0.2)
+    full = float(rows["global"].iloc[0])
+    for i, (loss, name) in enumerate(zip(losses, names, strict=True), start=1):
+        values = rows[rows.loss == loss].step.to_numpy()
+        color = TOY_COLORS.get(loss, "#7f7f7f")
+        fig.add_trace(
+            go.Histogram(
+                x=values,
+                nbinsx=80,
+                histnorm="probability",
+                marker={"color": color},
+                opacity=0.75,
+                name=f"{name}: share of steps",
+                hovertemplate="step %{x}<br>share %{y:.3g}<extra></extra>",
+            ),
+            row=i,
+            col=1,
+        )
+        mean, median, up = values.mean(), np.median(values), 100 * np.mean(values < 0)
+        lines = [(mean, color, "solid", f"{name}: mean step {mean:.3g}"),
+                 (median, color, "dash", f"{name}: median step {median:.3g}")]  # fmt: skip
+        if i == 1:
+            lines.append((full, "black", "dot", f"full-data gradient {full:.3g}"))
+        else:
+            fig.add_vline(x=full, line={"color": "black", "dash": "dot", "width": 1.5}, row=i, col=1)
+        for x, line_color, dash, label in lines:
+            fig.add_vline(x=x, line={"color": line_color, "dash": dash, "width": 2}, row=i, col=1)
+            fig.add_trace(  # vlines have no legend entry: an empty trace names each one
+                go.Scatter(
+                    x=[None], y=[None], mode="lines", name=label, line={"color": line_color, "dash": dash}
+                ),
+                row=i,
+                col=1,
+            )
+        fig.layout.annotations[i - 1].text = f"{name}: {up:.1f}% of steps raise θ"
+        fig.update_yaxes(type="log", title_text="share of steps (log)", row=i, col=1)
+        fig.update_xaxes(title_text="one minibatch step, d loss / d θ (< 0 raises θ)", row=i, col=1)
+    fig.update_layout(
+        title=f"One step at θ = {theta:g} (noise {noise:g}): the mean is the gradient, the median is not",
+        template="plotly_white",
+        height=330 * len(losses) + 140,
+        legend={"orientation": "h", "y": -0.15},
+        bargap=0.02,
     )
     return fig
