@@ -45,32 +45,6 @@ def is_fusion(config: Mapping[str, Any]) -> bool:
     return config.get("model") == "fusion"
 
 
-def run_label(run_id: str, config: Mapping[str, Any]) -> str:
-    """Short readable label: ``loss · size · B=… · regularizers · seed · short id``."""
-    parts = [str(config[key]) for key in ("loss", "model_size") if config.get(key)]
-    if config.get("batch_size") is not None:
-        parts.append(f"B={config['batch_size']}")
-    structure = config.get("structure") if isinstance(config.get("structure"), dict) else {}
-    weights = structure.get("weights") if isinstance(structure.get("weights"), dict) else {}
-    regs = [f"{k}={v:g}" for k, v in weights.items() if isinstance(v, (int, float)) and v > 0]
-    if regs:
-        parts.append(", ".join(regs))
-    if isinstance(config.get("seed"), int):
-        parts.append(f"seed {config['seed']}")
-    short = run_id if len(run_id) <= 18 else f"{run_id[:8]}…{run_id[-9:]}"
-    return " · ".join([*parts, short])
-
-
-def unique_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """``labels`` with a ``#2``, ``#3`` … suffix where two runs would read the same."""
-    seen: dict[str, int] = {}
-    out = {}
-    for run_id, label in labels.items():
-        seen[label] = seen.get(label, 0) + 1
-        out[run_id] = label if seen[label] == 1 else f"{label} #{seen[label]}"
-    return out
-
-
 def palette(k: int) -> list[str]:
     """``k`` distinct colours, the same order as the other dashboard figures."""
     base = qualitative.D3 if k <= 10 else qualitative.Alphabet
@@ -431,7 +405,5 @@ __all__ = [
     "kinds_figure",
     "logged_tasks",
     "palette",
-    "run_label",
     "task_kinds",
-    "unique_labels",
 ]

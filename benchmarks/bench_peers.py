@@ -8,7 +8,9 @@ For every (loss, B) one fresh worker process builds the contenders:
 * the peers of ``peer_losses.PEERS`` (open_clip, lightly, pytorch-metric-learning, LibAUC) at the
   same hyper-parameters;
 * ``bound``: the three matrix products a loss over an (M x N) similarity matrix cannot avoid
-  (``S = Q K^T``, ``G K``, ``G^T Q``), at the loss's M and N, allocating their results as a loss does.
+  (``S = Q K^T``, ``G K``, ``G^T Q``), at the loss's M and N, allocating their results as a loss does;
+* ``floor``: ``bound`` plus the least elementwise work a softmax loss adds to it, one in-place
+  exponential over the (M x N) matrix and its row sums (what a loss can reach without a fused kernel).
 
 Each contender runs one forward+backward on ``randn(B, d)`` inputs that require grad. After a warm-up
 of each, the worker runs rounds in which every contender runs once (the order rotating per round),
@@ -70,6 +72,11 @@ MOCO_QUEUE = 4096
 PEER_MAX_BATCH = {"pytorch_metric_learning.NTXentLoss": 256}
 # bytes of memory per logit entry a contender may need (a peer holds several B x B matrices)
 BYTES_PER_LOGIT = 4 * 8
+# environment variables recorded with a run (they change CPU timings)
+THREAD_ENV = (
+    "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
+)  # fmt: skip
 
 
 def logit_shape(name: str, batch_size: int) -> tuple[int, int]:
@@ -97,6 +104,21 @@ def _bound_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype):
     return products
 
 
+def _floor_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype):
+    # unit rows at CLIP's scale 1/0.07: the exponentials stay finite, as a loss's do
+    gen = torch.Generator().manual_seed(1)
+    q = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1).mul_(1 / 0.07)
+    k = torch.nn.functional.normalize(torch.randn(cols, dim, generator=gen), dim=1)
+    q, k = q.to(device, dtype), k.to(device, dtype)
+
+    def products(a, b, index):
+        s = (q @ k.T).exp_()  # forward product and one exponential per entry
+        total = s.sum(dim=1).sum()  # the row sums a log-sum-exp needs
+        return total + (s @ k).sum() + (s.T @ q).sum()
+
+    return products
+
+
 def contenders(spec: dict) -> dict:
     """name -> fn(a, b, index) -> loss value (None for the bound), for one (loss, B)."""
     name, batch, device, chunk = spec["loss"], spec["batch_size"], spec["device"], spec["chunk_size"]
@@ -120,6 +142,7 @@ def contenders(spec: dict) -> dict:
             skipped[peer] = f"skipped: {error}"
     rows, cols = logit_shape(name, batch)
     out["bound"] = _bound_fn(rows, cols, spec["dim"], device, dtype)
+    out["floor"] = _floor_fn(rows, cols, spec["dim"], device, dtype)
     return out, skipped
 
 
@@ -168,7 +191,7 @@ def measure(spec: dict) -> dict:
         try:
             warmup[label] = step(fn)
         except (RuntimeError, MemoryError) as error:  # a peer that cannot run this size: say so
-            if label in ("default", "chunked", "bound"):
+            if label in ("default", "chunked", "bound", "floor"):
                 raise
             skipped[label] = f"error: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
             del fns[label]
@@ -220,6 +243,7 @@ def summarize(name: str, batch: int, result: dict) -> dict:
             "seconds_all": times[label],
             "peak_mem_mb": result["memory_mb"].get(label),
             "ratio_to_bound": median_ratio(times, label, "bound"),
+            "ratio_to_floor": median_ratio(times, label, "floor") if "floor" in times else None,
             "ratio_to_peers": {p: median_ratio(times, label, p) for p in peers if p != label},
         }
         if fastest is not None and label != fastest:
@@ -338,7 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": args.tiny,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "host": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "host": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            # thread-pool and allocator settings change CPU timings (e.g. OMP_WAIT_POLICY on a busy machine)
+            "env": {key: os.environ[key] for key in THREAD_ENV if key in os.environ},
+        },
         "peers": {name: list(peer_losses.PEERS[name]) for name in losses},
         "peer_sources": {lib: spec for lib, (spec, _) in peer_losses.SOURCES.items()},
         "loadavg_start": _loadavg(),

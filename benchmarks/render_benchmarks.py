@@ -455,6 +455,12 @@ def _mib(value: float | None) -> str:
     return "–" if value is None else fmt_mib(value)
 
 
+def _env_note(env: dict | None) -> str:
+    if not env:
+        return ""
+    return "; environment " + ", ".join(f"`{key}={value}`" for key, value in sorted(env.items()))
+
+
 def render_peers_section(results_dir: Path, repo_root: Path) -> list[str]:
     """The bench_peers.py files: each loss against the peers that implement it, and training throughput."""
     lines: list[str] = []
@@ -471,25 +477,28 @@ def render_peers_section(results_dir: Path, repo_root: Path) -> list[str]:
             f"- Setup: d={data['dim']}, {data['dtype']}, torch {data['torch']} using {data['threads']} "
             f"threads, chunk_size={data['chunk_size']}, up to {data['repeats']} interleaved rounds; "
             f"created {data['created']}; load average at start {data.get('loadavg_start')}, at end "
-            f"{data.get('loadavg_end')}",
+            f"{data.get('loadavg_end')}" + _env_note(data.get("host", {}).get("env")),
             "- Ratios are medians over rounds of per-round time ratios (every contender runs once per "
             "round, in rotating order). `bound`: the three (M x N x d) matrix products of the loss's "
-            "similarity matrix, timed in the same rounds. Peers: "
+            "similarity matrix, timed in the same rounds; `floor` (where measured): the bound plus one "
+            "in-place exponential over the matrix and its row sums, the least elementwise work of a "
+            "softmax loss without a fused kernel. Peers: "
             + ", ".join(f"`{k}` from {v}" for k, v in data.get("peer_sources", {}).items())
             + " (loss source files only) and pytorch-metric-learning.",
             "",
             "| loss | B | fastest peer | peer s | default s | default / peer | chunked / peer "
-            "| default / bound | chunked / bound | default MiB | chunked MiB | peer MiB |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| default / bound | chunked / bound | floor / bound | default MiB | chunked MiB | peer MiB |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for record in data["results"]:
             head = f"| {record['loss']} | {record['batch_size']} |"
             if record["status"] != "ok":
-                lines.append(f"{head} {record['status']} |" + " |" * 9)
+                lines.append(f"{head} {record['status']} |" + " |" * 10)
                 continue
             rows, peer = record["contenders"], record.get("fastest_peer")
             default, chunked = rows["default"], rows["chunked"]
             peer_row = rows.get(peer) if peer else None
+            floor = rows.get("floor", {}).get("ratio_to_bound")
             lines.append(
                 f"{head} {peer or 'none'} | "
                 f"{'–' if peer_row is None else fmt_seconds(peer_row['seconds_median'])} | "
@@ -497,7 +506,7 @@ def render_peers_section(results_dir: Path, repo_root: Path) -> list[str]:
                 f"{_ratio(default.get('ratio_to_fastest_peer'))} | "
                 f"{_ratio(chunked.get('ratio_to_fastest_peer'))} | "
                 f"{_ratio(default['ratio_to_bound'])} | {_ratio(chunked['ratio_to_bound'])} | "
-                f"{_mib(default['peak_mem_mb'])} | {_mib(chunked['peak_mem_mb'])} | "
+                f"{_ratio(floor)} | {_mib(default['peak_mem_mb'])} | {_mib(chunked['peak_mem_mb'])} | "
                 f"{_mib(None if peer_row is None else peer_row['peak_mem_mb'])} |"
             )
         skipped = {(r["loss"], p): why for r in data["results"] for p, why in r.get("skipped", {}).items()}

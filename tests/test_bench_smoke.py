@@ -112,6 +112,7 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
     assert set(ntxent["contenders"]) | set(ntxent["skipped"]) == {
         "default",
         "chunked",
+        "floor",
         "lightly.NTXentLoss",
         "pytorch_metric_learning.NTXentLoss",
     }
@@ -121,6 +122,9 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
         for label in ("default", "chunked"):
             row = record["contenders"][label]
             assert len(row["seconds_all"]) == 2 and row["ratio_to_bound"] > 0 and row["peak_mem_mb"] >= 0
+            assert row["ratio_to_floor"] > 0
+        # the floor (bound + one exponential pass) is timed in the same rounds
+        assert len(record["contenders"]["floor"]["seconds_all"]) == 2
     assert ntxent["contenders"]["default"]["ratio_to_fastest_peer"] > 0
     assert moco["fastest_peer"] is None and moco["logit_shape"] == [64, 64 + 4096]
     (train,) = data["training"]
@@ -135,6 +139,7 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
     assert "### Against other libraries" in text and "tiny smoke run" in text
     assert "| ntxent | 64 | " in text and "| moco | 64 | none |" in text
     assert "samples/s" in text and data["command"] in text
+    assert "| floor / bound |" in text
 
 
 APP_BENCH = ROOT / "benchmarks" / "bench_app.py"

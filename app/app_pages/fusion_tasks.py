@@ -12,31 +12,21 @@ from app.common import (
     data_guard,
     open_run,
     page_header,
+    pick_runs,
     query_run,
+    run_label_map,
     runs_frame,
     selected_runs,
     snapshot_signature,
 )
 from workbench.metrics import names
-from workbench.store.runs import load_run, runs_root
+from workbench.store.runs import runs_root
 
 page_header(
     "Fusion tasks",
     "The fusion model's reasoning tasks (VQA, visual entailment, NLVR) over training and per kind of "
     "question, against chance; and where its words look in the image.",
 )
-
-
-@st.cache_data(ttl=5, show_spinner=False)
-def fusion_configs(root: str, run_ids: tuple[str, ...]) -> dict[str, dict]:
-    """Configs of the fusion runs (their labels need the model size, which the runs table lacks)."""
-    configs = {}
-    for run_id in run_ids:
-        try:
-            configs[run_id] = load_run(run_id, root=root).config
-        except (FileNotFoundError, ValueError):  # deleted since the runs table was read
-            configs[run_id] = {}
-    return configs
 
 
 frame = runs_frame(str(runs_root()))
@@ -48,21 +38,15 @@ if not fusion_ids:
     )
     st.stop()
 
-configs = fusion_configs(str(runs_root()), tuple(fusion_ids))
-labels = fv.unique_labels({run_id: fv.run_label(run_id, config) for run_id, config in configs.items()})
+labels = run_label_map()
 wanted = query_run()
 if wanted is not None and wanted not in fusion_ids:
     st.warning(f"Run `{wanted}` is not a fusion run of this store; pick one below.")
     wanted = None
 default = [r for r in ([wanted] if wanted else []) + selected_runs() if r in fusion_ids]
-chosen = st.multiselect(  # on the page, not the sidebar: the labels are read in full
-    "Fusion runs",
-    fusion_ids,
-    default=list(dict.fromkeys(default))[:4] or fusion_ids[:1],
-    format_func=lambda run_id: labels.get(run_id, run_id),
-    key="fusion-runs",
-    help="Labels read loss · model size · batch size · regularizers · seed · run id.",
-)
+# on the page, not the sidebar: the labels are read in full
+first = list(dict.fromkeys(default))[:4] or fusion_ids[:1]
+chosen = pick_runs("Fusion runs", fusion_ids, first, "fusion-runs")
 if not chosen:
     st.info("Pick at least one fusion run above.")
     st.stop()

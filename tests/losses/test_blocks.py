@@ -140,22 +140,64 @@ def test_half_inputs_accumulate_in_float32():
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
+def unit_leaf(rows, dim, seed, dtype):
+    x = torch.nn.functional.normalize(leaf(rows, dim, seed=seed).detach(), dim=1)
+    return x.to(dtype).requires_grad_(True)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4])
 @pytest.mark.parametrize("exclude", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_bounded_spread_path_matches(tiles, exclude, dtype):
-    """Unit features and a known scale: the column sums come from the row exponentials."""
-    q = torch.nn.functional.normalize(leaf(9, 4, seed=11).detach(), dim=1).to(dtype).requires_grad_(True)
-    k = torch.nn.functional.normalize(leaf(9, 4, seed=12).detach(), dim=1).to(dtype).requires_grad_(True)
-    scale = torch.tensor(14.0, dtype=dtype, requires_grad=True)
+@pytest.mark.parametrize("scale_value", [14.0, 31.0])
+def test_unshifted_path_matches(tiles, monkeypatch, chunk_size, exclude, dtype, scale_value):
+    """Unit features and a known |L| bound: exp(L) taken without a peak, whole and chunked."""
+    q, k, z = unit_leaf(9, 4, 11, dtype), unit_leaf(9, 4, 12, dtype), unit_leaf(8, 4, 13, dtype)
+    scale = torch.tensor(scale_value, dtype=dtype, requires_grad=True)
     w_rows, w_cols = torch.randn(9, dtype=dtype), torch.randn(9, dtype=dtype)
-    results = []
-    for spread in (None, 28.0):
-        rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=spread)
+    w_views = torch.randn(8, dtype=dtype)
+    bound = scale_value * (1 + 1e-4)
+    shifted = blocks._exponentiate_
+
+    def run(bound):
+        rows, cols = cross_logsumexp(
+            q, k, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=bound
+        )
         value = (rows * w_rows).sum() + (cols * w_cols).sum()
-        results.append([rows, cols, *torch.autograd.grad(value, [q, k, scale])])
-    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
-    for got, want in zip(results[1], results[0], strict=True):
-        torch.testing.assert_close(got, want, **tol)
-    # beyond SAFE_SPREAD the exact two-exponential path runs (same numbers as spread=None, bit for bit)
-    rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, spread=1e4)
-    assert torch.equal(rows, results[0][0]) and torch.equal(cols, results[0][1])
+        lse = views_logsumexp(z, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=bound)
+        return [
+            rows, cols, *torch.autograd.grad(value, [q, k, scale]),
+            lse, *torch.autograd.grad((lse * w_views).sum(), [z, scale]),
+        ]  # fmt: skip
+
+    want = run(None)
+
+    def no_peaks(*args):
+        raise AssertionError("the bounded path subtracted a peak")
+
+    monkeypatch.setattr(blocks, "_exponentiate_", no_peaks)
+    got = run(bound)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-5, "atol": 2e-5}
+    for x, y in zip(got, want, strict=True):
+        assert torch.isfinite(x).all()
+        torch.testing.assert_close(x, y, **tol)
+    # beyond SAFE_BOUND the peak-shifted path runs (the same numbers as bound=None, bit for bit)
+    monkeypatch.setattr(blocks, "_exponentiate_", shifted)
+    for x, y in zip(run(1e4), want, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_unit_rows_is_normalize_with_its_gradient():
+    """The losses' row normaliser: F.normalize's values bit for bit, its gradient up to round-off."""
+    from workbench.losses._base import unit_rows
+
+    assert torch.autograd.gradcheck(lambda t: unit_rows(t)[0], (leaf(6, 4, seed=14),))
+    x = leaf(7, 5, seed=15).detach()
+    x[2], x[4] = 0.0, x[4] * 1e-14  # a zero row and one below the clamp: the denominator is eps there
+    x.requires_grad_(True)
+    y, norm = unit_rows(x)
+    want = torch.nn.functional.normalize(x, dim=1)
+    assert torch.equal(y, want) and not norm.requires_grad
+    torch.testing.assert_close(norm, torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True))
+    grad = torch.randn(7, 5, dtype=torch.float64)
+    got, expected = torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(want, x, grad)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0.0)

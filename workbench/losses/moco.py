@@ -78,9 +78,12 @@ class MoCoLoss(ContrastiveLoss):
             keys = block.k if filled == 0 else torch.cat([block.k, self.queue[:filled].to(a.dtype)])
             chunk_size = None if implementation == "naive" else self.chunk_size or DEFAULT_CHUNK_SIZE
             offset = 0 if self._local is None else self._local.start
+            # the queue holds keys this loss normalised (when it normalises), so |logit| <= scale
+            # holds for them as for the batch's
             lse, _ = cross_logsumexp(
-                block.q, keys, scale, offset=offset, columns=False, chunk_size=chunk_size
-            )
+                block.q, keys, scale, offset=offset, columns=False, chunk_size=chunk_size,
+                bound=self._logit_bound,
+            )  # fmt: skip
             pos = positive_logits(block, scale)
         loss = (lse - pos).mean()
         # b is the whole batch (gathered under a sharding), so every process keeps the same queue

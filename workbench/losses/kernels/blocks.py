@@ -15,27 +15,36 @@ layout is one matrix product:
 
 Two memory modes, both exact:
 
-* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials
-  (``exp(L - row peak)`` and, for both directions of a square matrix, ``exp(L - column peak)``:
-  one or two (M, N) buffers, against four or more in the peer libraries) with their sums; the
-  backward pass rescales them into ``G`` in place, with no exponential and no product recomputed (a
-  second backward, ``retain_graph=True``, recomputes them, bit for bit);
-* ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are merged
-  across chunks with ``logaddexp``; the backward pass recomputes each chunk (one more product, memory
-  linear in B).
+* ``chunk_size=None``: ``L`` is materialised once and the forward pass keeps its exponentials with
+  their sums (one (M, N) buffer, two where the logit range is not known; four or more in the peer
+  libraries); the backward pass rescales them into ``G`` in place, with no exponential and no product
+  recomputed (a second backward, ``retain_graph=True``, recomputes them, bit for bit);
+* ``chunk_size=c``: ``c`` rows of ``L`` at a time in one reused buffer; column statistics are
+  accumulated across chunks; the backward pass recomputes each chunk (one more product, memory linear
+  in B).
 
-The elementwise work runs over row tiles of about ``TILE_ELEMENTS`` entries, so temporaries stay
-bounded (a tile, never a second (M, N) matrix beyond the one kept), and no (M, N) mask is ever
-built: excluded entries (the diagonal, the positive of a two-view row) are set to ``-inf`` through
-diagonal views. Nothing reads a tensor value on the host (no synchronisation). Logits are accumulated
-in float32 for half inputs (float64 stays float64).
+Two ways to exponentiate, both exact. Where the caller knows ``|L| <= bound`` (unit features: the
+bound is the scale) and the bound is at most ``SAFE_BOUND`` (32 in float32), ``E = exp(L)`` is taken
+as it is: no peak is subtracted, so one exponential per entry serves the row and the column
+softmax, ``G = E * (g_r / row_sum [:, None] + g_c / col_sum [None, :])``, and a chunk's sums simply
+add up. Otherwise the exponentials are shifted by the row (and column) peaks, each tile at a time.
+
+On a CPU every tensor operation over a large tensor is a parallel region, and on a machine shared by
+other jobs each region waits for all its threads to be scheduled, so the code keeps their number low:
+whole-matrix operations where no temporary is needed, row tiles of about ``TILE_ELEMENTS`` entries
+where one is (a tile, never a second (M, N) matrix beyond the one kept), the scale applied to the
+(M, d) rows once per call. No (M, N) mask is ever built: excluded entries (the diagonal, the
+positive of a two-view row) are set to ``-inf`` through diagonal views. Nothing reads a tensor value
+on the host (no synchronisation). Logits are accumulated in float32 for half inputs (float64 stays
+float64).
 
 Arithmetic (FLOPs of the matrix products, forward+backward, for an (M x N) matrix of d-dimensional
 rows): whole matrix ``6 M N d`` (three products; this is the bound the benchmark times), chunked
 ``8 M N d`` (the forward product is recomputed). Two views: the same with M = N = 2B (``24 B^2 d``
-whole, ``32 B^2 d`` chunked). SigLIP: as "cross". The
-elementwise work is two exponentials per entry forward (rows and columns) and none backward on the
-whole-matrix path; the chunked path recomputes them.
+whole, ``32 B^2 d`` chunked). SigLIP: as "cross". Elementwise work per entry, with a known bound:
+one exponential and three to five streaming passes (sums, the rescaling into ``G``) on the whole
+matrix; the chunked path adds one exponential per entry in the backward pass. Without a bound, the
+shifted path takes two exponentials per entry forward for a square matrix (rows and columns).
 """
 
 from __future__ import annotations
@@ -51,9 +60,15 @@ from workbench.losses.kernels.chunked import accumulation_dtype
 # costs about ten tensor operations, each a parallel region: on a loaded machine a region waits for
 # every thread to be scheduled, so fewer, larger tiles win there; smaller ones gain little when idle.
 TILE_ELEMENTS = 1 << 22
-# Largest logit spread for which exp(-spread) and products of two such factors stay normal numbers
-# (float32: exp(-87) is the smallest normal; float64: exp(-708)), with margin.
-SAFE_SPREAD = {torch.float32: 64.0, torch.float64: 600.0}
+# Largest |logit| for which exp(L) needs no shift: exp(-bound), exp(bound) and products of two such
+# factors stay normal numbers (float32: exp(-87) is the smallest normal, exp(88) the largest finite;
+# float64: exp(-708)), with margin, so row and column sums of exp(L) lose nothing to under/overflow.
+SAFE_BOUND = {torch.float32: 32.0, torch.float64: 300.0}
+
+
+def _unshifted(dtype: torch.dtype, bound: float | None) -> bool:
+    """Whether logits known to satisfy ``|L| <= bound`` can be exponentiated as they are."""
+    return bound is not None and bound <= SAFE_BOUND.get(dtype, 0.0)
 
 
 def _row_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
@@ -69,9 +84,19 @@ def _col_tiles(rows: int, cols: int) -> Iterator[tuple[int, int]]:
         yield start, min(cols, start + step)
 
 
-def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
-    """``out <- scale * q @ k.T`` (accumulation dtype)."""
-    if q.dtype == out.dtype:
+def _carry_scale(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``(q * scale, None)`` where the product runs in the accumulation dtype, else ``(q, scale)``.
+
+    Done once per call, not per chunk: each small (rows, d) operation is one more parallel region.
+    """
+    return (q * scale, None) if q.dtype == accumulation_dtype(q.dtype) else (q, scale)
+
+
+def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor | None) -> Tensor:
+    """``out <- scale * q @ k.T`` (accumulation dtype); ``scale=None``: q carries it already."""
+    if scale is None:
+        torch.mm(q, k.T, out=out)
+    elif q.dtype == out.dtype:
         # the scale goes on the (rows, d) side: one pass over O(rows d) entries instead of O(rows N)
         torch.mm(q * scale, k.T, out=out)
     else:  # half inputs: the product in the input dtype, the scale applied in float32
@@ -147,21 +172,44 @@ def _chunks(rows: int, chunk_size: int | None) -> list[tuple[int, int]]:
     return [(start, min(rows, start + step)) for start in range(0, rows, step)]
 
 
+def _scale_rows_cols_(x: Tensor, per_row: Tensor, per_col: Tensor | None) -> Tensor:
+    """``x <- x * (per_row[:, None] + per_col[None, :])`` in place (``per_row[:, None]`` without columns).
+
+    The outer sum is formed one row tile at a time in one reused tile-sized buffer.
+    """
+    if per_col is None:
+        return x.mul_(per_row[:, None])
+    rows, cols = x.shape
+    step = max(1, TILE_ELEMENTS // max(cols, 1))
+    factor = torch.empty(min(step, rows), cols, dtype=x.dtype, device=x.device)
+    for start, stop in _row_tiles(rows, cols):
+        outer = torch.add(per_row[start:stop, None], per_col[None, :], out=factor[: stop - start])
+        x[start:stop].mul_(outer)
+    return x
+
+
 class _CrossLSE(torch.autograd.Function):
     """(row lse, column lse) of ``scale * q @ k.T``, positives optionally excluded (see module doc).
 
-    Whole matrix (one chunk): the forward pass keeps ``exp(L - row peak)`` and ``exp(L - column
-    peak)`` with their sums, so the backward pass only rescales them (no exponential, no product
-    recomputed). Chunked: the backward pass recomputes each chunk's logits.
+    Whole matrix (one chunk): the forward pass keeps the exponentials with their sums, so the
+    backward pass only rescales them (no exponential, no product recomputed). Chunked: the backward
+    pass recomputes each chunk's logits.
+
+    Where ``|L| <= bound`` is known and small enough (``SAFE_BOUND``), ``exp(L)`` itself is taken:
+    one exponential per entry, no peak, and the row and column softmax are ``E / row_sum`` and
+    ``E / col_sum`` of the same ``E``, so ``G = E * (g_r / row_sum [:, None] + g_c / col_sum [None, :])``.
+    Otherwise the exponentials are shifted by the row (and column) peaks.
     """
 
     @staticmethod
-    def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size, spread):
-        options = (offset, exclude, columns, chunk_size, spread)
+    def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size, bound):
+        options = (offset, exclude, columns, chunk_size, bound)
         chunks = _chunks(q.shape[0], chunk_size)
-        ctx.kept = None
+        ctx.kept = ctx.sums = None
         if len(chunks) == 1:
             ctx.kept, lse_rows, lse_cols = _CrossLSE._whole(q, k, scale, options)
+        elif _unshifted(accumulation_dtype(q.dtype), bound):
+            ctx.sums, lse_rows, lse_cols = _CrossLSE._chunked_unshifted(q, k, scale, options, chunks)
         else:
             lse_rows, lse_cols = _CrossLSE._chunked(q, k, scale, options, chunks)
         ctx.options = options
@@ -169,26 +217,24 @@ class _CrossLSE(torch.autograd.Function):
         return lse_rows, lse_cols
 
     @staticmethod
-    def _whole(q, k, scale, options):
-        """The whole matrix at once: (kept terms, lse rows, lse cols).
-
-        The row softmax is ``row_terms / row_sum``, the column softmax ``col_terms / col_sum``; on
-        the bounded path (see ``cross_logsumexp``'s ``spread``) the column softmax is
-        ``row_terms * weight[:, None] / col_sum``, so one exponential per entry serves both.
-        """
-        offset, exclude, columns, _, spread = options
-        out = torch.empty(q.shape[0], k.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
+    def _masked_logits(out, q, k, scale, start, options) -> Tensor:
         x = _logits(out, q, k, scale)
-        if exclude:
-            _exclude_diagonal(x, 0, offset)
-        if columns and spread is not None and spread <= SAFE_SPREAD[x.dtype]:
-            row_peak, row_sum, _, _ = _exponentiate_(x, False, None)  # x <- exp(L - row peak)
-            # exp(L - top) = exp(L - row peak) * exp(row peak - top): every factor >= exp(-spread),
-            # a normal number, so the column sums lose nothing to underflow
-            top = row_peak.max()
-            weight = torch.exp(row_peak - top)
-            col_sum = torch.mv(x.T, weight)
-            return ("bounded", x, row_sum, weight, col_sum), _lse(row_peak, row_sum), _lse(top, col_sum)
+        if options[1]:  # exclude the positives
+            _exclude_diagonal(x, start, options[0])
+        return x
+
+    @staticmethod
+    def _whole(q, k, scale, options):
+        """The whole matrix at once: (kept terms, lse rows, lse cols)."""
+        columns, bound = options[2], options[4]
+        out = torch.empty(q.shape[0], k.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
+        x = _CrossLSE._masked_logits(out, q, k, scale, 0, options)
+        if _unshifted(x.dtype, bound):
+            # exp(L) in place (excluded entries give 0); both sums of the same exponentials
+            row_sum = x.exp_().sum(dim=1)
+            col_sum = x.sum(dim=0) if columns else None
+            lse_cols = col_sum.log() if columns else row_sum.new_empty(0)
+            return ("unshifted", x, row_sum, col_sum), row_sum.log(), lse_cols
         row_terms = torch.empty_like(x) if columns else None
         row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, row_terms)
         lse_cols = _lse(col_peak, col_sum) if columns else row_sum.new_empty(0)
@@ -196,16 +242,32 @@ class _CrossLSE(torch.autograd.Function):
         return kept, _lse(row_peak, row_sum), lse_cols
 
     @staticmethod
+    def _chunked_unshifted(q, k, scale, options, chunks):
+        """Chunk by chunk, exp(L) unshifted: the sums accumulate, one logarithm at the end."""
+        columns = options[2]
+        acc = accumulation_dtype(q.dtype)
+        buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+        row_sum = torch.empty(q.shape[0], dtype=acc, device=q.device)
+        col_sum = torch.zeros(k.shape[0], dtype=acc, device=q.device) if columns else None
+        q, scale = _carry_scale(q, scale)
+        for start, stop in chunks:
+            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
+            torch.sum(x.exp_(), dim=1, out=row_sum[start:stop])
+            if columns:
+                col_sum += x.sum(dim=0)
+        lse_cols = col_sum.log() if columns else row_sum.new_empty(0)
+        return (row_sum, col_sum), row_sum.log(), lse_cols
+
+    @staticmethod
     def _chunked(q, k, scale, options, chunks):
-        offset, exclude, columns = options[:3]
+        columns = options[2]
         acc = accumulation_dtype(q.dtype)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         lse_rows = torch.empty(q.shape[0], dtype=acc, device=q.device)
         lse_cols = None
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _logits(buffer[: stop - start], q[start:stop], k, scale)
-            if exclude:
-                _exclude_diagonal(x, start, offset)
+            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, None)
             lse_rows[start:stop] = _lse(row_peak, row_sum)
             if columns:
@@ -225,20 +287,20 @@ class _CrossLSE(torch.autograd.Function):
         kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
         if kept is None and (chunk_size is None or chunk_size >= q.shape[0]):
             kept = _CrossLSE._whole(q, k, scale, ctx.options)[0]  # the same numbers as the first time
-        if kept is not None and kept[0] == "bounded":
-            # G = E * (g_r / row_sum)[:, None] + E * weight[:, None] * (g_c / col_sum)[None, :]
-            _, grad, row_sum, weight, col_sum = kept
-            per_row, per_col = grad_rows / row_sum, grad_cols / col_sum
-            for start, stop in _row_tiles(*grad.shape):
-                factor = torch.outer(weight[start:stop], per_col).add_(per_row[start:stop, None])
-                grad[start:stop].mul_(factor)
-            blocks = [(0, q.shape[0], grad)]
+        if kept is not None and kept[0] == "unshifted":
+            _, grad, row_sum, col_sum = kept
+            per_col = grad_cols / col_sum if columns else None
+            blocks = [(0, q.shape[0], _scale_rows_cols_(grad, grad_rows / row_sum, per_col))]
         elif kept is not None:
             _, row_terms, row_sum, col_terms, col_sum = kept
             grad = row_terms.mul_((grad_rows / row_sum)[:, None])
             if columns:
                 grad.addcmul_(col_terms, (grad_cols / col_sum)[None, :])
             blocks = [(0, q.shape[0], grad)]
+        elif ctx.sums is not None:
+            row_sum, col_sum = ctx.sums
+            per_col = grad_cols / col_sum if columns else None
+            blocks = _CrossLSE._recomputed_unshifted(q, k, scale, grad_rows / row_sum, per_col, ctx.options)
         else:
             blocks = _CrossLSE._recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, ctx.options)
         for start, stop, grad in blocks:
@@ -253,19 +315,28 @@ class _CrossLSE(torch.autograd.Function):
         return grad_q, grad_k, grad_scale, None, None, None, None, None
 
     @staticmethod
+    def _recomputed_unshifted(q, k, scale, per_row, per_col, options):
+        """Yield ``(start, stop, G of those rows)``: each chunk's exp(L) recomputed and rescaled."""
+        chunks = _chunks(q.shape[0], options[3])
+        buffer = torch.empty(chunks[0][1], k.shape[0], dtype=per_row.dtype, device=q.device)
+        q, scale = _carry_scale(q, scale)
+        for start, stop in chunks:
+            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
+            yield start, stop, _scale_rows_cols_(x.exp_(), per_row[start:stop], per_col)
+
+    @staticmethod
     def _recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, options):
         """Yield ``(start, stop, G of those rows)`` chunk by chunk, recomputing the logits."""
-        offset, exclude, columns, chunk_size = options[:4]
+        columns, chunk_size = options[2:4]
         if columns:
             lse_cols, grad_cols = lse_cols[None, :], grad_cols[None, :]
         else:
             lse_cols = grad_cols = None
         chunks = _chunks(q.shape[0], chunk_size)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=lse_rows.dtype, device=q.device)
+        q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _logits(buffer[: stop - start], q[start:stop], k, scale)
-            if exclude:
-                _exclude_diagonal(x, start, offset)
+            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
             _softmax_grad_(x, lse_rows[start:stop], grad_rows[start:stop], lse_cols, grad_cols)
             yield start, stop, x
 
@@ -279,7 +350,7 @@ def cross_logsumexp(
     exclude_positive: bool = False,
     columns: bool = True,
     chunk_size: int | None = None,
-    spread: float | None = None,
+    bound: float | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Row and column log-sum-exp of ``L = scale * q @ k.T``, from one matrix product.
 
@@ -293,59 +364,70 @@ def cross_logsumexp(
         columns: also return the column log-sum-exp (``k`` as anchors against ``q``): needs a square
             matrix with the positives on the diagonal.
         chunk_size: rows of ``L`` per chunk (memory linear in M); None holds the whole matrix.
-        spread: a bound the caller knows on ``max(L) - min(L)`` over the finite entries (for
-            L2-normalised features, twice the scale), or None. When it is at most
-            ``SAFE_SPREAD[dtype]`` the whole-matrix path derives the column sums from the row
-            exponentials (one exponential per entry and one (M, N) buffer instead of two).
+        bound: a bound the caller knows on ``max |L|`` (for L2-normalised features, the scale), or
+            None. When it is at most ``SAFE_BOUND[dtype]``, ``exp(L)`` is taken without subtracting
+            any peak: one exponential per entry serves rows and columns, forward and backward.
 
     Returns:
         ``(lse_rows (M,), lse_cols (N,) or None)`` in the accumulation dtype.
     """
     if columns and (q.shape[0] != k.shape[0] or offset != 0):
         raise ValueError("columns=True needs a square matrix with the positives on the diagonal")
-    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, spread)
+    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, bound)
     return rows, (cols if columns else None)
 
 
 class _ViewsLSE(torch.autograd.Function):
     """Row lse of the symmetric ``scale * z @ z.T`` without self-pairs (and positives).
 
-    Whole matrix: the forward pass keeps ``exp(L - row peak)`` and the row sums; the backward pass
-    rescales it into G in place and makes the products ``G Z`` and ``G^T Z``. Chunked: each chunk is
-    recomputed and contributes ``G_c Z`` to its rows and ``G_c^T Z_c`` to all.
+    Whole matrix: the forward pass keeps the row exponentials and their sums; the backward pass
+    rescales them into G in place and makes the products ``G Z`` and ``G^T Z``. Chunked: each chunk
+    is recomputed and contributes ``G_c Z`` to its rows and ``G_c^T Z_c`` to all. Where ``|L| <=
+    bound`` is known and small (``SAFE_BOUND``), the exponentials are ``exp(L)`` unshifted.
     """
 
     @staticmethod
-    def forward(ctx, z, scale, exclude_positive: bool, chunk_size):
+    def forward(ctx, z, scale, exclude_positive: bool, chunk_size, bound):
         rows = z.shape[0]
         chunks = _chunks(rows, chunk_size)
-        ctx.kept = None
+        acc = accumulation_dtype(z.dtype)
+        ctx.kept = ctx.sums = None
         if len(chunks) == 1:
-            ctx.kept = _ViewsLSE._whole(z, scale, exclude_positive)
-            lse = _lse(*ctx.kept[2:])
+            ctx.kept, lse = _ViewsLSE._whole(z, scale, exclude_positive, bound)
         else:
-            acc = accumulation_dtype(z.dtype)
+            unshifted = _unshifted(acc, bound)
             buffer = torch.empty(chunks[0][1], rows, dtype=acc, device=z.device)
             lse = torch.empty(rows, dtype=acc, device=z.device)
+            scaled, post = _carry_scale(z, scale)
             for start, stop in chunks:
-                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
-                row_peak, row_sum, _, _ = _exponentiate_(x, False, None)
-                lse[start:stop] = _lse(row_peak, row_sum)
-        ctx.options = (exclude_positive, chunk_size)
+                x = _ViewsLSE._masked(buffer[: stop - start], scaled, z, post, start, exclude_positive)
+                if unshifted:  # the sums now, one logarithm at the end
+                    torch.sum(x.exp_(), dim=1, out=lse[start:stop])
+                else:
+                    row_peak, row_sum, _, _ = _exponentiate_(x, False, None)
+                    lse[start:stop] = _lse(row_peak, row_sum)
+            if unshifted:
+                ctx.sums = lse.clone()
+                lse.log_()
+        ctx.options = (exclude_positive, chunk_size, bound)
         ctx.save_for_backward(z, scale, lse)
         return lse
 
     @staticmethod
-    def _whole(z, scale, exclude_positive):
-        """(exp(L - row peak), row sums, row peaks, row sums) of the whole matrix."""
+    def _whole(z, scale, exclude_positive, bound):
+        """((exp(L - row peak) or exp(L), row sums), row lse) of the whole matrix."""
         out = torch.empty(z.shape[0], z.shape[0], dtype=accumulation_dtype(z.dtype), device=z.device)
-        x = _ViewsLSE._masked(out, z, scale, 0, exclude_positive)
+        x = _ViewsLSE._masked(out, z, z, scale, 0, exclude_positive)
+        if _unshifted(x.dtype, bound):
+            row_sum = x.exp_().sum(dim=1)
+            return (x, row_sum), row_sum.log()
         row_peak, row_sum, _, _ = _exponentiate_(x, False, None)
-        return x, row_sum, row_peak, row_sum
+        return (x, row_sum), _lse(row_peak, row_sum)
 
     @staticmethod
-    def _masked(out, z, scale, start, exclude_positive) -> Tensor:
-        x = _logits(out, z[start : start + out.shape[0]], z, scale)
+    def _masked(out, rows, z, scale, start, exclude_positive) -> Tensor:
+        """Logits of ``rows`` (z's rows start.., scaled unless ``scale`` is given) against z, masked."""
+        x = _logits(out, rows[start : start + out.shape[0]], z, scale)
         _exclude_diagonal(x, start, 0)
         if exclude_positive:
             _exclude_views_positive(x, start, z.shape[0] // 2)
@@ -354,14 +436,14 @@ class _ViewsLSE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_lse):
         z, scale, lse = ctx.saved_tensors
-        exclude_positive, chunk_size = ctx.options
+        exclude_positive, chunk_size, bound = ctx.options
         acc = lse.dtype
         zc = z.to(acc)
         kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
         if kept is None and (chunk_size is None or chunk_size >= z.shape[0]):
-            kept = _ViewsLSE._whole(z, scale, exclude_positive)  # the same numbers as the first time
+            kept = _ViewsLSE._whole(z, scale, exclude_positive, bound)[0]  # the same numbers again
         if kept is not None:
-            terms, row_sum = kept[:2]
+            terms, row_sum = kept
             grad = terms.mul_((grad_lse / row_sum)[:, None])
             # (G + G^T) Z as two products: BLAS reads G^T in place, where forming G + G^T would
             # cost two transposed passes over the matrix, more than the product it saves
@@ -372,20 +454,30 @@ class _ViewsLSE(torch.autograd.Function):
             hidden = torch.zeros(z.shape, dtype=acc, device=z.device)
             chunks = _chunks(z.shape[0], chunk_size)
             buffer = torch.empty(chunks[0][1], z.shape[0], dtype=acc, device=z.device)
+            per_row = None if ctx.sums is None else grad_lse / ctx.sums
+            scaled, post = _carry_scale(z, scale)
             for start, stop in chunks:
-                x = _ViewsLSE._masked(buffer[: stop - start], z, scale, start, exclude_positive)
-                _softmax_grad_(x, lse[start:stop], grad_lse[start:stop], None, None)
-                hidden[start:stop] += x @ zc
+                x = _ViewsLSE._masked(buffer[: stop - start], scaled, z, post, start, exclude_positive)
+                if per_row is not None:
+                    x.exp_().mul_(per_row[start:stop, None])
+                else:
+                    _softmax_grad_(x, lse[start:stop], grad_lse[start:stop], None, None)
+                hidden[start:stop].addmm_(x, zc)
                 hidden.addmm_(x.T, zc[start:stop])
         need_z, need_scale = ctx.needs_input_grad[:2]
         # L = scale Z Z^T: dZ = scale (G + G^T) Z, dscale = sum(G * Z Z^T) = sum(Z * H) / 2
         grad_scale = ((zc * hidden).sum() / 2).to(scale.dtype) if need_scale else None
         grad_z = hidden.mul_(scale).to(z.dtype) if need_z else None
-        return grad_z, grad_scale, None, None
+        return grad_z, grad_scale, None, None, None
 
 
 def views_logsumexp(
-    z: Tensor, scale: Tensor, *, exclude_positive: bool = False, chunk_size: int | None = None
+    z: Tensor,
+    scale: Tensor,
+    *,
+    exclude_positive: bool = False,
+    chunk_size: int | None = None,
+    bound: float | None = None,
 ) -> Tensor:
     """Row log-sum-exp of ``scale * z @ z.T`` over every other row (and not the positive).
 
@@ -394,8 +486,9 @@ def views_logsumexp(
         scale: 0-dim tensor (may require grad).
         exclude_positive: leave the positive out too (DCL).
         chunk_size: rows per chunk (memory linear in B); None holds the whole matrix.
+        bound: a bound the caller knows on ``max |L|`` (see ``cross_logsumexp``), or None.
     """
-    return _ViewsLSE.apply(z, scale, exclude_positive, chunk_size)
+    return _ViewsLSE.apply(z, scale, exclude_positive, chunk_size, bound)
 
 
 class _SigmoidSum(torch.autograd.Function):
@@ -407,8 +500,9 @@ class _SigmoidSum(torch.autograd.Function):
         chunks = _chunks(q.shape[0], chunk_size)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
         total = torch.zeros((), dtype=acc, device=q.device)
+        scaled, post = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _SigmoidSum._signed(buffer[: stop - start], q, k, scale, bias, start, stop, offset)
+            x = _SigmoidSum._signed(buffer[: stop - start], scaled, k, post, bias, start, stop, offset)
             for lo, hi in _row_tiles(*x.shape):
                 total += torch.nn.functional.softplus(x[lo:hi]).sum()
         ctx.logits = buffer if len(chunks) == 1 else None
@@ -418,7 +512,9 @@ class _SigmoidSum(torch.autograd.Function):
 
     @staticmethod
     def _signed(out, q, k, scale, bias, start, stop, offset) -> Tensor:
-        """``-z * (logits + bias)``: negated at the positives (z = +1), as is elsewhere (z = -1)."""
+        """``-z * (logits + bias)``: negated at the positives (z = +1), as is elsewhere (z = -1).
+
+        ``q`` carries the scale already where ``scale`` is None (see ``_carry_scale``)."""
         x = _logits(out, q[start:stop], k, scale).add_(bias)
         x.diagonal(offset=start + offset).neg_()
         return x
@@ -438,25 +534,27 @@ class _SigmoidSum(torch.autograd.Function):
         recompute = buffer is None
         if recompute:
             buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
+            scaled, post = _carry_scale(q, scale)
         for start, stop in chunks:
             x = buffer[: stop - start]
             if recompute:
-                _SigmoidSum._signed(x, q, k, scale, bias, start, stop, offset)
+                _SigmoidSum._signed(x, scaled, k, post, bias, start, stop, offset)
             # d softplus(x) / d logit = sigmoid(x) * dx/dlogit, and dx/dlogit = -z: +1 off the
-            # positives, -1 on them
-            for lo, hi in _row_tiles(*x.shape):
-                x[lo:hi].sigmoid_().mul_(grad_total)
-            x.diagonal(offset=start + offset).neg_()
+            # positives, -1 on them (the incoming gradient multiplies the (M, d) results below, not
+            # the (M, N) matrix)
+            x.sigmoid_().diagonal(offset=start + offset).neg_()
             grad_bias += x.sum()
             torch.mm(x, keys, out=grad_q[start:stop])
             if need_k:
                 grad_k.addmm_(x.T, q[start:stop].to(acc))
-        grad_scale = (q.to(acc) * grad_q).sum().to(scale.dtype) if need_scale else None
+        grad_total = grad_total.to(acc)
+        grad_scale = ((q.to(acc) * grad_q).sum() * grad_total).to(scale.dtype) if need_scale else None
+        factor = scale.to(acc) * grad_total
         return (
-            grad_q.mul_(scale).to(q.dtype) if need_q else None,
-            grad_k.mul_(scale).to(k.dtype) if need_k else None,
+            grad_q.mul_(factor).to(q.dtype) if need_q else None,
+            grad_k.mul_(factor).to(k.dtype) if need_k else None,
             grad_scale,
-            grad_bias.to(bias.dtype) if need_bias else None,
+            (grad_bias * grad_total).to(bias.dtype) if need_bias else None,
             None,
             None,
         )
