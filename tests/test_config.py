@@ -69,3 +69,11 @@ def test_command_line_flags_come_from_the_config_fields():
     assert config.task.structure == {"mode": "four_term"} and config.steps == 5 and config.learn_scale
     with pytest.raises(SystemExit):
         parser.parse_args(["--loss-params", "[1]"])
+
+
+def test_the_fusion_model_reads_word_tokens_unless_told_otherwise():
+    # its text encoder reads the caption's words: no MiniLM encoding of sentences it never reads
+    assert TrainConfig(dataset="digits_captions", model="fusion").dataset_params == {"text_encoder": "tokens"}
+    chosen = TrainConfig(dataset="digits_captions", model="fusion", dataset_params={"text_encoder": "minilm"})
+    assert chosen.dataset_params == {"text_encoder": "minilm"}
+    assert TrainConfig(dataset="digits_captions").dataset_params == {}  # the two towers read MiniLM

@@ -25,6 +25,7 @@ __all__ = [
     "build_dataset",
     "dataset_kind",
     "dataset_names",
+    "dataset_parameters",
     "epoch_batch",
     "sample_batch",
     "step_generator",
@@ -42,6 +43,12 @@ def dataset_kind(name: str) -> str:
     return "pairs" if name in _PAIR_DATASETS else "image_text"
 
 
+def dataset_parameters(name: str) -> set[str]:
+    """The keyword parameters a registered dataset's builder takes (its ``dataset_params``)."""
+    dataset_kind(name)  # an unknown name raises, naming the known ones
+    return set(inspect.signature(_BUILDERS[name]).parameters)
+
+
 def build_dataset(name: str, **params):
     """Build a registered dataset (``dataset_names()``) with its keyword parameters.
 
@@ -49,9 +56,7 @@ def build_dataset(name: str, **params):
     ``workbench.data.multimodal.MultimodalDataset`` (``digits_captions``, ``mnist_captions``,
     ``infogap``, ``image_folder_captions``, ``user_embeddings``).
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(_BUILDERS)}")
-    allowed = set(inspect.signature(_BUILDERS[name]).parameters)
+    allowed = dataset_parameters(name)
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(

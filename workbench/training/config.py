@@ -23,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from workbench.data import dataset_kind
+from workbench.data import dataset_kind, dataset_parameters
 from workbench.data.reasoning import TASKS as REASONING_TASKS
 from workbench.losses import loss_names
 from workbench.losses.fusion import check_objective_weights
@@ -240,6 +240,11 @@ class TrainConfig:
         _choice("loss", self.loss, loss_names())
         _dict("dataset_params", self.dataset_params)
         _dict("loss_params", self.loss_params)
+        encoder_unset = "text_encoder" in dataset_parameters(self.dataset) - set(self.dataset_params)
+        if isinstance(self.task, FusionConfig) and encoder_unset:
+            # the fusion model reads the caption's words itself: MiniLM sentence vectors would be
+            # encoded (1-2 min on a fresh store) and never read
+            self.dataset_params = {**self.dataset_params, "text_encoder": "tokens"}
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("precision", self.precision, PRECISIONS)
