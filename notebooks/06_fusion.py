@@ -162,7 +162,7 @@ pd.DataFrame(examples)
 # %%
 import dataclasses
 
-from workbench.labs.fusion import FusionStructureGrid, compare_to_base
+from workbench.labs.fusion import HEADLINE_METRICS, FusionStructureGrid, compare_to_base
 from workbench.labs.grid import run_grid
 from workbench.store.runs import config_run_id, load_run, runs_root
 
@@ -221,17 +221,7 @@ from workbench.viz.downstream import regularizer_figure
 
 regularizer_figure(
     fusion,
-    metrics=[
-        "itm_acc",
-        "vqa_acc",
-        "ve_acc",
-        "nlvr_acc",
-        "zero_shot_acc",
-        "zero_shot_itm_acc",
-        "mean_R",
-        "itm_mean_R",
-        "centroid_gap",
-    ],
+    metrics=list(HEADLINE_METRICS),
     cols=3,
     title=f"Fusion model: final held-out metrics per variant ({label})",
 ).show()

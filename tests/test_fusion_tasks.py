@@ -189,3 +189,15 @@ def test_bad_input_names_the_parameter(digits):
         DigitFacts.measure(images[:3], np.array([1, 2, 12]))
     with pytest.raises(ValueError, match="answers names task"):
         reasoning_tasks(images, labels, train, test, tasks=["vqa"], answers={"ve": ["entailment"]})
+
+
+def test_reasoning_task_names_the_tasks_and_the_wrappers_are_it(digits):
+    from workbench.data.reasoning import reasoning_task
+
+    images, labels, train, test, thresholds = digits
+    facts = DigitFacts.measure(images, labels, thresholds)
+    with pytest.raises(ValueError, match=r"name must be one of vqa, ve, nlvr; got 'captioning'"):
+        reasoning_task("captioning", facts, train, test)
+    direct = reasoning_task("nlvr", facts, train, test, per_kind_train=20, per_kind_test=10, seed=4)
+    wrapped = nlvr_task(facts, train, test, per_kind_train=20, per_kind_test=10, seed=4)
+    assert direct.train.texts == wrapped.train.texts

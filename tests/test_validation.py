@@ -73,3 +73,17 @@ def test_check_bool():
     for value in (1, 0, "yes", None):
         with pytest.raises(ValueError, match="flag must be True or False"):
             check_bool("flag", value)
+
+
+def test_check_weights_fills_defaults_and_names_the_bad_entry():
+    from workbench.validation import check_weights
+
+    assert check_weights("w", {"a": 2}, ("a", "b"), "thing", default=1.0) == {"a": 2.0, "b": 1.0}
+    assert check_weights("w", None, ("a",), "thing", default=0.0) == {"a": 0.0}
+    with pytest.raises(ValueError, match=r"w has unknown thing\(s\) \['c'\]; known: a, b"):
+        check_weights("w", {"c": 1}, ("a", "b"), "thing", default=0.0)
+    for bad in (-1, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match=r"w\['a'\] must be a finite number >= 0"):
+            check_weights("w", {"a": bad}, ("a",), "thing", default=0.0)
+    with pytest.raises(ValueError, match="w must be a mapping from thing name to weight"):
+        check_weights("w", [1.0], ("a",), "thing", default=0.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -113,6 +113,31 @@ def check_choice(name: str, value: T, allowed: Iterable[T]) -> T:
     if not any(isinstance(value, type(option)) and value == option for option in allowed):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
+
+
+def check_weights(
+    name: str, weights: object, known: Iterable[str], what: str, default: float
+) -> dict[str, float]:
+    """A mapping from some of ``known`` to finite weights >= 0; the others get ``default``.
+
+    Raises:
+        ValueError: not a mapping, an unknown key (``"{name} has unknown {what}(s) [...]"``), or a bad
+            weight (``"{name}['key'] must be a finite number >= 0"``).
+    """
+    known = tuple(known)
+    if weights is None:
+        weights = {}
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{name} must be a mapping from {what} name to weight, got {weights!r}")
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise ValueError(f"{name} has unknown {what}(s) {unknown}; known: {', '.join(known)}")
+    out = dict.fromkeys(known, float(default))
+    for key, value in weights.items():
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}[{key!r}] must be a finite number >= 0, got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def check_bool(name: str, value: object) -> bool:

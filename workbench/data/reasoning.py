@@ -233,18 +233,38 @@ def _answer_names(name: str, answers, default: Sequence[str]) -> list[str]:
     return [str(a) for a in answers]
 
 
-def _build(
+def reasoning_task(
     name: str,
     facts: DigitFacts,
     train_rows,
     test_rows,
-    kinds,
-    per_kind_train: int,
-    per_kind_test: int,
-    seed: int,
-    answers,
-    generate,
+    kinds: Sequence[str] | None = None,
+    per_kind_train: int | None = None,
+    per_kind_test: int = 60,
+    seed: int = 0,
+    answers: Sequence[str] | None = None,
 ) -> ReasoningTask:
+    """One generated task (``name`` in :data:`TASKS`) over the measured digits.
+
+    Args:
+        name: "vqa", "ve" or "nlvr".
+        facts: the measured digits (:meth:`DigitFacts.measure`).
+        train_rows, test_rows: data-set rows the two splits draw their images from.
+        kinds: question kinds to generate (default all of the task's :data:`KINDS`).
+        per_kind_train, per_kind_test: examples per kind and split (fewer when a pool runs short:
+            the smallest answer pool sets the count of every answer). The train default is 200
+            (198 for "ve": a multiple of its six form-answer groups).
+        seed: the examples are a pure function of the inputs and the seed.
+        answers: the answer vocabulary (default ``ANSWERS[name]``); it must cover every split.
+
+    Raises:
+        ValueError: an unknown task or kind, bad sizes, or ``answers`` missing an answer of a split.
+    """
+    if name not in TASKS:
+        raise ValueError(f"name must be one of {', '.join(TASKS)}; got {name!r}")
+    generate = _CANDIDATES[name]
+    if per_kind_train is None:
+        per_kind_train = 198 if name == "ve" else 200
     kinds = _check_common(name, kinds, KINDS[name], per_kind_train, per_kind_test, seed)
     answer_names = _answer_names(name, answers, ANSWERS[name])
     rng = np.random.default_rng([seed, TASKS.index(name)])
@@ -307,42 +327,12 @@ def _vqa_candidates(facts: DigitFacts, kind: str, rows: np.ndarray, rng: np.rand
     )
 
 
-def vqa_task(
-    facts: DigitFacts,
-    train_rows,
-    test_rows,
-    kinds: Sequence[str] | None = None,
-    per_kind_train: int = 200,
-    per_kind_test: int = 60,
-    seed: int = 0,
-    answers: Sequence[str] | None = None,
-) -> ReasoningTask:
+def vqa_task(facts: DigitFacts, train_rows, test_rows, **options) -> ReasoningTask:
     """Visual question answering over one image (kinds :data:`VQA_KINDS`, answers :data:`VQA_ANSWERS`).
 
-    Args:
-        facts: the measured digits (:meth:`DigitFacts.measure`).
-        train_rows, test_rows: data-set rows the two splits draw their images from.
-        kinds: question kinds to generate (default all).
-        per_kind_train, per_kind_test: examples per kind and split (fewer when a pool runs short:
-            the smallest answer pool sets the count of every answer).
-        seed: the examples are a pure function of the inputs and the seed.
-        answers: the answer vocabulary (default :data:`VQA_ANSWERS`); it must cover every split.
-
-    Raises:
-        ValueError: unknown kinds, bad sizes, or ``answers`` missing an answer of a split.
+    ``options`` as in :func:`reasoning_task`.
     """
-    return _build(
-        "vqa",
-        facts,
-        train_rows,
-        test_rows,
-        kinds,
-        per_kind_train,
-        per_kind_test,
-        seed,
-        answers,
-        _vqa_candidates,
-    )
+    return reasoning_task("vqa", facts, train_rows, test_rows, **options)
 
 
 # ------------------------------------------------------------------------------------------ entailment
@@ -405,29 +395,9 @@ def _ve_candidates(facts: DigitFacts, kind: str, rows: np.ndarray, rng: np.rando
     return out, groups
 
 
-def entailment_task(
-    facts: DigitFacts,
-    train_rows,
-    test_rows,
-    kinds: Sequence[str] | None = None,
-    per_kind_train: int = 198,
-    per_kind_test: int = 60,
-    seed: int = 0,
-    answers: Sequence[str] | None = None,
-) -> ReasoningTask:
-    """Visual entailment, three-way (:data:`VE_ANSWERS`); arguments as in :func:`vqa_task`."""
-    return _build(
-        "ve",
-        facts,
-        train_rows,
-        test_rows,
-        kinds,
-        per_kind_train,
-        per_kind_test,
-        seed,
-        answers,
-        _ve_candidates,
-    )
+def entailment_task(facts: DigitFacts, train_rows, test_rows, **options) -> ReasoningTask:
+    """Visual entailment, three-way (:data:`VE_ANSWERS`); ``options`` as in :func:`reasoning_task`."""
+    return reasoning_task("ve", facts, train_rows, test_rows, **options)
 
 
 # ---------------------------------------------------------------------------------------- two images
@@ -484,32 +454,12 @@ def _nlvr_candidates(facts: DigitFacts, kind: str, rows: np.ndarray, rng: np.ran
     return _plain(out, NLVR_ANSWERS)
 
 
-def nlvr_task(
-    facts: DigitFacts,
-    train_rows,
-    test_rows,
-    kinds: Sequence[str] | None = None,
-    per_kind_train: int = 200,
-    per_kind_test: int = 60,
-    seed: int = 0,
-    answers: Sequence[str] | None = None,
-) -> ReasoningTask:
-    """Two-image reasoning, true / false (:data:`NLVR_ANSWERS`); arguments as in :func:`vqa_task`."""
-    return _build(
-        "nlvr",
-        facts,
-        train_rows,
-        test_rows,
-        kinds,
-        per_kind_train,
-        per_kind_test,
-        seed,
-        answers,
-        _nlvr_candidates,
-    )
+def nlvr_task(facts: DigitFacts, train_rows, test_rows, **options) -> ReasoningTask:
+    """Two-image reasoning, true / false (:data:`NLVR_ANSWERS`); ``options`` as in :func:`reasoning_task`."""
+    return reasoning_task("nlvr", facts, train_rows, test_rows, **options)
 
 
-BUILDERS = {"vqa": vqa_task, "ve": entailment_task, "nlvr": nlvr_task}
+_CANDIDATES = {"vqa": _vqa_candidates, "ve": _ve_candidates, "nlvr": _nlvr_candidates}
 
 
 def reasoning_tasks(
@@ -540,7 +490,8 @@ def reasoning_tasks(
         raise ValueError(f"answers names task(s) {extra} that are not among tasks {list(tasks)}")
     facts = DigitFacts.measure(images, labels, thresholds)
     return {
-        name: BUILDERS[name](
+        name: reasoning_task(
+            name,
             facts,
             train_rows,
             test_rows,
@@ -569,6 +520,7 @@ __all__ = [
     "TaskSplit",
     "entailment_task",
     "nlvr_task",
+    "reasoning_task",
     "reasoning_tasks",
     "vqa_task",
 ]

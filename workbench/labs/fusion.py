@@ -37,7 +37,6 @@ from workbench.labs.grid import (
     Grid,
     Point,
     axis,
-    check_axis,
     check_choice,
     choices,
     ints,
@@ -45,7 +44,7 @@ from workbench.labs.grid import (
     one_of,
     optional,
 )
-from workbench.labs.modality import CAPTION_DATASETS, structure_variants
+from workbench.labs.modality import CAPTION_DATASETS, check_structure_fields, chosen_variants
 from workbench.losses import loss_names, loss_parameters
 from workbench.losses.fusion import check_objective_weights
 from workbench.losses.structures import MODES, REGULARIZERS
@@ -72,6 +71,11 @@ FUSION_METRICS = (
     "uniformity",
     "effective_rank",
 )
+#: The tasks, the two heads' zero-shot and retrieval, and the gap: what a figure of the ablation shows.
+HEADLINE_METRICS = (
+    "itm_acc", "vqa_acc", "ve_acc", "nlvr_acc", "zero_shot_acc", "zero_shot_itm_acc", "mean_R", "itm_mean_R",
+    "centroid_gap",
+)  # fmt: skip
 #: Metrics where higher is better; the geometry has no better side, its change is reported as is.
 HIGHER_IS_BETTER = frozenset(m for m in FUSION_METRICS if m.endswith("_acc") or "_R" in m)
 
@@ -142,21 +146,13 @@ class FusionStructureGrid(Grid):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        names = structure_variants(self.regularizers, self.weights, self.loss)  # checks both
-        self._set("regularizers", tuple(self.regularizers))
-        if self.weights is not None:
-            self._set("weights", tuple(float(w) for w in self.weights))
-        if self.variants is not None:
-            self._set("variants", check_axis("variants", self.variants, one_of(tuple(names))))
+        check_structure_fields(self)
         check_objective_weights(self.objective_weights)
-        if self.snapshots is not None and self.snapshots > self.steps:
-            raise ValueError(f"snapshots must be <= steps ({self.steps}), got {self.snapshots}")
 
     def points(self) -> list[Point]:
         from workbench.data import build_dataset
 
-        variants = structure_variants(self.regularizers, self.weights, self.loss)
-        chosen = {name: variants[name] for name in (self.variants or variants)}
+        chosen = chosen_variants(self)
         every = max(1, self.steps // self.snapshots) if self.snapshots else None
         temperature = {"temperature": self.temperature} if "temperature" in loss_parameters(self.loss) else {}
         points = []
@@ -266,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     return lab_main(argv, "python -m workbench.labs.fusion", __doc__, FusionStructureGrid)
 
 
-__all__ = ["FUSION_METRICS", "HIGHER_IS_BETTER", "FusionStructureGrid", "compare_to_base", "main"]
+__all__ = [
+    "FUSION_METRICS",
+    "HEADLINE_METRICS",
+    "HIGHER_IS_BETTER",
+    "FusionStructureGrid",
+    "compare_to_base",
+    "main",
+]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -409,6 +409,28 @@ def structure_variants(
     return variants
 
 
+def check_structure_fields(grid) -> None:
+    """The checks a structure-ablation grid (two-tower or fusion) runs in ``__post_init__``.
+
+    ``regularizers``, ``weights`` and ``loss`` make the variants (:func:`structure_variants` checks
+    them); ``variants`` must name some of them; ``snapshots`` at most ``steps``. Tuples are frozen in.
+    """
+    names = structure_variants(grid.regularizers, grid.weights, grid.loss)
+    grid._set("regularizers", tuple(grid.regularizers))
+    if grid.weights is not None:
+        grid._set("weights", tuple(float(w) for w in grid.weights))
+    if grid.variants is not None:
+        grid._set("variants", check_axis("variants", grid.variants, one_of(tuple(names))))
+    if grid.snapshots is not None and grid.snapshots > grid.steps:
+        raise ValueError(f"snapshots must be <= steps ({grid.steps}), got {grid.snapshots}")
+
+
+def chosen_variants(grid) -> dict:
+    """The grid's variants (name -> structure), restricted to ``grid.variants`` when set."""
+    variants = structure_variants(grid.regularizers, grid.weights, grid.loss)
+    return {name: variants[name] for name in (grid.variants or variants)}
+
+
 @dataclass(frozen=True)
 class StructureGrid(TowerGrid):
     """The modality-structure regularizers alone and together on a base loss, per caption data set.
@@ -467,18 +489,10 @@ class StructureGrid(TowerGrid):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        names = structure_variants(self.regularizers, self.weights, self.loss)  # checks both
-        self._set("regularizers", tuple(self.regularizers))
-        if self.weights is not None:
-            self._set("weights", tuple(float(w) for w in self.weights))
-        if self.variants is not None:
-            self._set("variants", check_axis("variants", self.variants, one_of(tuple(names))))
-        if self.snapshots is not None and self.snapshots > self.steps:
-            raise ValueError(f"snapshots must be <= steps ({self.steps}), got {self.snapshots}")
+        check_structure_fields(self)
 
     def points(self) -> list[Point]:
-        variants = structure_variants(self.regularizers, self.weights, self.loss)
-        chosen = {name: variants[name] for name in (self.variants or variants)}
+        chosen = chosen_variants(self)
         every = None if self.snapshots is None else max(1, self.steps // self.snapshots)
         cadence = (
             {} if every is None else dict(eval_every=every, snapshot_every=every, checkpoint_every=every)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.losses.structures import OUTPUT_KEYS, StructuredLoss
+from workbench.validation import check_weights
 
 OBJECTIVES = ("itc", "itm", "mlm")
 IGNORE = -100
@@ -48,25 +49,7 @@ def check_objective_weights(weights: Mapping[str, float] | None) -> dict[str, fl
     Raises:
         ValueError: an unknown objective or a bad weight, naming ``objective_weights[...]``.
     """
-    if weights is None:
-        weights = {}
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"objective_weights must be a mapping of objective to weight, got {weights!r}")
-    unknown = sorted(set(weights) - set(OBJECTIVES))
-    if unknown:
-        raise ValueError(
-            f"objective_weights has unknown objective(s) {unknown}; known: {', '.join(OBJECTIVES)}"
-        )
-    out = {name: 1.0 for name in OBJECTIVES}
-    for name, value in weights.items():
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise ValueError(f"objective_weights[{name!r}] must be a finite number >= 0, got {value!r}")
-        out[name] = float(value)
+    out = check_weights("objective_weights", weights, OBJECTIVES, "objective", default=1.0)
     if not any(out.values()):
         raise ValueError("objective_weights are all 0: at least one of itc, itm, mlm must have weight > 0")
     return out

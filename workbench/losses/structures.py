@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from workbench.losses import build_loss, loss_parameters
 from workbench.losses._base import ContrastiveLoss
+from workbench.validation import check_weights
 
 REGULARIZERS = ("separation", "bridge", "consistency")
 MODES = ("clip", "four_term")
@@ -449,21 +450,7 @@ class StructuredLoss(nn.Module):
 
     @staticmethod
     def _check_regularizer_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-        if weights is None:
-            weights = {}
-        if not isinstance(weights, Mapping):
-            raise ValueError(f"weights must be a mapping from regularizer name to weight, got {weights!r}")
-        unknown = sorted(set(weights) - set(REGULARIZERS))
-        if unknown:
-            raise ValueError(
-                f"weights has unknown regularizer(s) {unknown}; known: {', '.join(REGULARIZERS)}"
-            )
-        out = {name: 0.0 for name in REGULARIZERS}
-        for name, w in weights.items():
-            if not _is_real(w) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"weights[{name!r}] must be a finite number >= 0, got {w!r}")
-            out[name] = float(w)
-        return out
+        return check_weights("weights", weights, REGULARIZERS, "regularizer", default=0.0)
 
     # --- requirements ---------------------------------------------------------------------------------
     @property

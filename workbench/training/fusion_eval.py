@@ -21,23 +21,22 @@ CHUNK = 1024  # pairs per fusion pass
 
 
 @torch.no_grad()
+def _encode_in_chunks(encoder: nn.Module, inputs: Tensor, device: torch.device, autocast) -> Tensor:
+    out = []
+    for start in range(0, len(inputs), CHUNK):
+        with autocast:
+            out.append(encoder(inputs[start : start + CHUNK].to(device)).float())
+    return torch.cat(out)
+
+
 def image_tokens(model: FusionModel, images: Tensor, device: torch.device, autocast) -> Tensor:
     """Image-encoder tokens (n, 1 + P, D) of ``images``, float32 on ``device``."""
-    out = []
-    for start in range(0, len(images), CHUNK):
-        with autocast:
-            out.append(model.image_encoder(images[start : start + CHUNK].to(device)).float())
-    return torch.cat(out)
+    return _encode_in_chunks(model.image_encoder, images, device, autocast)
 
 
-@torch.no_grad()
 def text_tokens(model: FusionModel, ids: Tensor, device: torch.device, autocast) -> Tensor:
     """Text-encoder tokens (n, L, D) of token ids (n, L), float32 on ``device``."""
-    out = []
-    for start in range(0, len(ids), CHUNK):
-        with autocast:
-            out.append(model.text_encoder(ids[start : start + CHUNK].to(device)).float())
-    return torch.cat(out)
+    return _encode_in_chunks(model.text_encoder, ids, device, autocast)
 
 
 @torch.no_grad()
