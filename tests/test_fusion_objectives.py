@@ -122,6 +122,19 @@ def test_mlm_loss_with_nothing_masked_is_zero_and_differentiable():
     assert value.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
 
 
+def test_the_count_hook_sets_the_divisor_of_both_means():
+    # under torch.distributed the divisor is the global count over the world size (see FusionLoss)
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 2), torch.tensor([1, 1, 0, 0, 0, 0])
+    valid = torch.tensor([True, True, True, False, True, True])
+    local = itm_loss(logits, labels, valid)
+    assert float(itm_loss(logits, labels, valid, count=lambda n: 2 * n)) == pytest.approx(float(local) / 2)
+    mlm_logits, targets = torch.randn(2, 3, 5), torch.tensor([[IGNORE, 1, 2], [3, IGNORE, IGNORE]])
+    local = mlm_loss(mlm_logits, targets)
+    divided = mlm_loss(mlm_logits, targets, count=lambda n: n + 3)  # 3 chosen here, 3 elsewhere
+    assert float(divided) == pytest.approx(float(local) / 2)
+
+
 def test_mask_tokens_follows_bert_and_never_touches_cls_or_padding():
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(2, 40, (400, 12), generator=gen)

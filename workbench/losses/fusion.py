@@ -18,12 +18,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from workbench.losses._base import Sharding
 from workbench.losses.structures import OUTPUT_KEYS, StructuredLoss
 from workbench.validation import check_weights
 
@@ -93,13 +94,20 @@ def sample_hard_negatives(logits: Tensor, uniforms: Tensor, exclude: Tensor) -> 
     return torch.where(valid, index, torch.zeros_like(index)), valid
 
 
-def itm_loss(logits: Tensor, labels: Tensor, valid: Tensor | None = None) -> Tensor:
+def itm_loss(
+    logits: Tensor,
+    labels: Tensor,
+    valid: Tensor | None = None,
+    count: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """Mean two-way cross-entropy of the matching head over the valid pairs.
 
     Args:
         logits: (N, 2) matching logits (column 1 = match).
         labels: (N,) 1 for a matching pair, 0 for a negative.
         valid: (N,) bool; pairs marked False are left out (None keeps every pair).
+        count: turns this process's number of pairs into the divisor (see :func:`_local_divisor`);
+            None divides by the local number.
     """
     if logits.ndim != 2 or logits.shape[1] != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(
@@ -107,9 +115,10 @@ def itm_loss(logits: Tensor, labels: Tensor, valid: Tensor | None = None) -> Ten
         )
     losses = F.cross_entropy(logits.float(), labels.long(), reduction="none")
     if valid is None:
-        return losses.mean()
+        valid = torch.ones_like(losses, dtype=torch.bool)
     valid = valid.bool()
-    return (losses * valid).sum() / valid.sum().clamp_min(1)
+    pairs = valid.sum().to(losses.dtype)
+    return (losses * valid).sum() / (count(pairs) if count is not None else pairs).clamp_min(1)
 
 
 # --- masked-token prediction ---------------------------------------------------------------------------
@@ -148,22 +157,34 @@ def mask_tokens(
     return corrupted, targets
 
 
-def mlm_loss(logits: Tensor, targets: Tensor) -> Tensor:
+def mlm_loss(logits: Tensor, targets: Tensor, count: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Mean cross-entropy over the chosen tokens (targets != :data:`IGNORE`); 0 (with a gradient path)
     when no token was chosen.
 
     Args:
         logits: (B, L, V) predictions for every position.
         targets: (B, L) original ids at the chosen positions, :data:`IGNORE` elsewhere.
+        count: turns this process's number of chosen tokens into the divisor (see
+            :func:`_local_divisor`); None divides by the local number.
     """
     if logits.ndim != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(
             f"logits must be (B, L, V) and targets (B, L), got {tuple(logits.shape)}, {tuple(targets.shape)}"
         )
-    chosen = targets != IGNORE
-    if not chosen.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[chosen].float(), targets[chosen].long())
+    # a sum over every position (ignored ones add 0) keeps the shapes fixed: no host read of the count
+    losses = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.long().flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    chosen = (targets != IGNORE).sum().to(losses.dtype)
+    return losses / (count(chosen) if count is not None else chosen).clamp_min(1)
+
+
+def _local_divisor(sharding: Sharding | None) -> Callable[[Tensor], Tensor] | None:
+    """Under torch.distributed, the divisor that makes DDP's mean of the per-process losses the mean
+    over the global batch: (sum of the counts over processes) / world size. None in one process."""
+    if sharding is None:
+        return None
+    return lambda local: sharding.gather(local.detach().reshape(1)).sum() / sharding.world_size
 
 
 # --- all three ----------------------------------------------------------------------------------------------
@@ -207,13 +228,26 @@ class FusionLoss(nn.Module):
         mlm_targets: Tensor | None = None,
         index: Tensor | None = None,
         scale: Tensor | None = None,
+        sharding: Sharding | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The weighted total and detached parts: ``itc`` (the base contrastive loss), each active
-        regularizer under its name (as :class:`StructuredLoss` logs it), ``itm``, ``mlm``, ``total``."""
+        regularizer under its name (as :class:`StructuredLoss` logs it), ``itm``, ``mlm``, ``total``.
+
+        Under torch.distributed (``sharding`` given; ``outputs`` hold this process's rows, ``index``
+        the global batch's), the contrastive term is computed on the gathered embeddings, whole, on
+        every process, and matching and masked-token prediction on the local rows divided by the
+        global count over the world size, so that DDP's mean of the per-process gradients is the
+        single-process gradient. The local parts of ``itm`` and ``mlm`` then average, over
+        processes, to the global ones.
+        """
         total = outputs["img"].new_zeros(()).float()
         parts: dict[str, float] = {}
+        count = _local_divisor(sharding)
         if self.weights["itc"] > 0:
-            views = {key: value.float() for key, value in outputs.items() if key in OUTPUT_KEYS}
+            gather = sharding.gather if sharding is not None else (lambda x: x)
+            views = {
+                key: gather(value.float()) for key, value in sorted(outputs.items()) if key in OUTPUT_KEYS
+            }
             structured, itc_parts = self.itc(views, index=index, scale=scale)
             total = total + self.weights["itc"] * structured
             itc_parts = dict(itc_parts)
@@ -221,13 +255,13 @@ class FusionLoss(nn.Module):
             parts["itc"] = itc_parts.pop("base")
             parts.update(itc_parts)
         if self.weights["itm"] > 0:
-            itm = itm_loss(outputs["itm_logits"], outputs["itm_labels"], outputs.get("itm_valid"))
+            itm = itm_loss(outputs["itm_logits"], outputs["itm_labels"], outputs.get("itm_valid"), count)
             total = total + self.weights["itm"] * itm
             parts["itm"] = float(itm.detach())
         if self.weights["mlm"] > 0:
             if mlm_targets is None:
                 raise ValueError("mlm has weight > 0 but no mlm_targets were given")
-            mlm = mlm_loss(outputs["mlm_logits"], mlm_targets)
+            mlm = mlm_loss(outputs["mlm_logits"], mlm_targets, count)
             total = total + self.weights["mlm"] * mlm
             parts["mlm"] = float(mlm.detach())
         parts["total"] = float(total.detach())

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.models.towers import LogitScale
+
+if TYPE_CHECKING:
+    from workbench.losses._base import Sharding
 
 IMAGE_ENCODERS = ("vit", "cnn")
 POOLS = ("cls", "mean")
@@ -423,7 +427,11 @@ class FusionModel(nn.Module):
 
     # --- the pre-training pass ---------------------------------------------------------------------------
     def forward(
-        self, batch: dict[str, Tensor], keys: set[str], negatives: NegativeSampler | None = None
+        self,
+        batch: dict[str, Tensor],
+        keys: set[str],
+        negatives: NegativeSampler | None = None,
+        sharding: Sharding | None = None,
     ) -> dict[str, Tensor]:
         """Every output a pre-training step needs, in one call.
 
@@ -434,12 +442,17 @@ class FusionModel(nn.Module):
                 rows of one group >= 0 may match each other's texts (see :func:`matching_pairs`).
             keys: outputs to compute, among :data:`PRETRAIN_KEYS`.
             negatives: the hard-negative sampler; required for ``"itm"``.
+            sharding: under torch.distributed, this process's share of the global batch (``batch``
+                holds its rows). Matching then draws each local row's negatives from the whole
+                gathered batch and fuses them with the gathered tokens (gradients flow back to the
+                process that encoded them), so the step equals the single-process one.
 
         Returns:
             The requested unimodal embeddings (raw, by key), and for ``"itm"``: ``itm_logits`` (3B, 2)
             over [positive pairs; image i with its sampled negative text; text j with its sampled
             negative image], ``itm_labels`` (3B,) (1 = match) and ``itm_valid`` (3B,) (a row with no
-            possible negative is not valid); for ``"mlm"``: ``mlm_logits`` (B, L, V).
+            possible negative is not valid); for ``"mlm"``: ``mlm_logits`` (B, L, V); always ``scale``,
+            the logit scale (a 0-dim tensor).
         """
         unknown = sorted(set(keys) - set(PRETRAIN_KEYS))
         if unknown:
@@ -470,14 +483,19 @@ class FusionModel(nn.Module):
                     out[f"indep_{name}"] = indep(feature)
         if "itm" in keys:
             out.update(
-                self._itm(batch, image_tokens, text_ids, text_tokens, out["img"], out["txt"], negatives)
+                self._itm(
+                    batch, image_tokens, text_ids, text_tokens, out["img"], out["txt"], negatives, sharding
+                )
             )
         if "mlm" in keys:
             masked = batch["mlm_ids"]
             fused, _ = self.fuse(masked, self.text_encoder(masked), image_tokens)
             out["mlm_logits"] = self.mlm_head(fused)
         wanted = set(keys) - {"itm", "mlm"}
-        return {key: value for key, value in out.items() if key in wanted or key.startswith(("itm_", "mlm_"))}
+        out = {key: value for key, value in out.items() if key in wanted or key.startswith(("itm_", "mlm_"))}
+        # the logit scale leaves through the forward, so a DDP wrapper sees it used in the step
+        out["scale"] = self.logit_scale()
+        return out
 
     def _itm(
         self,
@@ -488,20 +506,32 @@ class FusionModel(nn.Module):
         z_img: Tensor,
         z_txt: Tensor,
         negatives: NegativeSampler | None,
+        sharding: Sharding | None,
     ) -> dict[str, Tensor]:
         if negatives is None:
             raise ValueError("the 'itm' output needs a negatives sampler")
         size = text_ids.shape[0]
+        # the candidates are the whole (gathered) batch; the anchors are this process's rows
+        gather = sharding.gather if sharding is not None else (lambda x: x)
+        local = (
+            slice(sharding.rank * size, (sharding.rank + 1) * size) if sharding is not None else slice(None)
+        )
+        all_image_tokens, all_text_tokens = gather(image_tokens), gather(text_tokens)
         with torch.no_grad():
-            logits = F.normalize(z_img.float(), dim=1) @ F.normalize(z_txt.float(), dim=1).T
-            logits = logits * self.logit_scale().float()
+            all_ids = gather(text_ids)
+            group = batch.get("group")
+            all_group = gather(group.to(text_ids.device)) if group is not None else None
+            u_img, u_txt = F.normalize(z_img.float(), dim=1), F.normalize(z_txt.float(), dim=1)
+            scale = self.logit_scale().float()
+            i2t = u_img @ gather(u_txt).T * scale
+            t2i = u_txt @ gather(u_img).T * scale
             # a caption identical to the positive one matches the image too: never a negative
-            same = matching_pairs(text_ids, batch.get("group"))
-            neg_text, valid_text = negatives(logits, batch["neg_u"][:, 0], same)
-            neg_image, valid_image = negatives(logits.T, batch["neg_u"][:, 1], same.T)
-        images = torch.cat([image_tokens, image_tokens, image_tokens[neg_image]])
-        ids = torch.cat([text_ids, text_ids[neg_text], text_ids])
-        texts = torch.cat([text_tokens, text_tokens[neg_text], text_tokens])
+            same = matching_pairs(all_ids, all_group)
+            neg_text, valid_text = negatives(i2t, batch["neg_u"][:, 0], same[local])
+            neg_image, valid_image = negatives(t2i, batch["neg_u"][:, 1], same.T[local])
+        images = torch.cat([image_tokens, image_tokens, all_image_tokens[neg_image]])
+        ids = torch.cat([text_ids, all_ids[neg_text], text_ids])
+        texts = torch.cat([text_tokens, all_text_tokens[neg_text], text_tokens])
         fused, _ = self.fuse(ids, texts, images)
         ones = torch.ones(size, dtype=torch.long, device=ids.device)
         return {

@@ -16,9 +16,11 @@ retrieval re-ranked by the matching head, zero-shot and k-shot classification th
 head, linear and k-shot probes on the image embeddings, geometry, the reasoning tasks fine-tuned
 (``finetune_steps`` > 0), and cross-attention maps of a few questions.
 
-One process only: matching fuses each image with captions of other rows, which a DDP shard does not
-hold (exactness would need every process's image and text tokens gathered), and GradCache cannot
-split a batch whose loss pairs its rows.
+Under torchrun each process encodes its shard of the global batch; the contrastive term runs on the
+gathered embeddings, and matching draws each local row's hard negatives from the whole gathered batch
+and fuses them with the gathered tokens, whose gradients flow back to the process that encoded them
+(see ``FusionLoss``), so a DDP step is the single-process step. GradCache does not apply: matching
+fuses rows with each other's tokens, which a micro-batch does not hold.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class FusionTask(Task):
     """Pre-training and evaluation of the fusion model on a caption data set (see the module doc)."""
 
     supports_gradcache = False  # matching and masked-token prediction need the whole batch at once
+    unused_parameters = True  # the segment embeddings serve two-image reasoning, not pre-training
 
     def __init__(self, config: TrainConfig, dataset, device: torch.device, autocast) -> None:
         super().__init__(config, dataset, device, autocast)
@@ -143,10 +146,7 @@ class FusionTask(Task):
             raise ValueError(f"the fusion task needs a FusionConfig block, got {type(config.task).__name__}")
         self.fusion: FusionConfig = config.task
         self.dataset = check_fusion_dataset(dataset, config.dataset)
-        if distributed.world_size() > 1:
-            # matching draws its negatives from the whole batch's similarities and fuses pairs across
-            # rows, which a shard does not hold; exact DDP would gather image and text tokens too
-            raise ValueError("model='fusion' trains in one process; run it without torchrun")
+        self.sharding = distributed.loss_sharding()
         self.train_rows = torch.as_tensor(dataset.train_index, dtype=torch.long)
         self.tasks = self._tasks()
         self._texts()
@@ -301,14 +301,19 @@ class FusionTask(Task):
 
     def forward(self, model: nn.Module, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """One model call computing every output the objectives need (``model`` may be a DDP wrapper)."""
-        features = model(inputs, self.loss.requires, negatives=sample_hard_negatives)
+        features = model(inputs, self.loss.requires, negatives=sample_hard_negatives, sharding=self.sharding)
         features["mlm_targets"] = inputs["mlm_targets"]
         return features
 
     def batch_loss(self, features: dict[str, Tensor], index: Tensor, shard: slice) -> Tensor:
-        scale = self.model.logit_scale() if self.config.learn_scale else None
-        total, parts = self.loss(features, mlm_targets=features["mlm_targets"], index=index, scale=scale)
-        self.parts.append(parts)
+        scale = features["scale"] if self.config.learn_scale else None
+        total, parts = self.loss(
+            features, mlm_targets=features["mlm_targets"], index=index, scale=scale, sharding=self.sharding
+        )
+        if self.sharding is not None:  # matching and masked-token parts are per process: log their mean
+            parts = dict(zip(parts, distributed.average_values(list(parts.values())), strict=True))
+        if distributed.is_main():  # only process 0 evaluates, and so reads these
+            self.parts.append(parts)
         return total
 
     def extra_state(self) -> dict:

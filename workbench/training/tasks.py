@@ -30,9 +30,12 @@ class Task:
         loss: the criterion, an ``nn.Module`` whose state (running estimates, queues) is checkpointed.
         supports_gradcache: whether ``micro_batch`` (GradCache) applies: the loss of a batch must be a
             function of per-row features only.
+        unused_parameters: whether some trained parameters get no gradient in a training step (heads
+            only evaluation uses); DDP must then look for them every step (``find_unused_parameters``).
     """
 
     supports_gradcache: ClassVar[bool] = True
+    unused_parameters: ClassVar[bool] = False
     model: nn.Module
     loss: nn.Module
 

@@ -95,7 +95,9 @@ class Trainer:
         self.train_model: nn.Module = self.model
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=device_ids, find_unused_parameters=self.task.unused_parameters
+            )
 
     def _optimizer(self) -> torch.optim.Optimizer:
         c = self.config
