@@ -358,6 +358,16 @@ def cached_figure(key: tuple, build: Callable[[], Any]) -> Any:
     return _figure_cache(key, build)
 
 
+def lazy_tabs(labels: Sequence[str], key: str) -> Sequence[Any]:
+    """Tabs of which only the open one is built: draw a tab's content under ``if tab.open``.
+
+    Every tab of a plain ``st.tabs`` is built and sent at once; on a 2-core machine with software
+    rendering each plotly figure costs the browser a few hundred milliseconds, so a page of five
+    figures in tabs took seconds to draw although one tab shows. Selecting a tab reruns the page.
+    """
+    return st.tabs(list(labels), key=key, on_change="rerun")
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Torch on one thread inside: the dashboard's losses are small, and on a busy 2-core machine two

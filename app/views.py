@@ -16,6 +16,7 @@ from app.common import (
     cached_figure,
     data_guard,
     drawn_rows,
+    lazy_tabs,
     one_torch_thread,
     open_run,
     pick_runs,
@@ -224,34 +225,55 @@ def _whatif_point(
 
 def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> None:
     """Measures over training (runs overlaid), the gap on the projection, per-dimension gap, spectrum,
-    and the what-if slider."""
+    and the what-if slider, one tab each (only the open one is drawn)."""
     step = step_slider(source, key=f"{prefix}-step")
-    if source.run is not None:
-        st.subheader("Geometry over training")
-        options = [r for r in run_ids_with("snapshots") if r != source.label]
-        others = pick_runs(
-            "Compare with runs", options, [r for r in (compare or []) if r in options], f"{prefix}-compare"
-        )
-        tables = _gap_tables(source, others)
-        available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
-        chosen = st.multiselect(
-            "Measures", available, default=[m for m in DEFAULT_GAP_METRICS if m in available],
-            format_func=lambda m: names.describe(m).label, key=f"{prefix}-measures",
-        )  # fmt: skip
-        if chosen and tables:
-            key = ("metrics", *((label, _table_hash(t)) for label, t in tables.items()), *chosen, step)
-            fig = cached_figure(key, lambda: emb.metrics_figure(tables, chosen, marker_step=step))
-            _plot(fig, f"{prefix}-metrics")
-            with st.expander("What the measures mean"):
-                lines = [f"* **{names.describe(m).label}**: {names.help_text(m)}." for m in chosen]
-                st.markdown("\n".join(lines))
+    # fixed labels: the open tab is remembered by its label
+    labels = {"training": "Geometry over training", "vector": "Gap vector",
+              "spectra": "Per dimension and spectrum", "whatif": "What if the gap shrank"}  # fmt: skip
+    if source.run is None:  # an uploaded file has one checkpoint: nothing over training
+        del labels["training"]
+    tabs = dict(zip(labels, lazy_tabs(list(labels.values()), f"{prefix}-tab"), strict=True))
+    if "training" in tabs:
+        with tabs["training"]:
+            if tabs["training"].open:
+                _gap_over_training(source, prefix, step, compare)
     with data_guard("the snapshot") as guard:
         snap = source.snapshot(step)
         a, b = snap["a"], snap["b"]
     if not guard.ok:
         return
+    with tabs["vector"]:
+        if tabs["vector"].open:
+            _gap_vector(source, prefix, step, a, b)
+    with tabs["spectra"]:
+        if tabs["spectra"].open:
+            _gap_spectra(source, prefix, step, a, b)
+    with tabs["whatif"]:
+        if tabs["whatif"].open:
+            whatif_view(source, step, a, b, prefix)
 
-    st.subheader(f"The gap vector{_at(source, step)}")
+
+def _gap_over_training(source: Source, prefix: str, step: int, compare: list[str] | None) -> None:
+    options = [r for r in run_ids_with("snapshots") if r != source.label]
+    others = pick_runs(
+        "Compare with runs", options, [r for r in (compare or []) if r in options], f"{prefix}-compare"
+    )
+    tables = _gap_tables(source, others)
+    available = sorted({c for t in tables.values() for c in t.columns if c in emb.GEOMETRY_METRICS})
+    chosen = st.multiselect(
+        "Measures", available, default=[m for m in DEFAULT_GAP_METRICS if m in available],
+        format_func=lambda m: names.describe(m).label, key=f"{prefix}-measures",
+    )  # fmt: skip
+    if chosen and tables:
+        key = ("metrics", *((label, _table_hash(t)) for label, t in tables.items()), *chosen, step)
+        fig = cached_figure(key, lambda: emb.metrics_figure(tables, chosen, marker_step=step))
+        _plot(fig, f"{prefix}-metrics")
+        with st.expander("What the measures mean"):
+            lines = [f"* **{names.describe(m).label}**: {names.help_text(m)}." for m in chosen]
+            st.markdown("\n".join(lines))
+
+
+def _gap_vector(source: Source, prefix: str, step: int, a: np.ndarray, b: np.ndarray) -> None:
     cols = st.columns(2)
     method = cols[0].selectbox(
         "Projection", ["frozen_pca", "pca"], format_func=METHOD_LABELS.get, key=f"{prefix}-gap-method"
@@ -277,6 +299,9 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
         fig = cached_figure((source.key, "gap", step, method, dims), gap_figure)
         inspectable_chart(fig, source, step, info, coords, f"{prefix}-gap", drawn)
         _drawn_note(drawn, info.n)
+
+
+def _gap_spectra(source: Source, prefix: str, step: int, a: np.ndarray, b: np.ndarray) -> None:
     cols = st.columns(2)
     with cols[0], data_guard("the per-dimension gap"):
         top = st.slider(
@@ -293,7 +318,6 @@ def gap_view(source: Source, prefix: str, compare: list[str] | None = None) -> N
             lambda: emb.singular_spectrum_figure(a, b, title="Singular spectrum"),
         )
         _plot(fig, f"{prefix}-spectrum")
-    whatif_view(source, step, a, b, prefix)
 
 
 def whatif_loss_settings(
@@ -345,7 +369,6 @@ def whatif_view(source: Source, step: int, a: np.ndarray, b: np.ndarray, prefix:
     """Shift the embeddings along the gap vector and recompute the contrastive loss."""
     from workbench.losses import loss_names
 
-    st.subheader("What if the gap were smaller?")
     st.caption(
         "Image embeddings move by −shift·g/2 and text embeddings by +shift·g/2 along the gap vector "
         "g = mean image − mean text, then every row is re-normalised (Liang et al. 2022). Shift 0 is the "

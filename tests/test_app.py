@@ -305,6 +305,13 @@ def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
     _no_errors(at)
     metrics_spec = at.get("plotly_chart")[0].proto.spec
     assert BRIDGE_RUN in metrics_spec and SPHERE_RUN in metrics_spec
+    # one tab is drawn at a time: the measures over training first
+    assert len(at.get("plotly_chart")) == 1 and at.session_state["gap-tab"] == "Geometry over training"
+    training_spec = metrics_spec
+    at.session_state["gap-tab"] = "What if the gap shrank"
+    at.run()
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "loss along the gap vector" in charts[0].proto.spec
     before = at.metric[0].value
     at.slider(key="gap-wi-shift").set_value(1.0).run()
     _no_errors(at)
@@ -322,12 +329,17 @@ def test_modality_gap_page_compares_runs_and_moves_the_what_if_slider(home):
     assert at.number_input(key="gap-wi-bias").value == -10.0
     captions = _texts(at.caption)
     assert "Lowest siglip loss at shift" in captions and "scale = 10, bias = -10" in captions
+    at.session_state["gap-tab"] = "Per dimension and spectrum"
+    at.run()
+    assert len(at.get("plotly_chart")) == 2  # per-dimension gap, singular spectrum
     at.slider(key="gap-top").set_value(2).run()
+    at.session_state["gap-tab"] = "Gap vector"
+    at.run()
     at.radio(key="gap-gap-dims").set_value(3).run()
     _no_errors(at)
     assert not at.warning, _texts(at.warning)
     # Subplot titles say what a measure is and which way is better.
-    spec = at.get("plotly_chart")[0].proto.spec
+    spec = training_spec
     assert "centroid gap (lower is better)" in spec and "distance on the unit sphere" in spec
 
 
@@ -365,7 +377,7 @@ def test_gradient_bias_page(home):
     at = _app("gradient_bias")
     _no_errors(at)
     assert at.multiselect(key="gb-runs").value == [GRADBIAS_RUN]
-    assert len(at.get("plotly_chart")) == 5  # relative bias, bias, variance, MSE, decomposition
+    assert len(at.get("plotly_chart")) == 1  # the open tab only: relative bias
     first = at.get("plotly_chart")[0].proto.spec.replace(" ", "")
     assert '"type":"log"' in first and "relativebias" in first and "lowerisbetter" in first
     # B = N = 32 is the fixture's full batch: marked as round-off, not a point of the log axis
@@ -373,13 +385,23 @@ def test_gradient_bias_page(home):
     assert at.multiselect(key="gb-losses").value == ["clip", "sogclr"]
     assert at.radio(key="gb-state").value == "warm"
     assert "(warm)" in first and "(cold)" not in first
+    at.session_state["gb-tab"] = "Table"
+    at.run()
     table = at.dataframe[0].value  # relative bias ± floor, 3 significant digits
     assert list(table.columns) == ["loss", "state", "B=4", "B=16", "B=32"]
     assert (table["B=32"] == "≈ 0 (round-off)").any() and table["B=4"].str.contains("±").all()
+    at.session_state["gb-tab"] = "Relative bias"
+    at.run()
     at.radio(key="gb-state").set_value("both").run()
     assert "(cold)" in at.get("plotly_chart")[0].proto.spec
     at.multiselect(key="gb-losses").unselect("sogclr").run()
     at.toggle(key="gb-band").set_value(False).run()
+    for tab, title in (("Bias", "bias"), ("Variance", "variance"), ("MSE", "MSE")):
+        at.session_state["gb-tab"] = tab
+        at.run()
+        assert len(at.get("plotly_chart")) == 1 and title in at.get("plotly_chart")[0].proto.spec
+    at.session_state["gb-tab"] = "Decomposition"
+    at.run()
     at.selectbox(key="gb-decomp-loss").set_value("clip").run()
     _no_errors(at)
 
@@ -511,8 +533,21 @@ def test_upload_page_good_then_bad_file(home):
                   "mean recall ↑"):  # fmt: skip
         assert label in tiles, sorted(tiles)
     assert "step 0" not in _texts(at.caption) and "One checkpoint" not in _texts(at.caption)
-    assert len(at.get("plotly_chart")) >= 5  # projection, gap arrow, per-dim gap, spectrum, what-if, bridges
+    assert len(at.get("plotly_chart")) == 1  # the open tab only: the projection
     at.radio(key="upload-geometry-color").set_value("class").run()
+    charts = {}
+    for tab, inner in (("Modality gap", "Gap vector"), ("Modality gap", "Per dimension and spectrum"),
+                       ("Modality gap", "What if the gap shrank"), ("Bridges", None)):  # fmt: skip
+        at.session_state["upload-tab"] = tab
+        if inner:
+            at.session_state["upload-gap-tab"] = inner
+        at.run()
+        _no_errors(at)
+        charts[inner or tab] = len(at.get("plotly_chart"))
+    assert charts == {
+        "Gap vector": 1, "Per dimension and spectrum": 2, "What if the gap shrank": 1, "Bridges": 1
+    }  # fmt: skip
+    assert "upload-gap-compare" not in at.session_state  # an upload has no "over training" tab
     at.slider(key="upload-bridges-sigma").set_value(0.3).run()
     _no_errors(at)
     # The upload is offered on the other geometry pages too.
@@ -625,8 +660,17 @@ def test_every_page_in_a_real_browser(store, tmp_path):
                 page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
                 errors = page.locator('[data-testid="stException"]')
                 assert errors.count() == 0, f"{name}: {errors.first.inner_text()}"
+                if name == "modality_gap":  # a tab is drawn when it is opened (lazy tabs rerun the page)
+                    assert page.locator(".js-plotly-plot").count() == 1
+                    page.get_by_role("tab", name="What if the gap shrank").click()
+                    page.wait_for_selector("text=loss along the gap vector", timeout=60_000)
+                    page.wait_for_function(_IDLE, timeout=120_000)
+                    page.wait_for_timeout(1000)
+                    page.screenshot(path=str(shots / "modality_gap_whatif.png"), full_page=True)
+                    assert errors.count() == 0, errors.first.inner_text() if errors.count() else ""
             browser.close()
-    assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{n}.png" for n in routes)
+    expected = sorted([*(f"{n}.png" for n in routes), "modality_gap_whatif.png"])
+    assert sorted(p.name for p in shots.glob("*.png")) == expected
 
 
 def test_point_inspector_search_neighbours_and_download(home):

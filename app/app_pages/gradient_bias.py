@@ -8,6 +8,7 @@ import streamlit as st
 from app.common import (
     cached_figure,
     data_guard,
+    lazy_tabs,
     open_run,
     page_header,
     pick_runs,
@@ -78,25 +79,31 @@ def curves(metric: str):
     return fig
 
 
-tabs = st.tabs(["Relative bias", "Bias", "Variance", "MSE", "Decomposition", "Table"])
-for tab, metric in zip(tabs[:4], ("rel_bias", "bias", "variance", "mse"), strict=True):
+METRIC_TABS = {"Relative bias": "rel_bias", "Bias": "bias", "Variance": "variance", "MSE": "mse"}
+tabs = lazy_tabs([*METRIC_TABS, "Decomposition", "Table"], key="gb-tab")
+for tab, metric in zip(tabs[:4], METRIC_TABS.values(), strict=True):
     with tab, data_guard(f"the {metric} curves"):
-        fig = cached_figure(("gradbias", shown_key, metric, run_column, band), lambda m=metric: curves(m))
-        st.plotly_chart(fig, theme=None, key=f"gb-{metric}")
-        st.caption(f"**{names.describe(metric).label}**: {names.help_text(metric)}.")
+        if tab.open:
+            fig = cached_figure(("gradbias", shown_key, metric, run_column, band), lambda m=metric: curves(m))
+            st.plotly_chart(fig, theme=None, key=f"gb-{metric}")
+            st.caption(f"**{names.describe(metric).label}**: {names.help_text(metric)}.")
 with tabs[4], data_guard("the decomposition"):
-    first = table if run_column is None else table[table.run == chosen[0]]
-    loss = st.selectbox("Loss", losses, key="gb-decomp-loss")
-    first_key = int(pd.util.hash_pandas_object(first, index=False).sum())
-    fig = cached_figure(("gb-decomposition", first_key, loss), lambda: bias_fig.decomposition(first, loss))
-    st.plotly_chart(fig, theme=None, key="gb-decomp")
-    st.caption(f"Run `{chosen[0]}`: MSE = bias² + variance, each against the batch size.")
+    if tabs[4].open:
+        first = table if run_column is None else table[table.run == chosen[0]]
+        loss = st.selectbox("Loss", losses, key="gb-decomp-loss")
+        first_key = int(pd.util.hash_pandas_object(first, index=False).sum())
+        fig = cached_figure(
+            ("gb-decomposition", first_key, loss), lambda: bias_fig.decomposition(first, loss)
+        )
+        st.plotly_chart(fig, theme=None, key="gb-decomp")
+        st.caption(f"Run `{chosen[0]}`: MSE = bias² + variance, each against the batch size.")
 with tabs[5]:
-    for run_id, run_table in tables.items():
-        st.markdown(f"Relative bias ± its noise floor, run `{run_id}` (3 significant digits)")
-        formatted = bias_fig.bias_table(run_table)
-        st.dataframe(formatted, hide_index=True, width="stretch", key=f"gb-table-{run_id}")
-    with st.expander("Every column of the table"):
-        numeric = {c: st.column_config.NumberColumn(format="%.3g") for c in table.columns
-                   if pd.api.types.is_float_dtype(table[c])}  # fmt: skip
-        st.dataframe(table, hide_index=True, width="stretch", column_config=numeric)
+    if tabs[5].open:
+        for run_id, run_table in tables.items():
+            st.markdown(f"Relative bias ± its noise floor, run `{run_id}` (3 significant digits)")
+            formatted = bias_fig.bias_table(run_table)
+            st.dataframe(formatted, hide_index=True, width="stretch", key=f"gb-table-{run_id}")
+        with st.expander("Every column of the table"):
+            numeric = {c: st.column_config.NumberColumn(format="%.3g") for c in table.columns
+                       if pd.api.types.is_float_dtype(table[c])}  # fmt: skip
+            st.dataframe(table, hide_index=True, width="stretch", column_config=numeric)

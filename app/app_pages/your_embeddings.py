@@ -13,6 +13,7 @@ from app.common import (
     UPLOAD_TYPES,
     cached_upload_report,
     data_guard,
+    lazy_tabs,
     page_header,
     upload_source,
     validate_upload,
@@ -81,10 +82,9 @@ if st.button("Forget this file", key="upload-forget"):
 st.subheader("Geometry and retrieval report")
 with data_guard("the report"):
     scalar_report_view(cached_upload_report(upload["digest"]))
-tab_geometry, tab_gap, tab_bridges = st.tabs(["Embedding geometry", "Modality gap", "Bridges"])
-with tab_geometry:
-    embedding_view(source, "upload-geometry")
-with tab_gap:
-    gap_view(source, "upload-gap")
-with tab_bridges:
-    bridge_view(source, "upload-bridges")
+# only the open tab is drawn (see lazy_tabs)
+views = {"Embedding geometry": embedding_view, "Modality gap": gap_view, "Bridges": bridge_view}
+for tab, (label, view) in zip(lazy_tabs(list(views), "upload-tab"), views.items(), strict=True):
+    with tab:
+        if tab.open:
+            view(source, f"upload-{label.split()[-1].lower()}")
