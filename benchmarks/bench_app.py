@@ -17,11 +17,16 @@ upload is served from the cache of the one before). Then:
    for the upload page, a new file uploaded into a session (``upload``, after one upload that imports
    what the report needs);
 4. ``figure``: building the animated figure and serialising it to JSON (what the server sends);
-5. ``browser``: ``streamlit run`` on a free port and headless chromium (Playwright): the time from
-   navigating to a page until every plotly plot has drawn (its legend, which plotly draws after the
-   traces) and every table its canvas, the script has stopped and nothing has changed for a second
-   (that second is not counted), after a first visit of the page (warm caches). For the upload page:
-   the time from handing the file input a new 5,000-pair file until every tab has drawn.
+5. ``browser``: ``streamlit run`` on a free port and headless chromium (Playwright): the time until
+   every plotly plot in view has drawn (its legend, which plotly draws after the traces) and every
+   table in view its canvas, the script has stopped and nothing has changed for a second (that
+   second is not counted), after a first visit of the page (warm caches). Three ways in:
+   ``browser_<page>`` opens the page's address (the whole app loads, as a bookmark or a new tab
+   does); ``browser_link_<page>`` clicks the page's sidebar link on the runs page (how a user moves
+   between pages: the app's scripts stay loaded); ``browser_tab_<page>_<tab>`` clicks a tab of a
+   page (tabs are lazy: only the open one is built, so a click reruns the page). For the upload page:
+   the time from handing the file input a new 5,000-pair file until the report and the open tab have
+   drawn, then each other tab by a click.
    Each ``browser_*`` row also has the CPU seconds the server and chromium spent per visit (medians):
    on a shared machine the wall times grow with the load, the CPU seconds hardly.
    Skipped, with the reason recorded, when /usr/bin/chromium or Playwright is missing (or with
@@ -62,7 +67,7 @@ RUN_ID = "bench-app"
 GRADBIAS_RUN = "bench-gradbias"
 #: Every page drawn within this many seconds after its first visit.
 TARGET_SECONDS = 1.5
-#: The upload page: from handing over the file until every tab has drawn.
+#: The upload page: from handing over the file until its report and open tab have drawn.
 UPLOAD_TARGET_SECONDS = 3.0
 #: Page name -> URL path and query of the page (the page file is ``app/app_pages/<name>.py``).
 ROUTES = {
@@ -76,18 +81,34 @@ ROUTES = {
 UPLOAD_PAGE = "your_embeddings"
 STABLE_S = 1.0
 # Drawn = the script has stopped, something was drawn, every plotly plot has its legend (drawn after the
-# traces) when it shows one, and every table in view its canvas (a table in a hidden tab has none).
+# traces) when it shows one, and every table in view its canvas.
+# Only what is in view counts (a hidden tab's elements have no offsetParent): a lazy tab opened by a
+# click is drawn when its own figures are, not when the tab left behind still shows its old ones.
 DRAWN_JS = """() => {
   if (document.querySelector('[data-testid="stStatusWidget"]')) return false;
-  const plots = [...document.querySelectorAll('.js-plotly-plot')];
-  const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')];
+  const shown = e => e.offsetParent !== null;
+  const plots = [...document.querySelectorAll('.js-plotly-plot')].filter(shown);
+  const tables = [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(shown);
   if (!plots.length && !tables.length) return false;
   return plots.every(p => p._fullLayout
                       && (!p._fullLayout.showlegend || p.querySelector('.main-svg .legend')))
-    && tables.every(t => !t.offsetParent || t.querySelector('canvas'));
+    && tables.every(t => t.querySelector('canvas'));
 }"""
-STATE_JS = f"""() => [({DRAWN_JS})(), document.querySelectorAll('.js-plotly-plot').length,
-  document.querySelectorAll('[data-testid="stDataFrame"]').length]"""
+STATE_JS = f"""() => [({DRAWN_JS})(),
+  [...document.querySelectorAll('.js-plotly-plot')].filter(e => e.offsetParent).length,
+  [...document.querySelectorAll('[data-testid="stDataFrame"]')].filter(e => e.offsetParent).length]"""
+#: Page name -> its title in the sidebar (``app/streamlit_app.py``), for navigation by link.
+NAV_TITLES = {
+    "geometry": "Embedding geometry",
+    "modality_gap": "Modality gap",
+    "bridges": "Bridge trajectories",
+    "gradient_bias": "Gradient bias",
+}
+#: Page name -> tabs opened by a click, each timed until its figures are drawn.
+TAB_CLICKS = {
+    "modality_gap": ("Gap vector", "Per dimension and spectrum", "What if the gap shrank"),
+    UPLOAD_PAGE: ("Modality gap", "Bridges"),
+}
 
 
 # --------------------------------------------------------------------------------------------- the store
@@ -226,7 +247,7 @@ def measure(
         start = time.perf_counter()
         build_run(Path(home) / "runs", points, checkpoints, dim)
         build_gradbias(Path(home) / "runs", smoke)
-        uploads = [Path(home) / f"upload-{k}.npz" for k in range(2 * repeats + 2)]
+        uploads = [Path(home) / f"upload-{k}.npz" for k in range(3 * repeats + 2)]
         for k, path in enumerate(uploads):
             path.write_bytes(upload_file(points, dim, k))
         setup = {"points": points, "checkpoints": checkpoints, "dim": dim, "repeats": repeats,
@@ -293,7 +314,7 @@ def measure(
         results.append(
             _record("render_upload",
                     _timed(lambda: _upload(at, next(files).read_bytes(), "mine.npz"), repeats),
-                    f"a new {points}-pair file uploaded: validation, report and every tab",
+                    f"a new {points}-pair file uploaded: validation, report and the open tab",
                     UPLOAD_TARGET_SECONDS)
         )  # fmt: skip
 
@@ -396,6 +417,36 @@ def measure_browser(home: Path, repeats: int, uploads: list[Path]) -> tuple[list
                 page.wait_for_selector("h1", timeout=120_000)
                 return timed(start, before, name)
 
+            def follow_link(name: str) -> float:
+                # a user moves between pages by the sidebar: the app's scripts stay loaded
+                visit("runs")
+                link = page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=NAV_TITLES[name])
+                before, start = _cpu_seconds(), time.perf_counter()
+                link.click()
+                return timed(start, before, name)
+
+            def open_tab(label: str, name: str) -> float:
+                before, start = _cpu_seconds(), time.perf_counter()
+                page.get_by_role("tab", name=label, exact=True).click()
+                return timed(start, before, f"{name} tab {label!r}")
+
+            def tab_rows(name: str, arrive) -> None:
+                """Each tab of ``TAB_CLICKS[name]`` opened by a click after ``arrive()`` shows the page."""
+                seconds: dict[str, list[float]] = {label: [] for label in TAB_CLICKS[name]}
+                cpus: dict[str, list[dict[str, float]]] = {label: [] for label in TAB_CLICKS[name]}
+                for _ in range(repeats):
+                    arrive()
+                    for label in TAB_CLICKS[name]:
+                        cpu.clear()
+                        seconds[label].append(open_tab(label, name))
+                        cpus[label].append(cpu[-1])
+                for label in TAB_CLICKS[name]:
+                    slug = label.lower().replace(" ", "_")
+                    record = _record(f"browser_tab_{name}_{slug}", seconds[label],
+                                     f"{name} page: a click on the tab {label!r} until its figures are drawn",
+                                     TARGET_SECONDS)  # fmt: skip
+                    results.append(_with_cpu(record, cpus[label]))
+
             def upload(path: Path) -> float:
                 page.goto(f"{url}/{ROUTES[UPLOAD_PAGE]}", wait_until="commit", timeout=120_000)
                 dropzone = '[data-testid="stFileUploaderDropzoneInput"]'  # a hidden input: attached suffices
@@ -411,17 +462,31 @@ def measure_browser(home: Path, repeats: int, uploads: list[Path]) -> tuple[list
                     upload(uploads[0])  # warms the browser (JS bundles) and the imports of the views
                     cpu.clear()
                     seconds = [upload(path) for path in uploads[1 : repeats + 1]]
-                    what = "new file handed to the upload page until every tab is drawn"
+                    what = "new file handed to the upload page until its report and open tab are drawn"
                     record = _record("browser_upload", seconds, what, UPLOAD_TARGET_SECONDS)
                     results.append(_with_cpu(record, cpu))
+                    fresh = iter(uploads[repeats + 1 :])
+                    tab_rows(name, lambda fresh=fresh: upload(next(fresh)))
                     continue
                 visit(name)  # warms the server's caches and the browser's (JS bundles) for this page
                 cpu.clear()
                 seconds = [visit(name) for _ in range(repeats)]
                 record = _record(f"browser_{name}", seconds,
-                                 f"{name} page in headless chromium: navigation until everything is drawn",
+                                 f"{name} page: its address opened (the whole app loads) until drawn",
                                  TARGET_SECONDS)  # fmt: skip
                 results.append(_with_cpu(record, cpu))
+                if name in NAV_TITLES:
+                    seconds, link_cpu = [], []
+                    for _ in range(repeats):
+                        cpu.clear()
+                        seconds.append(follow_link(name))
+                        link_cpu.append(cpu[-1])
+                    record = _record(f"browser_link_{name}", seconds,
+                                     f"{name} page: its sidebar link clicked on the runs page until drawn",
+                                     TARGET_SECONDS)  # fmt: skip
+                    results.append(_with_cpu(record, link_cpu))
+                if name in TAB_CLICKS:
+                    tab_rows(name, lambda name=name: visit(name))
             browser.close()
     return results, None
 

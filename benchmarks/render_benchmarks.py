@@ -420,8 +420,11 @@ def render_app_section(results_dir: Path, repo_root: Path) -> list[str]:
             + (f"; upload file {setup['upload_mb']} MB" if "upload_mb" in setup else ""),
             "- Pages run under Streamlit's AppTest (the page script as the server runs it, no browser "
             "drawing); the `browser_*` rows are `streamlit run` in headless chromium (software rendering, "
-            "no GPU): navigation until every plot and table has drawn, with the CPU seconds the server and "
-            "chromium spent per visit (medians; they hardly depend on what else runs on the machine). "
+            "no GPU), until every plot and table in view has drawn: `browser_<page>` opens the page's "
+            "address (the whole app loads), `browser_link_<page>` clicks its sidebar link from the runs "
+            "page (the app stays loaded), `browser_tab_<page>_<tab>` clicks a tab (only the open tab is "
+            "drawn); with the CPU seconds the server and chromium spent per visit (medians; they hardly "
+            "depend on what else runs on the machine). "
             f"Target: {goal}; ✗ marks a timed row over its target.",
         ]
         if setup.get("browser_skipped"):
