@@ -136,3 +136,45 @@ def test_huge_finite_features_pass_the_value_check():
     a[1, 2] = float("inf")
     with pytest.raises(ValueError, match="finite"):
         build_loss("clip")(a, b)
+
+
+# --- the wrappers the image-text and fusion trainers call --------------------------------------------
+def _structured(**extra):
+    from workbench.losses.structures import StructuredLoss
+
+    weights = {"separation": 1.0, "bridge": 0.5, "consistency": 0.5}
+    return StructuredLoss(base="clip", base_params={"validate": False}, mode="four_term", weights=weights,
+                          **extra)  # fmt: skip
+
+
+def test_no_host_reads_in_the_structured_loss():
+    loss = _structured()
+    gen = torch.Generator().manual_seed(0)
+    views = {key: torch.randn(6, 8, generator=gen, requires_grad=True) for key in sorted(loss.requires)}
+    with HostReads() as reads:
+        total, parts = loss(views)
+        total.backward()
+    assert reads.calls == []
+    assert {"base", "bridge", "separation", "consistency", "total"} <= set(parts)
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in parts.values())
+
+
+def test_no_host_reads_in_a_fusion_step():
+    from workbench.losses.fusion import FusionLoss, mask_tokens, sample_hard_negatives
+    from workbench.models.fusion import FusionModel, fusion_size
+
+    torch.manual_seed(0)
+    loss = FusionLoss(_structured())
+    model = FusionModel((1, 8, 8), 12, 6, fusion_size("tiny"), independent=True)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 12, (6, 6), generator=gen)
+    ids[:, 0], ids[:, 4:] = 1, 0  # [CLS], then padding
+    mlm_ids, targets = mask_tokens(ids, gen, 1, (2, 12), 0.3)
+    batch = {"img": torch.rand(6, 1, 8, 8, generator=gen), "txt": ids, "mlm_ids": mlm_ids,
+             "neg_u": torch.rand(6, 2, generator=gen), "group": torch.arange(6) % 3,
+             "img_aug": torch.rand(6, 1, 8, 8, generator=gen), "txt_aug": ids.flip(0)}  # fmt: skip
+    with HostReads() as reads:
+        outputs = model(batch, loss.requires, negatives=sample_hard_negatives)
+        total, _ = loss(outputs, mlm_targets=targets)
+        total.backward()
+    assert reads.calls == []

@@ -229,9 +229,10 @@ class FusionLoss(nn.Module):
         index: Tensor | None = None,
         scale: Tensor | None = None,
         sharding: Sharding | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
-        """The weighted total and detached parts: ``itc`` (the base contrastive loss), each active
-        regularizer under its name (as :class:`StructuredLoss` logs it), ``itm``, ``mlm``, ``total``.
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted total and its detached parts (0-dim tensors): ``itc`` (the base contrastive
+        loss), each active regularizer under its name (as :class:`StructuredLoss` logs it), ``itm``,
+        ``mlm``, ``total``.
 
         Under torch.distributed (``sharding`` given; ``outputs`` hold this process's rows, ``index``
         the global batch's), the contrastive term is computed on the gathered embeddings, whole, on
@@ -241,7 +242,7 @@ class FusionLoss(nn.Module):
         processes, to the global ones.
         """
         total = outputs["img"].new_zeros(()).float()
-        parts: dict[str, float] = {}
+        parts: dict[str, Tensor] = {}
         count = _local_divisor(sharding)
         if self.weights["itc"] > 0:
             gather = sharding.gather if sharding is not None else (lambda x: x)
@@ -257,12 +258,12 @@ class FusionLoss(nn.Module):
         if self.weights["itm"] > 0:
             itm = itm_loss(outputs["itm_logits"], outputs["itm_labels"], outputs.get("itm_valid"), count)
             total = total + self.weights["itm"] * itm
-            parts["itm"] = float(itm.detach())
+            parts["itm"] = itm.detach()
         if self.weights["mlm"] > 0:
             if mlm_targets is None:
                 raise ValueError("mlm has weight > 0 but no mlm_targets were given")
             mlm = mlm_loss(outputs["mlm_logits"], mlm_targets, count)
             total = total + self.weights["mlm"] * mlm
-            parts["mlm"] = float(mlm.detach())
-        parts["total"] = float(total.detach())
+            parts["mlm"] = mlm.detach()
+        parts["total"] = total.detach()
         return total, parts

@@ -515,7 +515,7 @@ class StructuredLoss(nn.Module):
         index: Tensor | None = None,
         scale: Tensor | float | None = None,
         bias: Tensor | float | None = None,
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Base loss plus weighted regularizers.
 
         Args:
@@ -527,7 +527,8 @@ class StructuredLoss(nn.Module):
             bias: passed to the base (SigLIP only).
 
         Returns:
-            ``(total, parts)``: the scalar loss, and detached floats for logging: ``"base"`` (plus
+            ``(total, parts)``: the scalar loss, and detached 0-dim tensors for logging (read them when
+            logging: a read is a host synchronisation on CUDA): ``"base"`` (plus
             ``"base.cross"``, ``"base.v2v"``, ``"base.t2t"`` in four-term mode), each active regularizer
             unweighted under its name with its components as ``"<name>.<component>"``, and ``"total"``.
 
@@ -536,15 +537,15 @@ class StructuredLoss(nn.Module):
         """
         z = self._check_outputs(outputs)
         img, txt = z["img"], z["txt"]
-        parts: dict[str, float] = {}
+        parts: dict[str, Tensor] = {}
         base = self._call_base(img, txt, index, scale, bias)
         if self.mode == "four_term":
             inmodal_scale = self._inmodal_scale(scale, img)
             v2v = _scaled_infonce(img, z["img_aug"], inmodal_scale)
             t2t = _scaled_infonce(txt, z["txt_aug"], inmodal_scale)
-            parts.update({"base.cross": base.item(), "base.v2v": v2v.item(), "base.t2t": t2t.item()})
+            parts.update({"base.cross": base.detach(), "base.v2v": v2v.detach(), "base.t2t": t2t.detach()})
             base = base / 2 + (v2v + t2t) / 4
-        parts["base"] = base.item()
+        parts["base"] = base.detach()
         total = base
         if self.weights["separation"] > 0:
             sep = separation_loss(
@@ -565,18 +566,18 @@ class StructuredLoss(nn.Module):
                 img, txt, z["img_aug"], self.bridge_t, self.bridge_random_t, generator=self.generator
             )
             total = total + self.weights["bridge"] * br
-            parts["bridge"] = br.item()
+            parts["bridge"] = br.detach()
         if self.weights["consistency"] > 0:
             gc = consistency_loss(img, txt, z.get("img_aug"), z.get("txt_aug"), self.consistency_weights)
             total = total + self.weights["consistency"] * gc["total"]
             self._log(parts, "consistency", gc)
-        parts["total"] = total.item()
+        parts["total"] = total.detach()
         return total, parts
 
     @staticmethod
-    def _log(parts: dict[str, float], name: str, terms: dict[str, Tensor]) -> None:
-        parts[name] = terms["total"].item()
-        parts.update({f"{name}.{key}": value.item() for key, value in terms.items() if key != "total"})
+    def _log(parts: dict[str, Tensor], name: str, terms: dict[str, Tensor]) -> None:
+        parts[name] = terms["total"].detach()
+        parts.update({f"{name}.{key}": value.detach() for key, value in terms.items() if key != "total"})
 
     def extra_repr(self) -> str:
         active = {k: v for k, v in self.weights.items() if v > 0}

@@ -190,6 +190,16 @@ def average_values(values: list[float]) -> list[float]:
 
 
 @torch.no_grad()
+def average_tensor(x: Tensor) -> Tensor:
+    """The mean of ``x`` over processes (``x`` itself outside a group), without reading it on the host."""
+    if not is_distributed():
+        return x
+    total = x.detach().clone()
+    dist.all_reduce(total)
+    return total / world_size()
+
+
+@torch.no_grad()
 def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
     """Replace each parameter's ``.grad`` by its mean over processes, as DDP does for its module.
 

@@ -157,7 +157,7 @@ class FusionTask(Task):
         order = torch.randperm(len(self.train_rows), generator=step_generator(config.seed, 0, stream=4))
         self.train_eval_index = self.train_rows[order[:EVAL_ROWS]].sort().values
         self.few_shot_index = self._few_shot_pool()
-        self.parts: list[dict[str, float]] = []
+        self.parts: list[dict[str, Tensor | float]] = []
 
     # --- construction --------------------------------------------------------------------------------
     def _tasks(self) -> dict[str, ReasoningTask]:
@@ -213,6 +213,7 @@ class FusionTask(Task):
     def _objective(self) -> FusionLoss:
         c = self.config
         base_params = dict(c.loss_params)
+        base_params.setdefault("validate", False)  # the trainer checks the loss once per interval
         if c.loss in ("sogclr", "bayes"):
             base_params.setdefault("num_samples", len(self.dataset))
         temperature = base_params.get("temperature", loss_parameters(c.loss).get("temperature", 0.07))
@@ -311,14 +312,15 @@ class FusionTask(Task):
             features, mlm_targets=features["mlm_targets"], index=index, scale=scale, sharding=self.sharding
         )
         if self.sharding is not None:  # matching and masked-token parts are per process: log their mean
-            parts = dict(zip(parts, distributed.average_values(list(parts.values())), strict=True))
+            mean = distributed.average_tensor(torch.stack([value.float() for value in parts.values()]))
+            parts = dict(zip(parts, mean.unbind(), strict=True))
         if distributed.is_main():  # only process 0 evaluates, and so reads these
             self.parts.append(parts)
         return total
 
     def extra_state(self) -> dict:
         """The per-objective losses since the last evaluation, so a resumed run logs the same means."""
-        return {"parts": [dict(p) for p in self.parts]}
+        return {"parts": [{key: float(value) for key, value in p.items()} for p in self.parts]}
 
     def load_extra_state(self, state: dict | None) -> None:
         self.parts = [dict(p) for p in (state or {}).get("parts", [])]
@@ -381,7 +383,8 @@ class FusionTask(Task):
         metrics: dict[str, float] = {}
         if self.parts:
             for key in self.parts[0]:
-                metrics[f"loss_{key}"] = float(np.mean([p[key] for p in self.parts]))
+                # read on the host here, once per evaluation, not at every step
+                metrics[f"loss_{key}"] = float(np.mean([float(p[key]) for p in self.parts]))
             self.parts = []
         z_img, z_txt = probe["img"], probe["txt"]
         labels = self._labels(self.probe_index)

@@ -94,7 +94,7 @@ class ImageTextTask(Task):
         # A random subset: split indices may be ordered by class, and a prefix would miss classes.
         order = torch.randperm(len(self.train_rows), generator=step_generator(config.seed, 0, stream=4))
         self.train_eval_index = self.train_rows[order[:EVAL_ROWS]].sort().values
-        self.parts: list[dict[str, float]] = []
+        self.parts: list[dict[str, Tensor | float]] = []
 
     def num_train_rows(self) -> int:
         return len(self.train_rows)
@@ -155,7 +155,8 @@ class ImageTextTask(Task):
         metrics: dict[str, float] = {}
         if self.parts:
             for key in self.parts[0]:
-                metrics[f"loss_{key}"] = float(np.mean([p[key] for p in self.parts]))
+                # read on the host here, once per evaluation, not at every step
+                metrics[f"loss_{key}"] = float(np.mean([float(p[key]) for p in self.parts]))
             self.parts = []
         class_emb = self.class_embeddings()
         if class_emb is not None:
