@@ -262,6 +262,42 @@ def test_row_logsumexp_local_rows_against_global_columns(tiny_tiles, rows, cols,
         _assert_same(*results)
 
 
+@pytest.mark.parametrize(("rows", "cols", "dim"), [(20, 45, 37), (45, 20, 5), (33, 33, 16)])
+def test_cross_logsumexp_both_directions_in_one_backward_pass(tiny_tiles, rows, cols, dim):
+    # 16-wide tiles: several row blocks add into each row's gradient, and dim 37 spans three feature chunks
+    a, b, gen = _leaves(rows, cols, dim, seed=3 * rows + cols)
+    scale = torch.tensor(7.0, device=DEVICE, requires_grad=True)
+    w_rows = torch.randn(rows, generator=gen).to(DEVICE)
+    w_cols = torch.randn(cols, generator=gen).to(DEVICE)
+
+    def fused():
+        lse_rows, lse_cols = tiny_tiles.cross_logsumexp(a, b, scale)
+        return (lse_rows * w_rows).sum() + (lse_cols * w_cols).sum()
+
+    def naive():
+        logits = scale * (a.float() @ b.float().T)
+        return (logits.logsumexp(1) * w_rows).sum() + (logits.logsumexp(0) * w_cols).sum()
+
+    _assert_same(_grads(fused, (a, b, scale)), _grads(naive, (a, b, scale)))
+    # one direction only: the other's gradient is zero, not missing
+    only_rows = _grads(lambda: (tiny_tiles.cross_logsumexp(a, b, scale)[0] * w_rows).sum(), (a, b, scale))
+    want = _grads(lambda: ((scale * (a.float() @ b.float().T)).logsumexp(1) * w_rows).sum(), (a, b, scale))
+    _assert_same(only_rows, want)
+
+
+def test_symmetric_clip_takes_the_one_pass_kernel(tiny_tiles, monkeypatch):
+    calls = []
+    original = tiny_tiles.cross_logsumexp
+    monkeypatch.setattr(tiny_tiles, "cross_logsumexp", lambda *args: calls.append(1) or original(*args))
+    a, b, _ = _leaves(24, 24, 12, seed=11)
+    fused = _grads(lambda: build_loss("clip", implementation="fused")(a, b), (a, b))
+    naive = _grads(lambda: build_loss("clip", implementation="naive")(a, b), (a, b))
+    _assert_same(fused, naive)
+    assert calls == [1]
+    build_loss("clip", implementation="fused", symmetric=False)(a, b)  # one direction: the row kernel
+    assert calls == [1]
+
+
 def test_row_logsumexp_gradients_only_where_needed(tiny_tiles):
     q, k, _ = _leaves(19, 23, 20, seed=1)
     keys = k.detach()  # like MoCo's queue: no gradient for the columns
@@ -400,15 +436,20 @@ POINTERS = {
     "forward": ("q", "k", "scale", "bias", "ex", "pos", "out"),
     "rows": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dq", "partial"),
     "cols": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dk"),
+    "cross": ("a", "b", "scale", "lse_r", "lse_c", "g_r", "g_c", "da", "db", "partial"),
 }
-KERNELS = {"forward": T._forward_kernel, "rows": T._backward_rows_kernel, "cols": T._backward_cols_kernel}
+KERNELS = {"forward": T._forward_kernel, "rows": T._backward_rows_kernel, "cols": T._backward_cols_kernel,
+           "cross": T._cross_backward_kernel}
 for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32", 1, 0, 128)):
     for kernel, names in POINTERS.items():
         blocks = T._blocks(dim, kernel)
-        types = {"q": "*" + dtype, "k": "*" + dtype, "ex": "*i64", "pos": "*i64"}
+        types = {"q": "*" + dtype, "k": "*" + dtype, "a": "*" + dtype, "b": "*" + dtype, "ex": "*i64",
+                 "pos": "*i64"}
         signature = {name + "_ptr": types.get(name, "*fp32") for name in names}
         signature.update({"M": "i32", "N": "i32", "D": "i32"})
         constants = {"MODE": mode, "NUM_EX": num_ex, "PRECISION": "ieee", "UPCAST": False}
+        if kernel == "cross":  # the symmetric lse: no MODE, no exclusions
+            constants = {"PRECISION": "ieee", "UPCAST": False}
         sizes = ("BLOCK_M", "BLOCK_N", "BLOCK_D") + (() if kernel == "forward" else ("BLOCK_DO",))
         constants.update({key: blocks[key] for key in sizes})
         signature.update(dict.fromkeys(constants, "constexpr"))
@@ -420,7 +461,7 @@ for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32
 """
 
 
-@pytest.mark.slow  # about 10 s: nine kernel variants through Triton's whole pipeline and ptxas
+@pytest.mark.slow  # about 15 s: twelve kernel variants through Triton's whole pipeline and ptxas
 def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
     """The interpreter accepts things the compiler does not; build every kernel for sm_90 (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -430,7 +471,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
     if proc.returncode != 0 and "ptxas" in proc.stderr and "No such file" in proc.stderr:
         pytest.skip("this triton install has no ptxas")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("compiled") == 9
+    assert proc.stdout.count("compiled") == 12
 
 
 # --- on a GPU ----------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from workbench.losses.kernels.chunked import (
     DEFAULT_CHUNK_SIZE,
     accumulation_dtype,
     check_implementation,
+    fused_cross_logsumexp,
     resolve_implementation,
     row_logsumexp,
 )
@@ -313,12 +314,18 @@ class ContrastiveLoss(nn.Module):
         if one_way:
             blocks = blocks[:1]
         implementation = resolve_implementation(self.implementation, self.chunk_size, a, b)
+        exclude = not include_positive
+        whole_cross = negatives == "cross" and not exclude and not one_way and self._local is None
+        if implementation == "fused" and whole_cross:
+            # both directions of one matrix (symmetric CLIP): one backward pass over the tiles
+            rows, cols = fused_cross_logsumexp(a, b, scale)
+            positive = positive_logits(blocks[0], scale)
+            return [(block, positive, lse) for block, lse in zip(blocks, (rows, cols), strict=True)]
         if implementation == "fused" or (negatives == "views" and self._local is not None):
             return [
                 (block, *logsumexp_terms(block, scale, self.chunk_size, implementation)) for block in blocks
             ]
         chunk_size = None if implementation == "naive" else self.chunk_size or DEFAULT_CHUNK_SIZE
-        exclude = not include_positive
         if negatives == "views":
             (block,) = blocks
             lse = views_logsumexp(

@@ -37,8 +37,10 @@ Arithmetic, per call on an (M, d) x (N, d) pair and with c = ceil(d / BLOCK_DO) 
 ``2 M N d`` forward, ``(2 c + 2) M N d`` for each backward kernel, so ``(4 c + 6) M N d`` in all
 (10 M N d for d <= 128). A symmetric CLIP loss makes two such calls (a against b, b against a),
 about 20 B^2 d for d <= 128, where the matrix-multiply floor is 6 B^2 d (one product forward, two
-backward); fusing both directions into one pass over the tiles, and accumulating large-d gradients
-without recomputation, are the next steps towards that floor.
+backward). ``cross_logsumexp`` takes both directions of one ``a @ b.T`` at once (what the symmetric
+CLIP loss needs): its backward kernel builds each tile once for both softmaxes and both gradients
+and adds the gradient chunks in place rather than recomputing the tile per chunk, 10 B^2 d in all
+for any d (see its docstring). Neither has run on a GPU: their speed is not measured.
 
 Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then (and
 already when ``triton`` itself was first imported, which builds Triton's own library functions), they
@@ -241,6 +243,57 @@ def _backward_cols_kernel(
     tl.store(dk_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :], acc, mask=out_mask)
 
 
+@triton.jit
+def _cross_backward_kernel(
+    a_ptr, b_ptr, scale_ptr, lse_r_ptr, lse_c_ptr, g_r_ptr, g_c_ptr, da_ptr, db_ptr, partial_ptr, M, N, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """Grid (column blocks,): the backward pass of both directions of ``scale * a @ b.T`` at once.
+
+    Each tile of logits is built once and serves both softmaxes: the rows' weights
+    ``exp(x - lse_r)`` and the columns' ``exp(x - lse_c)`` give ``d x = g_r p_r + g_c p_c``, which
+    feeds ``db[cols] += d x^T a[rows]`` (this program owns its columns: it adds its chunks into ``db``
+    in place, so no feature chunk recomputes the tile) and ``da[rows] += d x b[cols]`` (rows are
+    shared by every program: atomic adds). ``partial_ptr`` gets sum(d x * s) per program, for d scale.
+    """
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    lse_c2 = tl.load(lse_c_ptr + cols, mask=cols < N, other=0.0) * LOG2E
+    g_c = tl.load(g_c_ptr + cols, mask=cols < N, other=0.0)
+    d_scale = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    col_off = cols.to(tl.int64)[:, None] * D
+    for start in range(0, M, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)
+        s = _similarity_tile(a_ptr, b_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
+        keep = (rows[:, None] < M) & (cols[None, :] < N)
+        lse_r2 = tl.load(lse_r_ptr + rows, mask=rows < M, other=0.0) * LOG2E
+        g_r = tl.load(g_r_ptr + rows, mask=rows < M, other=0.0)
+        x2 = s * (scale * LOG2E)
+        dx = g_r[:, None] * tl.exp2(x2 - lse_r2[:, None]) + g_c[None, :] * tl.exp2(x2 - lse_c2[None, :])
+        dx = tl.where(keep, dx, 0.0)
+        d_scale += tl.sum(dx * s, axis=0)
+        row_off = rows.to(tl.int64)[:, None] * D
+        for d_start in range(0, D, BLOCK_DO):
+            dims = d_start + tl.arange(0, BLOCK_DO)
+            in_d = dims[None, :] < D
+            a_tile = tl.load(a_ptr + row_off + dims[None, :], mask=(rows[:, None] < M) & in_d, other=0.0)
+            b_tile = tl.load(b_ptr + col_off + dims[None, :], mask=(cols[:, None] < N) & in_d, other=0.0)
+            d_sim = (dx * scale).to(a_tile.dtype)  # the input dtype, for the tensor cores
+            if UPCAST:
+                d_sim = d_sim.to(tl.float32)
+                a_tile = a_tile.to(tl.float32)
+                b_tile = b_tile.to(tl.float32)
+            db_mask = (cols[:, None] < N) & in_d
+            db_ptrs = db_ptr + col_off + dims[None, :]
+            db = tl.load(db_ptrs, mask=db_mask, other=0.0)
+            db = tl.dot(tl.trans(d_sim), a_tile, db, input_precision=PRECISION)
+            tl.store(db_ptrs, db, mask=db_mask)
+            da = tl.dot(d_sim, b_tile, input_precision=PRECISION)
+            tl.atomic_add(da_ptr + row_off + dims[None, :], da, mask=(rows[:, None] < M) & in_d)
+    tl.store(partial_ptr + tl.program_id(0), tl.sum(d_scale, axis=0))
+
+
 # --- host code ------------------------------------------------------------------------------------
 # How Triton built the kernels above (TRITON_INTERPRET=1 when this module was imported) and its own
 # library (the same variable when triton was first imported); the interpreter needs both.
@@ -253,7 +306,7 @@ INTERPRETER_BLOCKS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 32, "BLOCK_DO": 3
 
 
 def _blocks(dim: int, kernel: str) -> dict:
-    """Tile sizes and launch options of one kernel ("forward", "rows" or "cols").
+    """Tile sizes and launch options of one kernel ("forward", "rows", "cols" or "cross").
 
     The CUDA sizes were chosen without a GPU at hand, from what ``ptxas`` reports for sm_90 with
     bfloat16 inputs: with them the forward (128 x 64 tiles, 8 warps) and the backward kernels (a
@@ -266,6 +319,8 @@ def _blocks(dim: int, kernel: str) -> dict:
     width = max(16, triton.next_power_of_2(dim))
     if kernel == "forward":
         rows, cols = 128, 64
+    elif kernel == "cross":  # no accumulator in registers beyond one (64 x 128) feature chunk
+        rows, cols = 64, 64
     else:  # the outer tile (rows for "rows", columns for "cols") carries the float32 gradient accumulator
         rows, cols = (32, 64) if kernel == "rows" else (64, 32)
     return {
@@ -397,6 +452,58 @@ class FusedSigmoidSum(torch.autograd.Function):
             d_bias.to(bias.dtype) if need_bias else None,
             None,
         )
+
+
+class FusedCrossLSE(torch.autograd.Function):
+    """Both directions of ``scale * a @ b.T``: ``(lse over each row, lse over each column)``.
+
+    Forward: the row kernel twice (a against b, b against a). Backward: one pass over the tiles
+    (:func:`_cross_backward_kernel`) instead of two row-and-column pairs of passes.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = _prepare(a, b)
+        rows = _forward(a, b, scale, None, None, None, _LSE)
+        cols = _forward(b, a, scale, None, None, None, _LSE)
+        ctx.save_for_backward(a, b, scale, rows, cols)
+        return rows, cols
+
+    @staticmethod
+    def backward(ctx, grad_rows: Tensor | None, grad_cols: Tensor | None):
+        a, b, scale, rows, cols = ctx.saved_tensors
+        m, dim = a.shape
+        n = b.shape[0]
+        g_r = torch.zeros_like(rows) if grad_rows is None else grad_rows.to(torch.float32).contiguous()
+        g_c = torch.zeros_like(cols) if grad_cols is None else grad_cols.to(torch.float32).contiguous()
+        tiles = _blocks(dim, "cross")
+        grid = (triton.cdiv(n, tiles["BLOCK_N"]),)
+        # both accumulate in place: da by atomic adds from every program, db by its owner
+        da = torch.zeros(m, dim, dtype=torch.float32, device=a.device)
+        db = torch.zeros(n, dim, dtype=torch.float32, device=a.device)
+        partial = torch.empty(grid[0], dtype=torch.float32, device=a.device)
+        _cross_backward_kernel[grid](
+            a, b, _scalar(scale, a), rows, cols, g_r, g_c, da, db, partial, m, n, dim, **_common(a), **tiles
+        )
+        need_a, need_b, need_scale = ctx.needs_input_grad[:3]
+        return (
+            da.to(a.dtype) if need_a else None,
+            db.to(b.dtype) if need_b else None,
+            partial.sum().to(scale.dtype) if need_scale else None,
+        )
+
+
+def cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """(M,) row and (N,) column log-sum-exps of ``scale * a @ b.T``, float32, differentiable in a, b
+    and scale; the backward pass builds each tile of logits once for both directions.
+
+    Arithmetic: ``4 M N d`` forward (two row passes) and ``6 M N d`` backward (one product to
+    rebuild the tile, one for each gradient), ``10 M N d`` in all for any d, against ``20 M N d``
+    for two :func:`row_logsumexp` calls at d <= 128 and ``6 M N d`` for the three products of an
+    unfused loss. The column gradients are added by their one owner; the row gradients by atomic
+    adds from every column block, so their summation order (and last bits) may vary run to run.
+    """
+    return FusedCrossLSE.apply(a, b, scale)
 
 
 def row_logsumexp(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None) -> Tensor:
