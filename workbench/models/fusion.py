@@ -23,16 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.models.towers import LogitScale
-
-if TYPE_CHECKING:
-    from workbench.losses._base import Sharding
 
 IMAGE_ENCODERS = ("vit", "cnn")
 POOLS = ("cls", "mean")
@@ -52,6 +49,15 @@ PRETRAIN_KEYS = (
 #: ``sampler(logits, uniforms, exclude) -> (index, valid)``: one negative column per row of ``logits``
 #: (see ``workbench.losses.fusion.sample_hard_negatives``).
 NegativeSampler = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class Sharding(Protocol):
+    """This process's share of a batch split over processes (``workbench.losses._base.Sharding`` is
+    one): its rank, the number of processes, and the differentiable gather along dim 0."""
+
+    rank: int
+    world_size: int
+    gather: Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
