@@ -270,15 +270,18 @@ def test_cross_logsumexp_both_directions_in_one_backward_pass(tiny_tiles, rows, 
     w_rows = torch.randn(rows, generator=gen).to(DEVICE)
     w_cols = torch.randn(cols, generator=gen).to(DEVICE)
 
-    def fused():
-        lse_rows, lse_cols = tiny_tiles.cross_logsumexp(a, b, scale)
+    def fused(bound):
+        lse_rows, lse_cols = tiny_tiles.cross_logsumexp(a, b, scale, bound)
         return (lse_rows * w_rows).sum() + (lse_cols * w_cols).sum()
 
     def naive():
         logits = scale * (a.float() @ b.float().T)
         return (logits.logsumexp(1) * w_rows).sum() + (logits.logsumexp(0) * w_cols).sum()
 
-    _assert_same(_grads(fused, (a, b, scale)), _grads(naive, (a, b, scale)))
+    want = _grads(naive, (a, b, scale))
+    # a known bound: the one-pass forward; none, or one past ONE_PASS_BOUND: two row passes
+    for bound in (7.0 * (1 + 1e-4), 30.0, None, 100.0):
+        _assert_same(_grads(lambda bound=bound: fused(bound), (a, b, scale)), want)
     # one direction only: the other's gradient is zero, not missing
     only_rows = _grads(lambda: (tiny_tiles.cross_logsumexp(a, b, scale)[0] * w_rows).sum(), (a, b, scale))
     want = _grads(lambda: ((scale * (a.float() @ b.float().T)).logsumexp(1) * w_rows).sum(), (a, b, scale))
@@ -437,20 +440,23 @@ POINTERS = {
     "rows": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dq", "partial"),
     "cols": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dk"),
     "cross": ("a", "b", "scale", "lse_r", "lse_c", "g_r", "g_c", "da", "db", "partial"),
+    "cross_forward": ("a", "b", "scale", "rows", "col_sum"),
 }
 KERNELS = {"forward": T._forward_kernel, "rows": T._backward_rows_kernel, "cols": T._backward_cols_kernel,
-           "cross": T._cross_backward_kernel}
+           "cross": T._cross_backward_kernel, "cross_forward": T._cross_forward_kernel}
 for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32", 1, 0, 128)):
     for kernel, names in POINTERS.items():
-        blocks = T._blocks(dim, kernel)
+        blocks = T._blocks(dim, "forward" if kernel == "cross_forward" else kernel)
         types = {"q": "*" + dtype, "k": "*" + dtype, "a": "*" + dtype, "b": "*" + dtype, "ex": "*i64",
                  "pos": "*i64"}
         signature = {name + "_ptr": types.get(name, "*fp32") for name in names}
+        if kernel == "cross_forward":
+            signature["bound"] = "fp32"
         signature.update({"M": "i32", "N": "i32", "D": "i32"})
         constants = {"MODE": mode, "NUM_EX": num_ex, "PRECISION": "ieee", "UPCAST": False}
-        if kernel == "cross":  # the symmetric lse: no MODE, no exclusions
+        if kernel.startswith("cross"):  # the symmetric lse: no MODE, no exclusions
             constants = {"PRECISION": "ieee", "UPCAST": False}
-        sizes = ("BLOCK_M", "BLOCK_N", "BLOCK_D") + (() if kernel == "forward" else ("BLOCK_DO",))
+        sizes = ("BLOCK_M", "BLOCK_N", "BLOCK_D") + (() if "forward" in kernel else ("BLOCK_DO",))
         constants.update({key: blocks[key] for key in sizes})
         signature.update(dict.fromkeys(constants, "constexpr"))
         options = {"num_warps": blocks["num_warps"], "num_stages": blocks["num_stages"]}
@@ -461,7 +467,7 @@ for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32
 """
 
 
-@pytest.mark.slow  # about 15 s: twelve kernel variants through Triton's whole pipeline and ptxas
+@pytest.mark.slow  # about 20 s: fifteen kernel variants through Triton's whole pipeline and ptxas
 def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
     """The interpreter accepts things the compiler does not; build every kernel for sm_90 (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -471,7 +477,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
     if proc.returncode != 0 and "ptxas" in proc.stderr and "No such file" in proc.stderr:
         pytest.skip("this triton install has no ptxas")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("compiled") == 12
+    assert proc.stdout.count("compiled") == 15
 
 
 # --- on a GPU ----------------------------------------------------------------------------------------------

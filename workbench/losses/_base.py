@@ -318,7 +318,7 @@ class ContrastiveLoss(nn.Module):
         whole_cross = negatives == "cross" and not exclude and not one_way and self._local is None
         if implementation == "fused" and whole_cross:
             # both directions of one matrix (symmetric CLIP): one backward pass over the tiles
-            rows, cols = fused_cross_logsumexp(a, b, scale)
+            rows, cols = fused_cross_logsumexp(a, b, scale, self._logit_bound)
             positive = positive_logits(blocks[0], scale)
             return [(block, positive, lse) for block, lse in zip(blocks, (rows, cols), strict=True)]
         if implementation == "fused" or (negatives == "views" and self._local is not None):

@@ -170,10 +170,12 @@ def _fused():
     return _triton
 
 
-def fused_cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """Row and column log-sum-exps of ``scale * a @ b.T`` by the fused kernels, both directions in one
-    backward pass (``workbench.losses.kernels.fused.cross_logsumexp``)."""
-    return _fused().cross_logsumexp(a, b, scale)
+def fused_cross_logsumexp(
+    a: Tensor, b: Tensor, scale: Tensor, bound: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Row and column log-sum-exps of ``scale * a @ b.T`` by the fused kernels, both directions from
+    each pass over the tiles (``workbench.losses.kernels.fused.cross_logsumexp``)."""
+    return _fused().cross_logsumexp(a, b, scale, bound)
 
 
 def masked_similarities(q: Tensor, k: Tensor, exclude: Tensor | None) -> tuple[Tensor, Tensor | None]:

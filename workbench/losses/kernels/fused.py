@@ -38,9 +38,11 @@ Arithmetic, per call on an (M, d) x (N, d) pair and with c = ceil(d / BLOCK_DO) 
 (10 M N d for d <= 128). A symmetric CLIP loss makes two such calls (a against b, b against a),
 about 20 B^2 d for d <= 128, where the matrix-multiply floor is 6 B^2 d (one product forward, two
 backward). ``cross_logsumexp`` takes both directions of one ``a @ b.T`` at once (what the symmetric
-CLIP loss needs): its backward kernel builds each tile once for both softmaxes and both gradients
-and adds the gradient chunks in place rather than recomputing the tile per chunk, 10 B^2 d in all
-for any d (see its docstring). Neither has run on a GPU: their speed is not measured.
+CLIP loss needs): where the logits have a known bound <= 32 its forward kernel sums each tile's
+exponentials into rows and columns in one pass, and its backward kernel builds each tile once for
+both softmaxes and both gradients and adds the gradient chunks in place rather than recomputing the
+tile per chunk: 8 B^2 d in all for any d (see its docstring). None of these kernels has run on a
+GPU: their speed is not measured.
 
 Kernels are built when this module is first imported: with ``TRITON_INTERPRET=1`` set then (and
 already when ``triton`` itself was first imported, which builds Triton's own library functions), they
@@ -241,6 +243,33 @@ def _backward_cols_kernel(
         acc = tl.dot(tl.trans(d_sim), q_tile, acc, input_precision=PRECISION)
     out_mask = (cols[:, None] < N) & (dims[None, :] < D)
     tl.store(dk_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :], acc, mask=out_mask)
+
+
+@triton.jit
+def _cross_forward_kernel(
+    a_ptr, b_ptr, scale_ptr, rows_ptr, col_sum_ptr, bound, M, N, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One program per BLOCK_M rows: both directions' sums from one tile pass, where ``|logit| <= bound``.
+
+    Every entry's ``exp(x - bound)`` lies in [exp(-2 bound), 1], so with ``bound <= 32`` nothing
+    under- or overflows float32 and no running maximum is needed: the same exponentials give each row's
+    sum (kept here; its log-sum-exp is written) and each column's (atomic adds into ``col_sum``).
+    """
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    scale2 = tl.load(scale_ptr).to(tl.float32) * LOG2E
+    bound2 = bound * LOG2E
+    row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        s = _similarity_tile(a_ptr, b_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
+        keep = (rows[:, None] < M) & (cols[None, :] < N)
+        e = tl.where(keep, tl.exp2(s * scale2 - bound2), 0.0)
+        row_sum += tl.sum(e, axis=1)
+        tl.atomic_add(col_sum_ptr + cols, tl.sum(e, axis=0), mask=cols < N)
+    out = tl.log2(tl.where(rows < M, row_sum, 1.0)) * LN2 + bound
+    tl.store(rows_ptr + rows, out, mask=rows < M)
 
 
 @triton.jit
@@ -454,18 +483,35 @@ class FusedSigmoidSum(torch.autograd.Function):
         )
 
 
+#: Largest known logit bound for which the one-pass forward takes exp(x - bound) without a running
+#: maximum (float32 accumulation: the smallest term, exp(-2 * bound), stays a normal number).
+ONE_PASS_BOUND = 32.0
+
+
 class FusedCrossLSE(torch.autograd.Function):
     """Both directions of ``scale * a @ b.T``: ``(lse over each row, lse over each column)``.
 
-    Forward: the row kernel twice (a against b, b against a). Backward: one pass over the tiles
-    (:func:`_cross_backward_kernel`) instead of two row-and-column pairs of passes.
+    Forward: one pass over the tiles (:func:`_cross_forward_kernel`) where a bound on the logits is
+    known and at most :data:`ONE_PASS_BOUND`, else the row kernel twice (a against b, b against a).
+    Backward: one pass over the tiles (:func:`_cross_backward_kernel`).
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bound: float | None) -> tuple[Tensor, Tensor]:
         a, b = _prepare(a, b)
-        rows = _forward(a, b, scale, None, None, None, _LSE)
-        cols = _forward(b, a, scale, None, None, None, _LSE)
+        if bound is not None and bound <= ONE_PASS_BOUND:
+            m, dim = a.shape
+            tiles = _blocks(dim, "forward")
+            rows = torch.empty(m, dtype=torch.float32, device=a.device)
+            col_sum = torch.zeros(b.shape[0], dtype=torch.float32, device=a.device)
+            _cross_forward_kernel[(triton.cdiv(m, tiles["BLOCK_M"]),)](
+                a, b, _scalar(scale, a), rows, col_sum, float(bound), m, b.shape[0], dim,
+                **{key: v for key, v in tiles.items() if key != "BLOCK_DO"}, **_common(a),
+            )  # fmt: skip
+            cols = col_sum.log() + bound
+        else:
+            rows = _forward(a, b, scale, None, None, None, _LSE)
+            cols = _forward(b, a, scale, None, None, None, _LSE)
         ctx.save_for_backward(a, b, scale, rows, cols)
         return rows, cols
 
@@ -490,20 +536,28 @@ class FusedCrossLSE(torch.autograd.Function):
             da.to(a.dtype) if need_a else None,
             db.to(b.dtype) if need_b else None,
             partial.sum().to(scale.dtype) if need_scale else None,
+            None,
         )
 
 
-def cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+def cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor, bound: float | None = None) -> tuple[Tensor, Tensor]:
     """(M,) row and (N,) column log-sum-exps of ``scale * a @ b.T``, float32, differentiable in a, b
-    and scale; the backward pass builds each tile of logits once for both directions.
+    and scale; each pass over the tiles serves both directions.
 
-    Arithmetic: ``4 M N d`` forward (two row passes) and ``6 M N d`` backward (one product to
-    rebuild the tile, one for each gradient), ``10 M N d`` in all for any d, against ``20 M N d``
-    for two :func:`row_logsumexp` calls at d <= 128 and ``6 M N d`` for the three products of an
-    unfused loss. The column gradients are added by their one owner; the row gradients by atomic
-    adds from every column block, so their summation order (and last bits) may vary run to run.
+    Args:
+        a, b: (M, d) and (N, d) features.
+        scale: 0-dim inverse temperature.
+        bound: a bound on ``|scale * <a_i, b_j>|`` known without reading a tensor (unit features: the
+            largest scale the call may see), or None. At most :data:`ONE_PASS_BOUND`, the forward
+            pass is one pass over the tiles; otherwise two.
+
+    Arithmetic: ``2 M N d`` forward with a bound (``4 M N d`` without) and ``6 M N d`` backward (one
+    product to rebuild the tile, one for each gradient): ``8 M N d`` in all for any d, against
+    ``20 M N d`` for two :func:`row_logsumexp` calls at d <= 128 and ``6 M N d`` for the three
+    products of an unfused loss. Column sums (forward) and row gradients (backward) are atomic adds
+    from many programs, so their summation order, and last bits, may vary from run to run.
     """
-    return FusedCrossLSE.apply(a, b, scale)
+    return FusedCrossLSE.apply(a, b, scale, bound)
 
 
 def row_logsumexp(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None) -> Tensor:
