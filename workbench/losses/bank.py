@@ -26,6 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from workbench.losses.kernels.blocks import SAFE_BOUND
 from workbench.losses.kernels.chunked import DEFAULT_CHUNK_SIZE, accumulation_dtype
 
 
@@ -101,6 +102,7 @@ class EmbeddingBank(nn.Module):
         negatives: str,
         population: int | None,
         chunk_size: int | None = None,
+        bound: float | None = None,
     ) -> Tensor:
         """log Z of the anchors of samples ``index`` over the bank (see the module docstring).
 
@@ -118,6 +120,8 @@ class EmbeddingBank(nn.Module):
                 the positive out (the mean over negatives).
             chunk_size: anchors per block of the (block, K) logit matrix (default
                 ``DEFAULT_CHUNK_SIZE``): memory is linear in the bank size.
+            bound: a bound on ``|scale * <anchor, row>|`` known without reading a tensor (the rows are
+                unit vectors), or None; within ``SAFE_BOUND`` the log-sum-exp skips its peak shift.
 
         Returns:
             (2, B): row 0 for the a-anchors (slot 0), row 1 for the b-anchors; NaN for an anchor with no
@@ -147,7 +151,9 @@ class EmbeddingBank(nn.Module):
                 bias = torch.cat([key_bias, key_bias])
                 exclude = torch.stack([own, torch.where(own >= 0, own + usable.shape[0], own)], dim=1)
                 terms = 2 * count
-            lse = _masked_row_logsumexp(anchors.to(acc), keys.to(acc), scale, bias, exclude, chunk_size)
+            lse = _masked_row_logsumexp(
+                anchors.to(acc), keys.to(acc), scale, bias, exclude, chunk_size, bound
+            )
             log_z = lse - torch.log(terms.clamp_min(1).to(acc))
             if population is not None:
                 log_z = torch.logaddexp(
@@ -164,9 +170,21 @@ class EmbeddingBank(nn.Module):
 
 
 def _masked_row_logsumexp(
-    q: Tensor, k: Tensor, scale: Tensor, key_bias: Tensor, exclude: Tensor, chunk_size: int
+    q: Tensor,
+    k: Tensor,
+    scale: Tensor,
+    key_bias: Tensor,
+    exclude: Tensor,
+    chunk_size: int,
+    bound: float | None = None,
 ) -> Tensor:
-    """Per-row logsumexp of ``scale * q @ k.T + key_bias``, with columns ``exclude`` (-1: none) left out."""
+    """Per-row logsumexp of ``scale * q @ k.T + key_bias``, with columns ``exclude`` (-1: none) left out.
+
+    ``key_bias`` is 0 or -inf. Where ``|scale * q @ k.T| <= bound <= SAFE_BOUND``, ``exp`` of the
+    logits neither overflows nor loses the sum to underflow, so the row peaks (a reduction and a
+    subtraction over every chunk) are skipped: one in-place exponential, a sum and a logarithm.
+    """
+    unshifted = bound is not None and bound <= SAFE_BOUND.get(q.dtype, 0.0)
     out = []
     for start in range(0, q.shape[0], chunk_size):
         # scale the (chunk, d) anchors, not the (chunk, K) logits; a tensor alpha would be a host read
@@ -177,5 +195,5 @@ def _masked_row_logsumexp(
         safe = cols.clamp_min(0)
         kept = logits.gather(1, safe)
         logits.scatter_(1, safe, torch.where(cols >= 0, torch.full_like(kept, -math.inf), kept))
-        out.append(torch.logsumexp(logits, dim=1))
+        out.append(logits.exp_().sum(dim=1).log() if unshifted else torch.logsumexp(logits, dim=1))
     return torch.cat(out)

@@ -278,7 +278,9 @@ class BayesLoss(RunningPartitionLoss):
             if self._local is not None:  # process 0's subset, so every process uses the same
                 candidates = self.sharding.gather(candidates)[: self.bank_size]
         population = self.population_terms() if self.include_positive else None
-        log_z = self.bank.log_partition(index, scale, candidates, self.negatives, population, self.chunk_size)
+        log_z = self.bank.log_partition(
+            index, scale, candidates, self.negatives, population, self.chunk_size, self._logit_bound
+        )
         table = torch.full((2, self.num_samples), math.nan, dtype=log_z.dtype, device=log_z.device)
         table[:, index] = log_z
         return table
