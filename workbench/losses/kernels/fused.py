@@ -69,6 +69,20 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 # --- device code ----------------------------------------------------------------------------------
 @triton.jit
+def _feature_tiles(q_ptr, k_ptr, rows, cols, dims, M, N, D, UPCAST: tl.constexpr):
+    """Features ``dims`` of ``q[rows]`` and ``k[cols]`` (zero outside the matrices)."""
+    in_d = dims[None, :] < D
+    q_tile = tl.load(q_ptr + rows.to(tl.int64)[:, None] * D + dims[None, :], mask=(rows[:, None] < M) & in_d,
+                     other=0.0)  # fmt: skip
+    k_tile = tl.load(k_ptr + cols.to(tl.int64)[:, None] * D + dims[None, :], mask=(cols[:, None] < N) & in_d,
+                     other=0.0)  # fmt: skip
+    if UPCAST:  # the interpreter multiplies bfloat16 tiles as raw integers; the products are exact anyway
+        q_tile = q_tile.to(tl.float32)
+        k_tile = k_tile.to(tl.float32)
+    return q_tile, k_tile
+
+
+@triton.jit
 def _similarity_tile(
     q_ptr, k_ptr, rows, cols, M, N, D,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -76,16 +90,9 @@ def _similarity_tile(
 ):  # fmt: skip
     """``q[rows] @ k[cols].T`` in float32, summed over the features in chunks of BLOCK_D."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    row_off = rows.to(tl.int64)[:, None] * D
-    col_off = cols.to(tl.int64)[:, None] * D
     for start in range(0, D, BLOCK_D):
         dims = start + tl.arange(0, BLOCK_D)
-        in_d = dims[None, :] < D
-        q_tile = tl.load(q_ptr + row_off + dims[None, :], mask=(rows[:, None] < M) & in_d, other=0.0)
-        k_tile = tl.load(k_ptr + col_off + dims[None, :], mask=(cols[:, None] < N) & in_d, other=0.0)
-        if UPCAST:  # the interpreter multiplies bfloat16 tiles as raw integers; the products are exact anyway
-            q_tile = q_tile.to(tl.float32)
-            k_tile = k_tile.to(tl.float32)
+        q_tile, k_tile = _feature_tiles(q_ptr, k_ptr, rows, cols, dims, M, N, D, UPCAST)
         acc = tl.dot(q_tile, tl.trans(k_tile), acc, input_precision=PRECISION)
     return acc
 
@@ -303,16 +310,14 @@ def _cross_backward_kernel(
         dx = tl.where(keep, dx, 0.0)
         d_scale += tl.sum(dx * s, axis=0)
         row_off = rows.to(tl.int64)[:, None] * D
+        # the input dtype, for the tensor cores (float32 under UPCAST, after the same rounding)
+        d_sim = (dx * scale).to(a_ptr.dtype.element_ty)
+        if UPCAST:
+            d_sim = d_sim.to(tl.float32)
         for d_start in range(0, D, BLOCK_DO):
             dims = d_start + tl.arange(0, BLOCK_DO)
             in_d = dims[None, :] < D
-            a_tile = tl.load(a_ptr + row_off + dims[None, :], mask=(rows[:, None] < M) & in_d, other=0.0)
-            b_tile = tl.load(b_ptr + col_off + dims[None, :], mask=(cols[:, None] < N) & in_d, other=0.0)
-            d_sim = (dx * scale).to(a_tile.dtype)  # the input dtype, for the tensor cores
-            if UPCAST:
-                d_sim = d_sim.to(tl.float32)
-                a_tile = a_tile.to(tl.float32)
-                b_tile = b_tile.to(tl.float32)
+            a_tile, b_tile = _feature_tiles(a_ptr, b_ptr, rows, cols, dims, M, N, D, UPCAST)
             db_mask = (cols[:, None] < N) & in_d
             db_ptrs = db_ptr + col_off + dims[None, :]
             db = tl.load(db_ptrs, mask=db_mask, other=0.0)
