@@ -19,6 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the app's package `app` lives at the repo root
     sys.path.insert(0, str(REPO))
+from fusion_support import tiny_fusion_config  # noqa: E402
+
 from app import fusion_views as fv  # noqa: E402
 from app.serve import APP  # noqa: E402
 
@@ -29,21 +31,8 @@ TIMEOUT = 60
 
 def fusion_config(steps: int = 3):
     """A fusion run of a few seconds: the tiny model, small task splits, one snapshot at the end."""
-    from workbench.training.config import FusionConfig, TrainConfig
-
-    return TrainConfig(
-        dataset="digits_captions",
-        dataset_params={"text_encoder": "tokens", "variants": 2},
-        model="fusion",
-        loss="clip",
-        batch_size=16,
-        steps=steps,
-        eval_every=1,
-        snapshot_every=steps,
-        checkpoint_every=steps,
-        probe_size=32,
-        device="cpu",
-        task=FusionConfig(model_size="tiny", per_kind_train=20, per_kind_test=10, attention_examples=3),
+    return tiny_fusion_config(
+        steps, batch_size=16, eval_every=1, checkpoint_every=steps, probe_size=32
     )
 
 

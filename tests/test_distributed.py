@@ -21,6 +21,7 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
+from fusion_support import tiny_fusion_config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -28,7 +29,6 @@ from workbench.losses import build_loss, loss_names
 from workbench.losses._base import anchor_blocks
 from workbench.store.runs import load_run
 from workbench.training import distributed
-from workbench.training.config import FusionConfig
 from workbench.training.trainer import TrainConfig, Trainer, train
 
 WORLD = 2
@@ -281,11 +281,9 @@ def _multimodal_config() -> TrainConfig:
 def _fusion_config() -> TrainConfig:
     """The fusion model with every objective, a stateful contrastive loss and all three structures."""
     structure = {"mode": "four_term", "weights": {"separation": 1.0, "bridge": 0.5, "consistency": 0.5}}
-    block = {"model_size": "tiny", "per_kind_train": 10, "per_kind_test": 5, "structure": structure}
-    return TrainConfig(
-        dataset="digits_captions",
-        dataset_params={"text_encoder": "tokens", "variants": 2},
-        model="fusion",
+    return tiny_fusion_config(
+        2,
+        task={"per_kind_train": 10, "per_kind_test": 5, "structure": structure},
         loss="sogclr",
         learn_scale=True,
         # SGD, not Adam: the key projection's bias has a gradient of exactly 0 in exact arithmetic
@@ -293,13 +291,7 @@ def _fusion_config() -> TrainConfig:
         # round-off left in it (~1e-9, differing with the summation order) up to full-size steps
         optimizer="sgd",
         batch_size=16,
-        steps=2,
-        eval_every=2,
-        snapshot_every=2,
-        checkpoint_every=2,
         probe_size=32,
-        device="cpu",
-        task=FusionConfig(**block),
     )
 
 

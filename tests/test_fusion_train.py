@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fusion_support import tiny_fusion_config
 
 from workbench.data.reasoning import KINDS, ReasoningTask, TaskSplit
 from workbench.metrics.names import describe
 from workbench.store.runs import load_run
 from workbench.training import fusion_eval as ev
-from workbench.training.config import FusionConfig, TrainConfig
+from workbench.training.config import TrainConfig
 from workbench.training.trainer import Trainer, train
 
 EVAL_KEYS = ("itm_acc", "vqa_acc", "ve_acc", "nlvr_acc", "i2t_R@1", "t2i_R@10", "zero_shot_acc")
@@ -24,22 +25,7 @@ SNAPSHOT_KEYS = ("itm_i2t_R@1", "itm_t2i_R@5", "zero_shot_itm_acc", "fewshot_1_a
 
 
 def _config(steps: int = 4, **fusion) -> TrainConfig:
-    block = {"model_size": "tiny", "per_kind_train": 20, "per_kind_test": 10, "attention_examples": 3}
-    block.update(fusion)
-    return TrainConfig(
-        dataset="digits_captions",
-        dataset_params={"text_encoder": "tokens", "variants": 2},
-        model="fusion",
-        loss="clip",
-        batch_size=32,
-        steps=steps,
-        eval_every=2,
-        snapshot_every=steps,
-        checkpoint_every=2,
-        probe_size=48,
-        device="cpu",
-        task=FusionConfig(**block),
-    )
+    return tiny_fusion_config(steps, task=fusion)
 
 
 def test_fusion_run_records_every_task_and_the_attention(tmp_path):
