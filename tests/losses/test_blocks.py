@@ -46,14 +46,28 @@ def assert_all_close(got, want):
 def test_cross_rows_and_columns(tiles, chunk_size, exclude):
     q, k, scale = leaf(7, 3, seed=1), leaf(7, 3, seed=2), torch.tensor(2.5, dtype=torch.float64)
     scale.requires_grad_(True)
-    w_rows, w_cols = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
-    rows, cols = cross_logsumexp(q, k, scale, exclude_positive=exclude, chunk_size=chunk_size)
+    w_rows, w_cols, w_pos = (torch.randn(7, dtype=torch.float64) for _ in range(3))
+    rows, cols, positive = cross_logsumexp(q, k, scale, exclude_positive=exclude, chunk_size=chunk_size)
     logits = scale * q @ k.T
     excluded = torch.eye(7, dtype=torch.bool) & exclude
     want_rows, want_cols = masked_lse(logits, excluded, 1), masked_lse(logits, excluded, 0)
-    assert_all_close([rows, cols], [want_rows, want_cols])
-    got = grads((rows * w_rows).sum() + (cols * w_cols).sum(), [q, k, scale])
-    assert_all_close(got, grads((want_rows * w_rows).sum() + (want_cols * w_cols).sum(), [q, k, scale]))
+    want_positive = logits.diagonal()  # returned even where it is left out of the sums
+    assert_all_close([rows, cols, positive], [want_rows, want_cols, want_positive])
+    got = grads((rows * w_rows).sum() + (cols * w_cols).sum() + (positive * w_pos).sum(), [q, k, scale])
+    want = (want_rows * w_rows).sum() + (want_cols * w_cols).sum() + (want_positive * w_pos).sum()
+    assert_all_close(got, grads(want, [q, k, scale]))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+@pytest.mark.parametrize("used", ["rows", "cols", "positive"])
+def test_cross_outputs_used_alone(chunk_size, used):
+    """An output the caller does not use gets no gradient (None, not zeros): the others still work."""
+    q, k, scale = leaf(5, 3, seed=17), leaf(5, 3, seed=18), torch.tensor(2.0, dtype=torch.float64)
+    outputs = cross_logsumexp(q, k, scale, chunk_size=chunk_size)
+    got = dict(zip(["rows", "cols", "positive"], outputs, strict=True))
+    logits = scale * q @ k.T
+    want = {"rows": logits.logsumexp(1), "cols": logits.logsumexp(0), "positive": logits.diagonal()}
+    assert_all_close(grads(got[used].sum(), [q, k]), grads(want[used].sum(), [q, k]))
 
 
 @pytest.mark.parametrize("chunk_size", CHUNKS)
@@ -61,15 +75,24 @@ def test_cross_rows_and_columns(tiles, chunk_size, exclude):
 def test_cross_rows_with_offset(tiles, chunk_size, offset):
     # a process's share of the anchors: rows offset..offset+3 of the whole batch, positives there
     q, k, scale = leaf(3, 4, seed=3), leaf(6, 4, seed=4), torch.tensor(1.5, dtype=torch.float64)
-    rows, cols = cross_logsumexp(
+    rows, cols, positive = cross_logsumexp(
         q, k, scale, offset=offset, exclude_positive=True, columns=False, chunk_size=chunk_size
     )
     assert cols is None
     excluded = torch.zeros(3, 6, dtype=torch.bool)
     excluded[torch.arange(3), torch.arange(3) + offset] = True
-    want = masked_lse(scale * q @ k.T, excluded, 1)
-    assert_all_close([rows], [want])
-    assert_all_close(grads(rows.sum(), [q, k]), grads(want.sum(), [q, k]))
+    logits = scale * q @ k.T
+    want, want_positive = masked_lse(logits, excluded, 1), logits.diagonal(offset=offset)
+    assert_all_close([rows, positive], [want, want_positive])
+    w_pos = torch.randn(3, dtype=torch.float64)
+    got = grads(rows.sum() + (positive * w_pos).sum(), [q, k])
+    assert_all_close(got, grads(want.sum() + (want_positive * w_pos).sum(), [q, k]))
+
+
+def test_every_row_needs_its_positive_column():
+    q, k, scale = leaf(3, 2), leaf(4, 2), torch.tensor(1.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"offset must be in \[0, N - M\] = \[0, 1\]"):
+        cross_logsumexp(q, k, scale, offset=2, columns=False)
 
 
 def test_columns_need_a_square_diagonal():
@@ -83,15 +106,17 @@ def test_columns_need_a_square_diagonal():
 def test_views(tiles, chunk_size, exclude_positive):
     half = 4
     z, scale = leaf(2 * half, 3, seed=5), torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
-    lse = views_logsumexp(z, scale, exclude_positive=exclude_positive, chunk_size=chunk_size)
+    lse, positive = views_logsumexp(z, scale, exclude_positive=exclude_positive, chunk_size=chunk_size)
     rows = torch.arange(2 * half)
     excluded = torch.eye(2 * half, dtype=torch.bool)
     if exclude_positive:
         excluded[rows, (rows + half) % (2 * half)] = True
-    want = masked_lse(scale * z @ z.T, excluded, 1)
-    weights = torch.randn(2 * half, dtype=torch.float64)
-    assert_all_close([lse], [want])
-    assert_all_close(grads((lse * weights).sum(), [z, scale]), grads((want * weights).sum(), [z, scale]))
+    logits = scale * z @ z.T
+    want, want_positive = masked_lse(logits, excluded, 1), logits[rows, (rows + half) % (2 * half)]
+    weights, w_pos = torch.randn(2 * half, dtype=torch.float64), torch.randn(2 * half, dtype=torch.float64)
+    assert_all_close([lse, positive], [want, want_positive])
+    got = grads((lse * weights).sum() + (positive * w_pos).sum(), [z, scale])
+    assert_all_close(got, grads((want * weights).sum() + (want_positive * w_pos).sum(), [z, scale]))
 
 
 @pytest.mark.parametrize("chunk_size", CHUNKS)
@@ -116,7 +141,7 @@ def test_gradcheck_and_a_second_backward(chunk_size):
     bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
     cases = [
         (lambda q, k, s: sum(cross_logsumexp(q, k, s, chunk_size=chunk_size)), (q, k, scale)),
-        (lambda z, s: views_logsumexp(z, s, exclude_positive=True, chunk_size=chunk_size), (z, scale)),
+        (lambda z, s: sum(views_logsumexp(z, s, exclude_positive=True, chunk_size=chunk_size)), (z, scale)),
         (lambda q, k, s, b: sigmoid_sum(q, k, s, b, chunk_size=chunk_size), (q, k, scale, bias)),
     ]
     for fn, inputs in cases:
@@ -132,11 +157,16 @@ def test_gradcheck_and_a_second_backward(chunk_size):
 def test_half_inputs_accumulate_in_float32():
     q = torch.randn(6, 8).bfloat16().requires_grad_(True)
     k = torch.randn(6, 8).bfloat16().requires_grad_(True)
-    rows, cols = cross_logsumexp(q, k, torch.tensor(5.0), chunk_size=4)
-    assert rows.dtype == cols.dtype == torch.float32
+    rows, cols, positive = cross_logsumexp(q, k, torch.tensor(5.0), chunk_size=4)
+    assert rows.dtype == cols.dtype == positive.dtype == torch.float32
     want = torch.logsumexp(5.0 * (q @ k.T).float(), dim=1)
     torch.testing.assert_close(rows, want, rtol=1e-6, atol=1e-6)
-    (rows.sum() + cols.sum()).backward()
+    # the positives from float32 products, not the bfloat16-rounded matrix entries
+    torch.testing.assert_close(positive, 5.0 * (q.float() * k.float()).sum(dim=1), rtol=1e-6, atol=1e-6)
+    z = torch.cat([q, k]).detach().requires_grad_(True)
+    _, views_positive = views_logsumexp(z, torch.tensor(5.0))
+    torch.testing.assert_close(views_positive, 5.0 * (z.float() * z.roll(6, 0).float()).sum(dim=1))
+    (rows.sum() + cols.sum() - positive.sum()).backward()
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
@@ -154,19 +184,22 @@ def test_unshifted_path_matches(tiles, monkeypatch, chunk_size, exclude, dtype, 
     q, k, z = unit_leaf(9, 4, 11, dtype), unit_leaf(9, 4, 12, dtype), unit_leaf(8, 4, 13, dtype)
     scale = torch.tensor(scale_value, dtype=dtype, requires_grad=True)
     w_rows, w_cols = torch.randn(9, dtype=dtype), torch.randn(9, dtype=dtype)
-    w_views = torch.randn(8, dtype=dtype)
+    w_views, w_pos = torch.randn(8, dtype=dtype), torch.randn(9, dtype=dtype)
     bound = scale_value * (1 + 1e-4)
     shifted = blocks._exponentiate_
 
     def run(bound):
-        rows, cols = cross_logsumexp(
+        rows, cols, positive = cross_logsumexp(
             q, k, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=bound
         )
-        value = (rows * w_rows).sum() + (cols * w_cols).sum()
-        lse = views_logsumexp(z, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=bound)
+        value = (rows * w_rows).sum() + (cols * w_cols).sum() + (positive * w_pos).sum()
+        lse, views_positive = views_logsumexp(
+            z, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=bound
+        )
+        views_value = (lse * w_views).sum() + (views_positive * w_views.flip(0)).sum()
         return [
-            rows, cols, *torch.autograd.grad(value, [q, k, scale]),
-            lse, *torch.autograd.grad((lse * w_views).sum(), [z, scale]),
+            rows, cols, positive, *torch.autograd.grad(value, [q, k, scale]),
+            lse, views_positive, *torch.autograd.grad(views_value, [z, scale]),
         ]  # fmt: skip
 
     want = run(None)
@@ -190,11 +223,13 @@ def test_unit_rows_is_normalize_with_its_gradient():
     """The losses' row normaliser: F.normalize's values bit for bit, its gradient up to round-off."""
     from workbench.losses._base import unit_rows
 
-    assert torch.autograd.gradcheck(lambda t: unit_rows(t)[0], (leaf(6, 4, seed=14),))
+    assert torch.autograd.gradcheck(
+        lambda t, u: [y for y, _ in unit_rows(t, u)], (leaf(6, 4, seed=14), leaf(3, 4, seed=16))
+    )
     x = leaf(7, 5, seed=15).detach()
     x[2], x[4] = 0.0, x[4] * 1e-14  # a zero row and one below the clamp: the denominator is eps there
     x.requires_grad_(True)
-    y, norm = unit_rows(x)
+    ((y, norm),) = unit_rows(x)
     want = torch.nn.functional.normalize(x, dim=1)
     assert torch.equal(y, want) and not norm.requires_grad
     torch.testing.assert_close(norm, torch.linalg.vector_norm(x.detach(), dim=1, keepdim=True))

@@ -269,14 +269,17 @@ def test_cross_logsumexp_both_directions_in_one_backward_pass(tiny_tiles, rows, 
     scale = torch.tensor(7.0, device=DEVICE, requires_grad=True)
     w_rows = torch.randn(rows, generator=gen).to(DEVICE)
     w_cols = torch.randn(cols, generator=gen).to(DEVICE)
+    w_pos = torch.randn(rows, generator=gen).to(DEVICE) if rows == cols else None
 
     def fused(bound):
-        lse_rows, lse_cols = tiny_tiles.cross_logsumexp(a, b, scale, bound)
-        return (lse_rows * w_rows).sum() + (lse_cols * w_cols).sum()
+        lse_rows, lse_cols, positive = tiny_tiles.cross_logsumexp(a, b, scale, bound)
+        value = (lse_rows * w_rows).sum() + (lse_cols * w_cols).sum()
+        return value if w_pos is None else value + (positive * w_pos).sum()
 
     def naive():
         logits = scale * (a.float() @ b.float().T)
-        return (logits.logsumexp(1) * w_rows).sum() + (logits.logsumexp(0) * w_cols).sum()
+        value = (logits.logsumexp(1) * w_rows).sum() + (logits.logsumexp(0) * w_cols).sum()
+        return value if w_pos is None else value + (logits.diagonal() * w_pos).sum()
 
     want = _grads(naive, (a, b, scale))
     # a known bound: the one-pass forward; none, or one past ONE_PASS_BOUND: two row passes
@@ -437,9 +440,9 @@ from workbench.losses.kernels import fused as T
 assert not T.INTERPRET
 POINTERS = {
     "forward": ("q", "k", "scale", "bias", "ex", "pos", "out"),
-    "rows": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dq", "partial"),
-    "cols": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "dk"),
-    "cross": ("a", "b", "scale", "lse_r", "lse_c", "g_r", "g_c", "da", "db", "partial"),
+    "rows": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "gpos", "dq", "partial"),
+    "cols": ("q", "k", "scale", "bias", "stat", "grad", "ex", "pos", "gpos", "dk"),
+    "cross": ("a", "b", "scale", "lse_r", "lse_c", "g_r", "g_c", "g_p", "da", "db", "partial"),
     "cross_forward": ("a", "b", "scale", "rows", "col_sum"),
 }
 KERNELS = {"forward": T._forward_kernel, "rows": T._backward_rows_kernel, "cols": T._backward_cols_kernel,
@@ -453,9 +456,15 @@ for dtype, mode, num_ex, dim in (("bf16", 0, 2, 512), ("fp16", 0, 0, 40), ("fp32
         if kernel == "cross_forward":
             signature["bound"] = "fp32"
         signature.update({"M": "i32", "N": "i32", "D": "i32"})
+        # the positives' gradient in the lse kernels (MODE 0) that take one
+        has_pos = mode == 0 and kernel in ("rows", "cols", "cross")
         constants = {"MODE": mode, "NUM_EX": num_ex, "PRECISION": "ieee", "UPCAST": False}
+        if kernel in ("rows", "cols"):
+            constants["HAS_POS"] = has_pos
         if kernel.startswith("cross"):  # the symmetric lse: no MODE, no exclusions
             constants = {"PRECISION": "ieee", "UPCAST": False}
+            if kernel == "cross":
+                constants["HAS_POS"] = has_pos
         sizes = ("BLOCK_M", "BLOCK_N", "BLOCK_D") + (() if "forward" in kernel else ("BLOCK_DO",))
         constants.update({key: blocks[key] for key in sizes})
         signature.update(dict.fromkeys(constants, "constexpr"))

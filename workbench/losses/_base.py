@@ -16,6 +16,7 @@ from workbench.losses.kernels.chunked import (
     accumulation_dtype,
     check_implementation,
     fused_cross_logsumexp,
+    fused_row_terms,
     resolve_implementation,
     row_logsumexp,
 )
@@ -123,29 +124,46 @@ class _UnitRows(torch.autograd.Function):
 
     Autograd of the composed formula makes about twenty (B, d) operations (the division's two
     gradients, the norm's, the clamp's); on a CPU each is a parallel region, which on a loaded machine
-    costs more than its arithmetic.
+    costs more than its arithmetic. Several matrices go through one call: one graph node instead of
+    one each (at B = 256 a node's own cost is about that of its arithmetic).
     """
 
     @staticmethod
-    def forward(ctx, x, eps: float):
-        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
-        denominator = norm.clamp_min(eps)
-        y = x / denominator
-        ctx.mark_non_differentiable(norm)
-        ctx.save_for_backward(y, denominator, norm < eps)
-        return y, norm
+    def forward(ctx, eps: float, *xs):
+        ctx.set_materialize_grads(False)  # the norms take no gradient: none is built for them
+        ys, norms, saved = [], [], []
+        for x in xs:
+            norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+            denominator = norm.clamp_min(eps)
+            ys.append(x / denominator)
+            norms.append(norm)
+            saved += [ys[-1], denominator, norm < eps]
+        ctx.mark_non_differentiable(*norms)
+        ctx.save_for_backward(*saved)
+        return (*ys, *norms)
 
     @staticmethod
-    def backward(ctx, grad_y, _grad_norm):
-        y, denominator, clamped = ctx.saved_tensors
-        # d(x / |x|) = (g - y <y, g>) / |x|; where the norm is clamped the denominator is constant
-        dot = (grad_y * y).sum(dim=1, keepdim=True).masked_fill_(clamped, 0.0)
-        return torch.addcmul(grad_y, y, dot, value=-1.0).div_(denominator), None
+    def backward(ctx, *grads):
+        saved = ctx.saved_tensors
+        out = [None]  # eps
+        for i, grad_y in enumerate(grads[: len(saved) // 3]):
+            if grad_y is None:
+                out.append(None)
+                continue
+            y, denominator, clamped = saved[3 * i : 3 * i + 3]
+            # d(x / |x|) = (g - y <y, g>) / |x|; where the norm is clamped the denominator is constant
+            dot = torch.linalg.vecdot(grad_y, y, dim=1)[:, None].masked_fill_(clamped, 0.0)
+            out.append(torch.addcmul(grad_y, y, dot, value=-1.0).div_(denominator))
+        return tuple(out)
 
 
-def unit_rows(x: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
-    """``(x / max(|x_r|, eps), |x_r|)``: unit rows (``F.normalize``) and the row norms (no gradient)."""
-    return _UnitRows.apply(x, eps)
+def unit_rows(*xs: Tensor, eps: float = 1e-12) -> list[tuple[Tensor, Tensor]]:
+    """``[(x / max(|x_r|, eps), |x_r|), ...]`` for each x: unit rows (``F.normalize``) and row norms.
+
+    The norms take no gradient. All matrices go through one autograd node.
+    """
+    out = _UnitRows.apply(eps, *xs)
+    return list(zip(out[: len(xs)], out[len(xs) :], strict=True))
 
 
 def positive_logits(block: AnchorBlock, scale: Tensor) -> Tensor:
@@ -230,7 +248,7 @@ class ContrastiveLoss(nn.Module):
         if self.normalize:
             # F.normalize, with the row norms at hand: a NaN or inf feature makes its row's norm
             # non-finite, so the value check reads one number instead of scanning both matrices
-            (a, norm_a), (b, norm_b) = unit_rows(a), unit_rows(b)
+            (a, norm_a), (b, norm_b) = unit_rows(a, b)
             if self.validate and not torch.isfinite(norm_a.sum() + norm_b.sum()):
                 self._check_features(a, b, values=True)  # or only huge finite features: scan them
         elif self.validate:
@@ -318,8 +336,7 @@ class ContrastiveLoss(nn.Module):
         whole_cross = negatives == "cross" and not exclude and not one_way and self._local is None
         if implementation == "fused" and whole_cross:
             # both directions of one matrix (symmetric CLIP): one backward pass over the tiles
-            rows, cols = fused_cross_logsumexp(a, b, scale, self._logit_bound)
-            positive = positive_logits(blocks[0], scale)
+            rows, cols, positive = fused_cross_logsumexp(a, b, scale, self._logit_bound)
             return [(block, positive, lse) for block, lse in zip(blocks, (rows, cols), strict=True)]
         if implementation == "fused" or (negatives == "views" and self._local is not None):
             return [
@@ -328,14 +345,14 @@ class ContrastiveLoss(nn.Module):
         chunk_size = None if implementation == "naive" else self.chunk_size or DEFAULT_CHUNK_SIZE
         if negatives == "views":
             (block,) = blocks
-            lse = views_logsumexp(
+            lse, positive = views_logsumexp(
                 block.q, scale, exclude_positive=exclude, chunk_size=chunk_size, bound=self._logit_bound
             )
-            return [(block, positive_logits(block, scale), lse)]
+            return [(block, positive, lse)]
         if self._local is None:
             # one matrix: its rows are the a -> b anchors, its columns the b -> a ones; the positive
-            # logits <a_i, b_i> are the same for both
-            rows, cols = cross_logsumexp(
+            # logits <a_i, b_i> (its diagonal) are the same for both
+            rows, cols, positive = cross_logsumexp(
                 a,
                 b,
                 scale,
@@ -344,18 +361,16 @@ class ContrastiveLoss(nn.Module):
                 chunk_size=chunk_size,
                 bound=self._logit_bound,
             )
-            acc = accumulation_dtype(a.dtype)
-            positive = scale * (a.to(acc) * b.to(acc)).sum(dim=1)
             return [
                 (block, positive, lse) for block, lse in zip(blocks, (rows, cols)[: len(blocks)], strict=True)
             ]
         out = []
         for block in blocks:  # this process's rows of each direction, positives at column start + r
-            lse, _ = cross_logsumexp(
+            lse, _, positive = cross_logsumexp(
                 block.q, block.k, scale, offset=self._local.start, exclude_positive=exclude,
                 columns=False, chunk_size=chunk_size, bound=self._logit_bound,
             )  # fmt: skip
-            out.append((block, positive_logits(block, scale), lse))
+            out.append((block, positive, lse))
         return out
 
     def local_rows(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,5 +467,7 @@ def logsumexp_terms(
     block: AnchorBlock, scale: Tensor, chunk_size: int | None, implementation: str = "auto"
 ) -> tuple[Tensor, Tensor]:
     """(positive logits, row log-sum-exp) of one anchor block."""
+    if implementation == "fused":
+        return fused_row_terms(block.q, block.k, scale, block.exclude, block.pos_col)
     lse = row_logsumexp(block.q, block.k, scale, block.exclude, chunk_size, implementation)
     return positive_logits(block, scale), lse

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from workbench.losses._base import ContrastiveLoss, logsumexp_terms, positive_logits
+from workbench.losses._base import ContrastiveLoss, logsumexp_terms
 from workbench.losses.kernels.blocks import cross_logsumexp
 from workbench.losses.kernels.chunked import DEFAULT_CHUNK_SIZE, resolve_implementation, row_logsumexp
 from workbench.validation import check_int
@@ -80,11 +80,10 @@ class MoCoLoss(ContrastiveLoss):
             offset = 0 if self._local is None else self._local.start
             # the queue holds keys this loss normalised (when it normalises), so |logit| <= scale
             # holds for them as for the batch's
-            lse, _ = cross_logsumexp(
+            lse, _, pos = cross_logsumexp(
                 block.q, keys, scale, offset=offset, columns=False, chunk_size=chunk_size,
                 bound=self._logit_bound,
             )  # fmt: skip
-            pos = positive_logits(block, scale)
         loss = (lse - pos).mean()
         # b is the whole batch (gathered under a sharding), so every process keeps the same queue
         self._enqueue(b.detach())

@@ -104,19 +104,50 @@ def _logits(out: Tensor, q: Tensor, k: Tensor, scale: Tensor | None) -> Tensor:
     return out
 
 
-def _exclude_diagonal(x: Tensor, row0: int, offset: int) -> None:
-    """Set ``x[r, row0 + r + offset]`` to -inf (where that column exists); x holds rows row0.."""
-    x.diagonal(offset=row0 + offset).fill_(float("-inf"))
+def _cross_positives(x: Tensor, row0: int, offset: int) -> list[tuple[int, Tensor]]:
+    """``[(row0, diagonal view)]``: the positives ``x[r, row0 + r + offset]`` of rows ``row0..``."""
+    return [(row0, x.diagonal(offset=row0 + offset))]
 
 
-def _exclude_views_positive(x: Tensor, row0: int, half: int) -> None:
-    """Set the positive of each two-view row to -inf: column ``(r + half) mod 2 half``."""
+def _half_positives(q: Tensor, k: Tensor, scale: Tensor) -> Tensor:
+    """``scale <q_r, k_r>`` in float32 for half inputs, whose logits matrix holds rounded products.
+
+    Rounding the positive logit to bfloat16 would bias ``lse - positive`` by up to ``scale * 2^-9``;
+    the gradient is the same either way (the positive's entry of G), so only the value is taken here.
+    """
+    acc = accumulation_dtype(q.dtype)
+    return scale * (q.to(acc) * k.to(acc)).sum(dim=1)
+
+
+def _views_positives(x: Tensor, row0: int, half: int) -> list[tuple[int, Tensor]]:
+    """``(first row, diagonal view)`` of the positives of two-view rows ``row0..`` of x.
+
+    The positive of row r is column ``(r + half) mod 2 half``.
+    """
     stop = row0 + x.shape[0]
+    out = []
     if row0 < half:  # rows of the first view: positive at r + half
-        x[: min(stop, half) - row0].diagonal(offset=row0 + half).fill_(float("-inf"))
+        out.append((row0, x[: min(stop, half) - row0].diagonal(offset=row0 + half)))
     if stop > half:  # rows of the second view: positive at r - half
         first = max(row0, half)
-        x[first - row0 :].diagonal(offset=first - half).fill_(float("-inf"))
+        out.append((first, x[first - row0 :].diagonal(offset=first - half)))
+    return out
+
+
+def _read_positives(positive: Tensor | None, diagonals: list[tuple[int, Tensor]]) -> None:
+    """Copy each diagonal (the positives' logits, rows ``first..``) into ``positive``."""
+    if positive is not None:
+        for first, diagonal in diagonals:
+            positive[first : first + diagonal.shape[0]] = diagonal
+
+
+def _add_positive_grads(
+    grad: Tensor, grad_positive: Tensor | None, diagonals: list[tuple[int, Tensor]]
+) -> None:
+    """Add the positives' incoming gradient to their entries of G (a positive is a logit too)."""
+    if grad_positive is not None:
+        for first, diagonal in diagonals:
+            diagonal += grad_positive[first : first + diagonal.shape[0]]
 
 
 def _exponentiate_(x: Tensor, columns: bool, rows_into: Tensor | None) -> tuple[Tensor, ...]:
@@ -199,36 +230,49 @@ class _CrossLSE(torch.autograd.Function):
     one exponential per entry, no peak, and the row and column softmax are ``E / row_sum`` and
     ``E / col_sum`` of the same ``E``, so ``G = E * (g_r / row_sum [:, None] + g_c / col_sum [None, :])``.
     Otherwise the exponentials are shifted by the row (and column) peaks.
+
+    The positives' logits ``L[r, r + offset]`` are a third output, read off the matrix before
+    exponentiation: their gradient is added to G's entries, so they cost no product of their own.
     """
 
     @staticmethod
     def forward(ctx, q, k, scale, offset: int, exclude: bool, columns: bool, chunk_size, bound):
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         options = (offset, exclude, columns, chunk_size, bound)
         chunks = _chunks(q.shape[0], chunk_size)
+        acc = accumulation_dtype(q.dtype)
+        # half inputs: the matrix holds rounded products; their positives are taken in float32 below
+        positive = torch.empty(q.shape[0], dtype=acc, device=q.device) if acc == q.dtype else None
         ctx.kept = ctx.sums = None
         if len(chunks) == 1:
-            ctx.kept, lse_rows, lse_cols = _CrossLSE._whole(q, k, scale, options)
-        elif _unshifted(accumulation_dtype(q.dtype), bound):
-            ctx.sums, lse_rows, lse_cols = _CrossLSE._chunked_unshifted(q, k, scale, options, chunks)
+            ctx.kept, lse_rows, lse_cols = _CrossLSE._whole(q, k, scale, options, positive)
+        elif _unshifted(acc, bound):
+            unshifted = _CrossLSE._chunked_unshifted(q, k, scale, options, chunks, positive)
+            ctx.sums, lse_rows, lse_cols = unshifted
         else:
-            lse_rows, lse_cols = _CrossLSE._chunked(q, k, scale, options, chunks)
+            lse_rows, lse_cols = _CrossLSE._chunked(q, k, scale, options, chunks, positive)
+        if positive is None:
+            positive = _half_positives(q, k[offset : offset + q.shape[0]], scale)
         ctx.options = options
         ctx.save_for_backward(q, k, scale, lse_rows, lse_cols)
-        return lse_rows, lse_cols
+        return lse_rows, lse_cols, positive
 
     @staticmethod
-    def _masked_logits(out, q, k, scale, start, options) -> Tensor:
+    def _masked_logits(out, q, k, scale, start, options, positive=None) -> Tensor:
         x = _logits(out, q, k, scale)
+        diagonals = _cross_positives(x, start, options[0])
+        _read_positives(positive, diagonals)  # before they may be excluded
         if options[1]:  # exclude the positives
-            _exclude_diagonal(x, start, options[0])
+            for _, diagonal in diagonals:
+                diagonal.fill_(float("-inf"))
         return x
 
     @staticmethod
-    def _whole(q, k, scale, options):
-        """The whole matrix at once: (kept terms, lse rows, lse cols)."""
+    def _whole(q, k, scale, options, positive=None):
+        """The whole matrix at once: (kept terms, lse rows, lse cols); positives into ``positive``."""
         columns, bound = options[2], options[4]
         out = torch.empty(q.shape[0], k.shape[0], dtype=accumulation_dtype(q.dtype), device=q.device)
-        x = _CrossLSE._masked_logits(out, q, k, scale, 0, options)
+        x = _CrossLSE._masked_logits(out, q, k, scale, 0, options, positive)
         if _unshifted(x.dtype, bound):
             # exp(L) in place (excluded entries give 0); both sums of the same exponentials
             row_sum = x.exp_().sum(dim=1)
@@ -242,7 +286,7 @@ class _CrossLSE(torch.autograd.Function):
         return kept, _lse(row_peak, row_sum), lse_cols
 
     @staticmethod
-    def _chunked_unshifted(q, k, scale, options, chunks):
+    def _chunked_unshifted(q, k, scale, options, chunks, positive):
         """Chunk by chunk, exp(L) unshifted: the sums accumulate, one logarithm at the end."""
         columns = options[2]
         acc = accumulation_dtype(q.dtype)
@@ -251,7 +295,9 @@ class _CrossLSE(torch.autograd.Function):
         col_sum = torch.zeros(k.shape[0], dtype=acc, device=q.device) if columns else None
         q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
+            x = _CrossLSE._masked_logits(
+                buffer[: stop - start], q[start:stop], k, scale, start, options, positive
+            )
             torch.sum(x.exp_(), dim=1, out=row_sum[start:stop])
             if columns:
                 col_sum += x.sum(dim=0)
@@ -259,7 +305,7 @@ class _CrossLSE(torch.autograd.Function):
         return (row_sum, col_sum), row_sum.log(), lse_cols
 
     @staticmethod
-    def _chunked(q, k, scale, options, chunks):
+    def _chunked(q, k, scale, options, chunks, positive):
         columns = options[2]
         acc = accumulation_dtype(q.dtype)
         buffer = torch.empty(chunks[0][1], k.shape[0], dtype=acc, device=q.device)
@@ -267,7 +313,9 @@ class _CrossLSE(torch.autograd.Function):
         lse_cols = None
         q, scale = _carry_scale(q, scale)
         for start, stop in chunks:
-            x = _CrossLSE._masked_logits(buffer[: stop - start], q[start:stop], k, scale, start, options)
+            x = _CrossLSE._masked_logits(
+                buffer[: stop - start], q[start:stop], k, scale, start, options, positive
+            )
             row_peak, row_sum, col_peak, col_sum = _exponentiate_(x, columns, None)
             lse_rows[start:stop] = _lse(row_peak, row_sum)
             if columns:
@@ -276,10 +324,14 @@ class _CrossLSE(torch.autograd.Function):
         return lse_rows, (lse_rows.new_empty(0) if lse_cols is None else lse_cols)
 
     @staticmethod
-    def backward(ctx, grad_rows, grad_cols):
+    def backward(ctx, grad_rows, grad_cols, grad_positive):
         q, k, scale, lse_rows, lse_cols = ctx.saved_tensors
-        columns, chunk_size = ctx.options[2:4]
+        offset, _, columns, chunk_size = ctx.options[:4]
         acc = lse_rows.dtype
+        if grad_rows is None:  # only some outputs were used (gradients are not materialised)
+            grad_rows = torch.zeros_like(lse_rows)
+        if columns and grad_cols is None:
+            grad_cols = torch.zeros_like(lse_cols)
         need_q, need_k, need_scale = ctx.needs_input_grad[:3]
         grad_q = torch.empty(q.shape, dtype=acc, device=q.device) if need_q or need_scale else None
         grad_k = torch.zeros(k.shape, dtype=acc, device=k.device) if need_k else None
@@ -304,6 +356,7 @@ class _CrossLSE(torch.autograd.Function):
         else:
             blocks = _CrossLSE._recomputed(q, k, scale, lse_rows, lse_cols, grad_rows, grad_cols, ctx.options)
         for start, stop, grad in blocks:
+            _add_positive_grads(grad, grad_positive, _cross_positives(grad, start, offset))
             if grad_q is not None:
                 torch.mm(grad, keys, out=grad_q[start:stop])
             if need_k:
@@ -351,8 +404,8 @@ def cross_logsumexp(
     columns: bool = True,
     chunk_size: int | None = None,
     bound: float | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Row and column log-sum-exp of ``L = scale * q @ k.T``, from one matrix product.
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Row and column log-sum-exp of ``L = scale * q @ k.T``, and the positives' logits, from one product.
 
     Args:
         q: (M, d) anchors; row r's positive is column ``r + offset``.
@@ -369,12 +422,18 @@ def cross_logsumexp(
             any peak: one exponential per entry serves rows and columns, forward and backward.
 
     Returns:
-        ``(lse_rows (M,), lse_cols (N,) or None)`` in the accumulation dtype.
+        ``(lse_rows (M,), lse_cols (N,) or None, positive (M,))`` in the accumulation dtype, where
+        ``positive[r] = L[r, r + offset]`` (kept even where ``exclude_positive`` leaves it out of the sums).
     """
     if columns and (q.shape[0] != k.shape[0] or offset != 0):
         raise ValueError("columns=True needs a square matrix with the positives on the diagonal")
-    rows, cols = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, bound)
-    return rows, (cols if columns else None)
+    if not 0 <= offset <= k.shape[0] - q.shape[0]:
+        raise ValueError(
+            f"offset must be in [0, N - M] = [0, {k.shape[0] - q.shape[0]}] so every row has its positive "
+            f"column r + offset; got {offset}"
+        )
+    rows, cols, positive = _CrossLSE.apply(q, k, scale, offset, exclude_positive, columns, chunk_size, bound)
+    return rows, (cols if columns else None), positive
 
 
 class _ViewsLSE(torch.autograd.Function):
@@ -388,19 +447,24 @@ class _ViewsLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, scale, exclude_positive: bool, chunk_size, bound):
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         rows = z.shape[0]
         chunks = _chunks(rows, chunk_size)
         acc = accumulation_dtype(z.dtype)
+        # half inputs: the matrix holds rounded products; their positives are taken in float32 below
+        positive = torch.empty(rows, dtype=acc, device=z.device) if acc == z.dtype else None
         ctx.kept = ctx.sums = None
         if len(chunks) == 1:
-            ctx.kept, lse = _ViewsLSE._whole(z, scale, exclude_positive, bound)
+            ctx.kept, lse = _ViewsLSE._whole(z, scale, exclude_positive, bound, positive)
         else:
             unshifted = _unshifted(acc, bound)
             buffer = torch.empty(chunks[0][1], rows, dtype=acc, device=z.device)
             lse = torch.empty(rows, dtype=acc, device=z.device)
             scaled, post = _carry_scale(z, scale)
             for start, stop in chunks:
-                x = _ViewsLSE._masked(buffer[: stop - start], scaled, z, post, start, exclude_positive)
+                x = _ViewsLSE._masked(
+                    buffer[: stop - start], scaled, z, post, start, exclude_positive, positive
+                )
                 if unshifted:  # the sums now, one logarithm at the end
                     torch.sum(x.exp_(), dim=1, out=lse[start:stop])
                 else:
@@ -409,15 +473,19 @@ class _ViewsLSE(torch.autograd.Function):
             if unshifted:
                 ctx.sums = lse.clone()
                 lse.log_()
+        if positive is None:
+            positive = _half_positives(z, z.roll(rows // 2, dims=0), scale)
         ctx.options = (exclude_positive, chunk_size, bound)
         ctx.save_for_backward(z, scale, lse)
-        return lse
+        return lse, positive
 
     @staticmethod
-    def _whole(z, scale, exclude_positive, bound):
-        """((exp(L - row peak) or exp(L), row sums), row lse) of the whole matrix."""
+    def _whole(z, scale, exclude_positive, bound, positive=None):
+        """((exp(L - row peak) or exp(L), row sums), row lse) of the whole matrix.
+
+        The positives' logits are copied into ``positive`` (where given)."""
         out = torch.empty(z.shape[0], z.shape[0], dtype=accumulation_dtype(z.dtype), device=z.device)
-        x = _ViewsLSE._masked(out, z, z, scale, 0, exclude_positive)
+        x = _ViewsLSE._masked(out, z, z, scale, 0, exclude_positive, positive)
         if _unshifted(x.dtype, bound):
             row_sum = x.exp_().sum(dim=1)
             return (x, row_sum), row_sum.log()
@@ -425,19 +493,26 @@ class _ViewsLSE(torch.autograd.Function):
         return (x, row_sum), _lse(row_peak, row_sum)
 
     @staticmethod
-    def _masked(out, rows, z, scale, start, exclude_positive) -> Tensor:
-        """Logits of ``rows`` (z's rows start.., scaled unless ``scale`` is given) against z, masked."""
+    def _masked(out, rows, z, scale, start, exclude_positive, positive=None) -> Tensor:
+        """Logits of ``rows`` (z's rows start.., scaled unless ``scale`` is given) against z, masked;
+        the positives' logits are copied into ``positive`` first."""
         x = _logits(out, rows[start : start + out.shape[0]], z, scale)
-        _exclude_diagonal(x, start, 0)
+        x.diagonal(offset=start).fill_(float("-inf"))  # no row is its own negative
+        diagonals = _views_positives(x, start, z.shape[0] // 2)
+        _read_positives(positive, diagonals)
         if exclude_positive:
-            _exclude_views_positive(x, start, z.shape[0] // 2)
+            for _, diagonal in diagonals:
+                diagonal.fill_(float("-inf"))
         return x
 
     @staticmethod
-    def backward(ctx, grad_lse):
+    def backward(ctx, grad_lse, grad_positive):
         z, scale, lse = ctx.saved_tensors
         exclude_positive, chunk_size, bound = ctx.options
         acc = lse.dtype
+        half = z.shape[0] // 2
+        if grad_lse is None:  # only the positives were used (gradients are not materialised)
+            grad_lse = torch.zeros_like(lse)
         zc = z.to(acc)
         kept, ctx.kept = ctx.kept, None  # overwritten below: a second backward recomputes it
         if kept is None and (chunk_size is None or chunk_size >= z.shape[0]):
@@ -445,6 +520,7 @@ class _ViewsLSE(torch.autograd.Function):
         if kept is not None:
             terms, row_sum = kept
             grad = terms.mul_((grad_lse / row_sum)[:, None])
+            _add_positive_grads(grad, grad_positive, _views_positives(grad, 0, half))
             # (G + G^T) Z as two products: BLAS reads G^T in place, where forming G + G^T would
             # cost two transposed passes over the matrix, more than the product it saves
             hidden = grad @ zc
@@ -462,6 +538,7 @@ class _ViewsLSE(torch.autograd.Function):
                     x.exp_().mul_(per_row[start:stop, None])
                 else:
                     _softmax_grad_(x, lse[start:stop], grad_lse[start:stop], None, None)
+                _add_positive_grads(x, grad_positive, _views_positives(x, start, half))
                 hidden[start:stop].addmm_(x, zc)
                 hidden.addmm_(x.T, zc[start:stop])
         need_z, need_scale = ctx.needs_input_grad[:2]
@@ -478,8 +555,8 @@ def views_logsumexp(
     exclude_positive: bool = False,
     chunk_size: int | None = None,
     bound: float | None = None,
-) -> Tensor:
-    """Row log-sum-exp of ``scale * z @ z.T`` over every other row (and not the positive).
+) -> tuple[Tensor, Tensor]:
+    """Row log-sum-exp of ``scale * z @ z.T`` over every other row (and not the positive), and the positives.
 
     Args:
         z: (2B, d), the two views stacked; the positive of row r is row ``(r + B) mod 2B``.
@@ -487,6 +564,9 @@ def views_logsumexp(
         exclude_positive: leave the positive out too (DCL).
         chunk_size: rows per chunk (memory linear in B); None holds the whole matrix.
         bound: a bound the caller knows on ``max |L|`` (see ``cross_logsumexp``), or None.
+
+    Returns:
+        ``(lse (2B,), positive (2B,))`` in the accumulation dtype, ``positive[r] = L[r, (r + B) mod 2B]``.
     """
     return _ViewsLSE.apply(z, scale, exclude_positive, chunk_size, bound)
 

@@ -172,10 +172,19 @@ def _fused():
 
 def fused_cross_logsumexp(
     a: Tensor, b: Tensor, scale: Tensor, bound: float | None = None
-) -> tuple[Tensor, Tensor]:
-    """Row and column log-sum-exps of ``scale * a @ b.T`` by the fused kernels, both directions from
-    each pass over the tiles (``workbench.losses.kernels.fused.cross_logsumexp``)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Row and column log-sum-exps of ``scale * a @ b.T`` and the positives ``scale <a_r, b_r>`` by the
+    fused kernels, both directions from each pass over the tiles
+    (``workbench.losses.kernels.fused.cross_logsumexp``)."""
     return _fused().cross_logsumexp(a, b, scale, bound)
+
+
+def fused_row_terms(
+    q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, pos_col: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(positive logits, row log-sum-exp)`` of one anchor block by the fused kernels
+    (``workbench.losses.kernels.fused.row_terms``)."""
+    return _fused().row_terms(q, k, scale, exclude, pos_col)
 
 
 def masked_similarities(q: Tensor, k: Tensor, exclude: Tensor | None) -> tuple[Tensor, Tensor | None]:

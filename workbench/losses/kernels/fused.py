@@ -116,15 +116,24 @@ def _softplus(x):
 
 
 @triton.jit
-def _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr,
-             MODE: tl.constexpr, NUM_EX: tl.constexpr):  # fmt: skip
-    """d loss / d logit for a tile of raw similarities ``s`` (zero outside the sum)."""
+def _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, gpos_ptr,
+             MODE: tl.constexpr, NUM_EX: tl.constexpr, HAS_POS: tl.constexpr):  # fmt: skip
+    """d loss / d logit for a tile of raw similarities ``s`` (zero outside the sum).
+
+    MODE 0 with HAS_POS: the positive logit of row r (column ``pos_ptr[r]``) also enters the loss
+    with gradient ``gpos_ptr[r]``, added here in float32, before the tile is rounded for the products.
+    """
     if MODE == 0:
         keep = _candidates(ex_ptr, rows, cols, M, N, NUM_EX)
         lse2 = tl.load(stat_ptr + rows, mask=rows < M, other=0.0) * LOG2E
         grad = tl.load(grad_ptr + rows, mask=rows < M, other=0.0)
         weight = tl.exp2(s * (scale * LOG2E) - lse2[:, None])  # softmax over the row
-        return tl.where(keep, weight * grad[:, None], 0.0)
+        dx = tl.where(keep, weight * grad[:, None], 0.0)
+        if HAS_POS:  # whether or not the sum excludes it
+            pos_col = tl.load(pos_ptr + rows, mask=rows < M, other=-1)
+            on_pos = (cols[None, :] == pos_col[:, None]) & (cols[None, :] < N)
+            dx += tl.where(on_pos, tl.load(gpos_ptr + rows, mask=rows < M, other=0.0)[:, None], 0.0)
+        return dx
     else:
         keep = (rows[:, None] < M) & (cols[None, :] < N)
         positive = cols[None, :] == tl.load(pos_ptr + rows, mask=rows < M, other=-1)[:, None]
@@ -177,9 +186,9 @@ def _forward_kernel(
 
 @triton.jit
 def _backward_rows_kernel(
-    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr,
+    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr, gpos_ptr,
     dq_ptr, partial_ptr, M, N, D,
-    MODE: tl.constexpr, NUM_EX: tl.constexpr,
+    MODE: tl.constexpr, NUM_EX: tl.constexpr, HAS_POS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
@@ -199,7 +208,8 @@ def _backward_rows_kernel(
     for start in range(0, N, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         s = _similarity_tile(q_ptr, k_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
-        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, MODE, NUM_EX)
+        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, gpos_ptr,
+                      MODE, NUM_EX, HAS_POS)  # fmt: skip
         d_scale += tl.sum(dx * s, axis=1)
         d_bias += tl.sum(dx, axis=1)
         k_tile = tl.load(
@@ -221,8 +231,8 @@ def _backward_rows_kernel(
 
 @triton.jit
 def _backward_cols_kernel(
-    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr, dk_ptr, M, N, D,
-    MODE: tl.constexpr, NUM_EX: tl.constexpr,
+    q_ptr, k_ptr, scale_ptr, bias_ptr, stat_ptr, grad_ptr, ex_ptr, pos_ptr, gpos_ptr, dk_ptr, M, N, D,
+    MODE: tl.constexpr, NUM_EX: tl.constexpr, HAS_POS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):  # fmt: skip
@@ -237,7 +247,8 @@ def _backward_cols_kernel(
     for start in range(0, M, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         s = _similarity_tile(q_ptr, k_ptr, rows, cols, M, N, D, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION, UPCAST)
-        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, MODE, NUM_EX)
+        dx = _dlogits(s, rows, cols, M, N, scale, bias, stat_ptr, grad_ptr, ex_ptr, pos_ptr, gpos_ptr,
+                      MODE, NUM_EX, HAS_POS)  # fmt: skip
         q_tile = tl.load(
             q_ptr + rows.to(tl.int64)[:, None] * D + dims[None, :],
             mask=(rows[:, None] < M) & (dims[None, :] < D),
@@ -281,9 +292,10 @@ def _cross_forward_kernel(
 
 @triton.jit
 def _cross_backward_kernel(
-    a_ptr, b_ptr, scale_ptr, lse_r_ptr, lse_c_ptr, g_r_ptr, g_c_ptr, da_ptr, db_ptr, partial_ptr, M, N, D,
+    a_ptr, b_ptr, scale_ptr, lse_r_ptr, lse_c_ptr, g_r_ptr, g_c_ptr, g_p_ptr, da_ptr, db_ptr, partial_ptr,
+    M, N, D,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, HAS_POS: tl.constexpr,
 ):  # fmt: skip
     """Grid (column blocks,): the backward pass of both directions of ``scale * a @ b.T`` at once.
 
@@ -292,6 +304,7 @@ def _cross_backward_kernel(
     feeds ``db[cols] += d x^T a[rows]`` (this program owns its columns: it adds its chunks into ``db``
     in place, so no feature chunk recomputes the tile) and ``da[rows] += d x b[cols]`` (rows are
     shared by every program: atomic adds). ``partial_ptr`` gets sum(d x * s) per program, for d scale.
+    With HAS_POS the diagonal (the positives' logits) adds ``g_p_ptr[r]`` to d x, in float32.
     """
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     scale = tl.load(scale_ptr).to(tl.float32)
@@ -308,6 +321,9 @@ def _cross_backward_kernel(
         x2 = s * (scale * LOG2E)
         dx = g_r[:, None] * tl.exp2(x2 - lse_r2[:, None]) + g_c[None, :] * tl.exp2(x2 - lse_c2[None, :])
         dx = tl.where(keep, dx, 0.0)
+        if HAS_POS:
+            g_p = tl.load(g_p_ptr + rows, mask=rows < M, other=0.0)
+            dx += tl.where(keep & (rows[:, None] == cols[None, :]), g_p[:, None], 0.0)
         d_scale += tl.sum(dx * s, axis=0)
         row_off = rows.to(tl.int64)[:, None] * D
         # the input dtype, for the tensor cores (float32 under UPCAST, after the same rounding)
@@ -401,8 +417,12 @@ def _forward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, exclude: 
 
 def _backward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, stat: Tensor, grad: Tensor,
               exclude: Tensor | None, pos_col: Tensor | None, mode: int, need_q: bool, need_k: bool,
+              grad_positive: Tensor | None = None,
               ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor]:  # fmt: skip
-    """(dq float32 or None, dk float32 or None, d scale, d bias) for d loss / d logit given by MODE."""
+    """(dq float32 or None, dk float32 or None, d scale, d bias) for d loss / d logit given by MODE.
+
+    ``grad_positive`` (MODE 0, with ``pos_col``): the gradient of the positive logits, which the
+    kernels add to their entries of d loss / d logit."""
     rows, dim = q.shape
     cols = k.shape[0]
     row_tiles, col_tiles = _blocks(dim, "rows"), _blocks(dim, "cols")
@@ -411,8 +431,11 @@ def _backward(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor | None, stat: Te
     bias_t = scale_t if bias is None else _scalar(bias, q)
     # unused pointer arguments get any tensor: the MODE / NUM_EX branches never read them
     ex_arg, pos_arg = (q if exclude is None else exclude), (q if pos_col is None else pos_col)
-    args = (q, k, scale_t, bias_t, stat, grad, ex_arg, pos_arg)
-    meta = {"MODE": mode, "NUM_EX": 0 if exclude is None else exclude.shape[1], **_common(q)}
+    has_pos = mode == _LSE and grad_positive is not None
+    gpos_arg = grad_positive.to(torch.float32).contiguous() if has_pos else grad
+    args = (q, k, scale_t, bias_t, stat, grad, ex_arg, pos_arg, gpos_arg)
+    num_ex = 0 if exclude is None else exclude.shape[1]
+    meta = {"MODE": mode, "NUM_EX": num_ex, "HAS_POS": has_pos, **_common(q)}
     # The row kernel also yields the scalar gradients, so it runs even when q needs none.
     dq = torch.empty(rows, dim, dtype=torch.float32, device=q.device)
     row_blocks = triton.cdiv(rows, row_tiles["BLOCK_M"])
@@ -432,29 +455,46 @@ def _prepare(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     return q.contiguous(), k.contiguous()
 
 
+def _positive_dots(q: Tensor, k_pos: Tensor) -> Tensor:
+    """``<q_r, k_pos_r>`` in float32 (O(M d): no kernel needed)."""
+    return (q.float() * k_pos.float()).sum(dim=1)
+
+
 class FusedRowLSE(torch.autograd.Function):
-    """``lse_r = log sum_{c not excluded} exp(scale * <q_r, k_c>)`` with the fused kernels."""
+    """``(lse_r = log sum_{c not excluded} exp(scale * <q_r, k_c>), positive_r = scale <q_r, k[pos_col_r]>)``.
+
+    The log-sum-exp by the fused kernels; the positives (empty without ``pos_col``) in float32, their
+    gradient added to the kernels' float32 logit gradients (one rounding per feature gradient, as in
+    the torch paths, rather than a second half-precision gradient that autograd would add).
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None) -> Tensor:
+    def forward(ctx, q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, pos_col: Tensor | None):
+        ctx.set_materialize_grads(False)
         q, k = _prepare(q, k)
         exclude = None if exclude is None or exclude.numel() == 0 else exclude.to(torch.int64).contiguous()
         lse = _forward(q, k, scale, None, exclude, None, _LSE)
+        positive = lse.new_empty(0) if pos_col is None else scale.float() * _positive_dots(q, k[pos_col])
         ctx.has_exclude = exclude is not None
+        ctx.pos_col = pos_col
         ctx.save_for_backward(q, k, scale, lse, *(() if exclude is None else (exclude,)))
-        return lse
+        return lse, positive
 
     @staticmethod
-    def backward(ctx, grad_lse: Tensor):
+    def backward(ctx, grad_lse: Tensor | None, grad_positive: Tensor | None):
         q, k, scale, lse, *rest = ctx.saved_tensors
         exclude = rest[0] if ctx.has_exclude else None
         need_q, need_k, need_scale = ctx.needs_input_grad[:3]
-        grad = grad_lse.to(torch.float32).contiguous()
-        dq, dk, d_scale, _ = _backward(q, k, scale, None, lse, grad, exclude, None, _LSE, need_q, need_k)
+        grad = torch.zeros_like(lse) if grad_lse is None else grad_lse.to(torch.float32).contiguous()
+        grad_positive = None if ctx.pos_col is None else grad_positive
+        dq, dk, d_scale, _ = _backward(
+            q, k, scale, None, lse, grad, exclude, ctx.pos_col, _LSE, need_q, need_k, grad_positive
+        )
         return (
             None if dq is None else dq.to(q.dtype),
             None if dk is None else dk.to(k.dtype),
             d_scale.to(scale.dtype) if need_scale else None,
+            None,
             None,
         )
 
@@ -498,11 +538,14 @@ class FusedCrossLSE(torch.autograd.Function):
 
     Forward: one pass over the tiles (:func:`_cross_forward_kernel`) where a bound on the logits is
     known and at most :data:`ONE_PASS_BOUND`, else the row kernel twice (a against b, b against a).
-    Backward: one pass over the tiles (:func:`_cross_backward_kernel`).
+    Backward: one pass over the tiles (:func:`_cross_backward_kernel`). The positives
+    ``scale <a_r, b_r>`` are a third output (float32), their gradient added to the diagonal of each
+    float32 logit-gradient tile before it is rounded (see :class:`FusedRowLSE`).
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bound: float | None) -> tuple[Tensor, Tensor]:
+    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor, bound: float | None):
+        ctx.set_materialize_grads(False)
         a, b = _prepare(a, b)
         if bound is not None and bound <= ONE_PASS_BOUND:
             m, dim = a.shape
@@ -518,10 +561,11 @@ class FusedCrossLSE(torch.autograd.Function):
             rows = _forward(a, b, scale, None, None, None, _LSE)
             cols = _forward(b, a, scale, None, None, None, _LSE)
         ctx.save_for_backward(a, b, scale, rows, cols)
-        return rows, cols
+        square = a.shape == b.shape  # the positives are the diagonal: defined for M = N
+        return rows, cols, (scale.float() * _positive_dots(a, b) if square else rows.new_empty(0))
 
     @staticmethod
-    def backward(ctx, grad_rows: Tensor | None, grad_cols: Tensor | None):
+    def backward(ctx, grad_rows: Tensor | None, grad_cols: Tensor | None, grad_positive: Tensor | None):
         a, b, scale, rows, cols = ctx.saved_tensors
         m, dim = a.shape
         n = b.shape[0]
@@ -533,9 +577,12 @@ class FusedCrossLSE(torch.autograd.Function):
         da = torch.zeros(m, dim, dtype=torch.float32, device=a.device)
         db = torch.zeros(n, dim, dtype=torch.float32, device=a.device)
         partial = torch.empty(grid[0], dtype=torch.float32, device=a.device)
+        has_pos = grad_positive is not None
+        g_p = grad_positive.to(torch.float32).contiguous() if has_pos else g_r
         _cross_backward_kernel[grid](
-            a, b, _scalar(scale, a), rows, cols, g_r, g_c, da, db, partial, m, n, dim, **_common(a), **tiles
-        )
+            a, b, _scalar(scale, a), rows, cols, g_r, g_c, g_p, da, db, partial, m, n, dim,
+            **_common(a), **tiles, HAS_POS=has_pos,
+        )  # fmt: skip
         need_a, need_b, need_scale = ctx.needs_input_grad[:3]
         return (
             da.to(a.dtype) if need_a else None,
@@ -545,9 +592,12 @@ class FusedCrossLSE(torch.autograd.Function):
         )
 
 
-def cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor, bound: float | None = None) -> tuple[Tensor, Tensor]:
-    """(M,) row and (N,) column log-sum-exps of ``scale * a @ b.T``, float32, differentiable in a, b
-    and scale; each pass over the tiles serves both directions.
+def cross_logsumexp(
+    a: Tensor, b: Tensor, scale: Tensor, bound: float | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(M,) row and (N,) column log-sum-exps of ``scale * a @ b.T`` and the (M,) positives
+    ``scale <a_r, b_r>`` (empty unless M = N), float32, differentiable in a, b and scale; each pass
+    over the tiles serves both directions.
 
     Args:
         a, b: (M, d) and (N, d) features.
@@ -567,7 +617,17 @@ def cross_logsumexp(a: Tensor, b: Tensor, scale: Tensor, bound: float | None = N
 
 def row_logsumexp(q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None = None) -> Tensor:
     """Fused ``kernels.chunked.row_logsumexp``: (M,) float32, differentiable in q, k, scale."""
-    return FusedRowLSE.apply(q, k, scale, exclude)
+    return FusedRowLSE.apply(q, k, scale, exclude, None)[0]
+
+
+def row_terms(
+    q: Tensor, k: Tensor, scale: Tensor, exclude: Tensor | None, pos_col: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(positive logits scale <q_r, k[pos_col_r]>, row_logsumexp)``, float32, one autograd node.
+
+    The positives' gradient joins the log-sum-exp's in float32 (one rounding per feature gradient)."""
+    lse, positive = FusedRowLSE.apply(q, k, scale, exclude, pos_col)
+    return positive, lse
 
 
 def pairwise_sigmoid_sum(q: Tensor, k: Tensor, scale: Tensor, bias: Tensor, pos_col: Tensor) -> Tensor:
