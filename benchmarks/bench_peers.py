@@ -7,8 +7,10 @@ For every (loss, B) one fresh worker process builds the contenders:
 * ``chunked``: ``implementation="chunked"`` with ``--chunk-size`` rows per chunk (memory linear in B);
 * the peers of ``peer_losses.PEERS`` (open_clip, lightly, pytorch-metric-learning, LibAUC) at the
   same hyper-parameters;
-* ``bound``: the three matrix products a loss over an (M x N) similarity matrix cannot avoid
-  (``S = Q K^T``, ``G K``, ``G^T Q``), at the loss's M and N, allocating their results as a loss does;
+* ``bound``: the matrix products a loss cannot avoid: the three of its (M x N) similarity matrix
+  (``S = Q K^T``, ``G K``, ``G^T Q``), at the loss's M and N, allocating their results as a loss does,
+  and, for ``bayes``, the two forward products of its E-step (each direction's anchors scored against
+  the bank of all N samples, ``--batch-sizes`` B = N here; ``estep_products``);
 * ``floor``: ``bound`` plus the least elementwise work a softmax loss adds to it, one in-place
   exponential over the (M x N) matrix and its row sums (what a loss can reach without a fused kernel).
 
@@ -88,33 +90,53 @@ def logit_shape(name: str, batch_size: int) -> tuple[int, int]:
     return batch_size, batch_size
 
 
+def estep_products(name: str, batch_size: int) -> list[tuple[int, int]]:
+    """(rows, cols) of the forward-only products a loss needs beyond its similarity matrix.
+
+    ``bayes`` scores both directions' anchors against its bank of every sample's embedding (its
+    estimate of each anchor's partition function over the dataset): two (B x N) products, N = B here.
+    """
+    return [(batch_size, batch_size)] * 2 if name == "bayes" else []
+
+
 def params_for(name: str, batch_size: int) -> dict:
     return {"num_samples": batch_size} if name in INDEXED else {}
 
 
 # --- the worker ---------------------------------------------------------------------------------------
-def _bound_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype):
+def _extra_fn(extra: list[tuple[int, int]], dim: int, device: str, dtype: torch.dtype):
+    """The forward-only products of ``estep_products`` (their results reduced, to keep them live)."""
+    def features(rows):
+        return torch.randn(rows, dim, device=device, dtype=dtype)
+
+    pairs = [(features(rows), features(cols)) for rows, cols in extra]
+    return lambda: sum((q @ k.T).sum(dim=1).sum() for q, k in pairs)
+
+
+def _bound_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype, extra=()):
     q = torch.randn(rows, dim, device=device, dtype=dtype)
     k = torch.randn(cols, dim, device=device, dtype=dtype)
+    more = _extra_fn(list(extra), dim, device, dtype)
 
     def products(a, b, index):
         s = q @ k.T  # forward
-        return (s @ k).sum() + (s.T @ q).sum()  # the two backward products (sums: keep them live)
+        return (s @ k).sum() + (s.T @ q).sum() + more()  # the two backward products (sums: keep them live)
 
     return products
 
 
-def _floor_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype):
+def _floor_fn(rows: int, cols: int, dim: int, device: str, dtype: torch.dtype, extra=()):
     # unit rows at CLIP's scale 1/0.07: the exponentials stay finite, as a loss's do
     gen = torch.Generator().manual_seed(1)
     q = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1).mul_(1 / 0.07)
     k = torch.nn.functional.normalize(torch.randn(cols, dim, generator=gen), dim=1)
     q, k = q.to(device, dtype), k.to(device, dtype)
+    more = _extra_fn(list(extra), dim, device, dtype)
 
     def products(a, b, index):
         s = (q @ k.T).exp_()  # forward product and one exponential per entry
         total = s.sum(dim=1).sum()  # the row sums a log-sum-exp needs
-        return total + (s @ k).sum() + (s.T @ q).sum()
+        return total + (s @ k).sum() + (s.T @ q).sum() + more()
 
     return products
 
@@ -141,8 +163,9 @@ def contenders(spec: dict) -> dict:
         except peer_losses.PeerUnavailable as error:
             skipped[peer] = f"skipped: {error}"
     rows, cols = logit_shape(name, batch)
-    out["bound"] = _bound_fn(rows, cols, spec["dim"], device, dtype)
-    out["floor"] = _floor_fn(rows, cols, spec["dim"], device, dtype)
+    extra = estep_products(name, batch)
+    out["bound"] = _bound_fn(rows, cols, spec["dim"], device, dtype, extra)
+    out["floor"] = _floor_fn(rows, cols, spec["dim"], device, dtype, extra)
     return out, skipped
 
 
@@ -254,6 +277,8 @@ def summarize(name: str, batch: int, result: dict) -> dict:
         "batch_size": batch,
         "status": "ok",
         "logit_shape": list(logit_shape(name, batch)),
+        # the bound's products: 3 of the similarity matrix, plus the forward-only ones (rows, cols)
+        "bound_extra_products": [list(p) for p in estep_products(name, batch)],
         "rounds": len(times["bound"]),
         "bound_seconds": medians["bound"],
         "bound_peak_mem_mb": result["memory_mb"].get("bound"),

@@ -483,7 +483,14 @@ def render_peers_section(results_dir: Path, repo_root: Path) -> list[str]:
             f"{data.get('loadavg_end')}" + _env_note(data.get("host", {}).get("env")),
             "- Ratios are medians over rounds of per-round time ratios (every contender runs once per "
             "round, in rotating order). `bound`: the three (M x N x d) matrix products of the loss's "
-            "similarity matrix, timed in the same rounds; `floor` (where measured): the bound plus one "
+            "similarity matrix, timed in the same rounds"
+            + (
+                " (for bayes, also the two forward (B x N x d) products of its E-step against the bank of "
+                "N = B samples)"
+                if any(r.get("bound_extra_products") for r in data["results"])
+                else ""
+            )
+            + "; `floor` (where measured): the bound plus one "
             "in-place exponential over the matrix and its row sums, the least elementwise work of a "
             "softmax loss without a fused kernel. Peers: "
             + ", ".join(f"`{k}` from {v}" for k, v in data.get("peer_sources", {}).items())
