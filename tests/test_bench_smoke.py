@@ -127,6 +127,7 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
         assert len(record["contenders"]["floor"]["seconds_all"]) == 2
     assert ntxent["contenders"]["default"]["ratio_to_fastest_peer"] > 0
     assert moco["fastest_peer"] is None and moco["logit_shape"] == [64, 64 + 4096]
+    assert ntxent["bound_extra_products"] == moco["bound_extra_products"] == []  # bayes only
     (train,) = data["training"]
     assert train["loss"] == "ntxent" and train["steps"] == 2 and train["samples_per_second"] > 0
 
@@ -140,6 +141,46 @@ def test_tiny_peer_benchmark_writes_ratios_and_renders(tmp_path):
     assert "| ntxent | 64 | " in text and "| moco | 64 | none |" in text
     assert "samples/s" in text and data["command"] in text
     assert "| floor / bound |" in text
+
+
+COMPARE = ROOT / "benchmarks" / "compare_peers.py"
+
+
+def _peer_result(path: Path, ratios: dict) -> Path:
+    results = [
+        {"loss": loss, "batch_size": batch, "status": "ok", "contenders": {"default": {"ratio_to_bound": r}}}
+        for (loss, batch), r in ratios.items()
+    ]
+    path.write_text(json.dumps({"results": results}))
+    return path
+
+
+def test_compare_peers_tabulates_each_run_and_the_change_of_the_means(tmp_path):
+    before = [
+        _peer_result(tmp_path / f"b{i}.json", {("clip", 256): r, ("dcl", 64): 2.0})
+        for i, r in enumerate((4.0, 6.0))
+    ]
+    after = [_peer_result(tmp_path / "a.json", {("clip", 256): 4.0, ("ntxent", 64): 1.0})]
+    cmd = [sys.executable, str(COMPARE), "--before", *map(str, before), "--after", *map(str, after)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    # only the (loss, B) both sides measured; the mean 5.0 -> 4.0 is -20%
+    assert proc.stdout.splitlines()[2:] == ["| clip | 256 | 4.00×, 6.00× | 4.00× | -20% |"]
+    cmd = [sys.executable, str(COMPARE), "--before", str(before[0]), "--after", str(after[0])]
+    cmd += ["--label", "chunked"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "no (loss, B) has a 'chunked' result on both sides" in proc.stderr
+
+
+def test_the_bound_of_bayes_counts_its_e_step_products():
+    sys.path.insert(0, str(PEERS_BENCH.parent))
+    try:
+        import bench_peers
+    finally:
+        sys.path.remove(str(PEERS_BENCH.parent))
+    # both directions' anchors against the bank of N = B samples, forward only; no other loss has any
+    assert bench_peers.estep_products("bayes", 512) == [(512, 512), (512, 512)]
+    assert all(bench_peers.estep_products(name, 512) == [] for name in ("clip", "sogclr", "moco", "ntxent"))
 
 
 APP_BENCH = ROOT / "benchmarks" / "bench_app.py"
