@@ -216,3 +216,19 @@ def test_app_benchmark_smoke_times_every_page_and_renders_targets(tmp_path):
         missed = target is not None and record["seconds_median"] > target
         line = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         assert ("✗" in line) == missed, line
+
+
+def test_one_function_clip_experiment_matches_the_loss_and_writes_ratios(tmp_path):
+    out = tmp_path / "one-function.json"
+    script = ROOT / "benchmarks" / "bench_one_function_clip.py"
+    cmd = [sys.executable, str(script), "--batch-sizes", "16", "--rounds", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(out.read_text())["results"]
+    # the hand-written function is the same loss: value and both gradients to float32 round-off
+    assert result["max_abs_difference_to_workbench"] < 1e-5
+    assert result["rounds"] >= 30 and set(result["ratio_to_bound"]) == {
+        "workbench_default",
+        "one_function",
+        "one_function_unit",
+    }
