@@ -142,25 +142,24 @@ class EmbeddingBank(nn.Module):
         inside = (own >= 0).long()
         key_bias = torch.zeros(usable.shape, dtype=acc, device=usable.device).masked_fill(~usable, -math.inf)
         count = usable.sum() - inside
-        out = []
-        for slot, anchors in enumerate((side_a, side_b)):
-            if negatives == "cross":
-                keys, bias, exclude, terms = rows[1 - slot], key_bias, own[:, None], count
-            else:  # both sides: [side a of the candidates; side b of them]
-                keys = rows.reshape(-1, rows.shape[2])
-                bias = torch.cat([key_bias, key_bias])
-                exclude = torch.stack([own, torch.where(own >= 0, own + usable.shape[0], own)], dim=1)
-                terms = 2 * count
-            lse = _masked_row_logsumexp(
-                anchors.to(acc), keys.to(acc), scale, bias, exclude, chunk_size, bound
+        if negatives == "cross":  # each side's anchors against the other side's rows
+            keys, bias, exclude, terms = (rows[1], rows[0]), key_bias, own[:, None], count
+        else:  # both sides against [side a of the candidates; side b of them]
+            keys = (rows.reshape(-1, rows.shape[2]),) * 2
+            bias = torch.cat([key_bias, key_bias])
+            exclude = torch.stack([own, torch.where(own >= 0, own + usable.shape[0], own)], dim=1)
+            terms = 2 * count
+        lse = torch.stack([
+            _masked_row_logsumexp(anchors.to(acc), side.to(acc), scale, bias, exclude, chunk_size, bound)
+            for anchors, side in zip((side_a, side_b), keys, strict=True)
+        ])  # fmt: skip
+        # both slots at once from here: (2, B)
+        log_z = lse - torch.log(terms.clamp_min(1).to(acc))
+        if population is not None:
+            log_z = torch.logaddexp(
+                pos - math.log(population), log_z + math.log((population - 1) / population)
             )
-            log_z = lse - torch.log(terms.clamp_min(1).to(acc))
-            if population is not None:
-                log_z = torch.logaddexp(
-                    pos - math.log(population), log_z + math.log((population - 1) / population)
-                )
-            out.append(torch.where(terms > 0, log_z, torch.full_like(log_z, math.nan)))
-        return torch.stack(out)
+        return torch.where(terms > 0, log_z, torch.full_like(log_z, math.nan))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "rows"
