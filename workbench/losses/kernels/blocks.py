@@ -56,10 +56,12 @@ from torch import Tensor
 
 from workbench.losses.kernels.chunked import accumulation_dtype
 
-# Entries per elementwise tile (16 MiB of float32, within a server CPU's last-level cache). Each tile
-# costs about ten tensor operations, each a parallel region: on a loaded machine a region waits for
-# every thread to be scheduled, so fewer, larger tiles win there; smaller ones gain little when idle.
-TILE_ELEMENTS = 1 << 22
+# Entries per elementwise tile: 1 MiB of float32. A tile's temporaries are fresh allocations, and glibc
+# returns large freed blocks to the system, so the next call's page faults cost more than the
+# arithmetic: with 16 MiB tiles a B = 1,024 clip step spent 0.7-1 ms of its 5 ms faulting in one
+# 4 MiB temporary (BENCHMARKS.md). Each tile also costs a few tensor operations (parallel regions,
+# which on a loaded machine wait for every thread), so the tiles are not made smaller still.
+TILE_ELEMENTS = 1 << 18
 # Largest |logit| for which exp(L) needs no shift: exp(-bound), exp(bound) and products of two such
 # factors stay normal numbers (float32: exp(-87) is the smallest normal, exp(88) the largest finite;
 # float64: exp(-708)), with margin, so row and column sums of exp(L) lose nothing to under/overflow.
