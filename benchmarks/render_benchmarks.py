@@ -46,8 +46,8 @@ def load_results(results_dir: Path) -> list[tuple[Path, dict]]:
             raise SystemExit(f"cannot read benchmark results {path}: {exc}") from exc
         if isinstance(data, dict) and data.get("benchmark") == "app":
             continue  # bench_app.py results: rendered by render_app_section
-        if isinstance(data, dict) and data.get("benchmark") == "one_function_clip":
-            continue  # bench_one_function_clip.py: an experiment, cited in the hand-written text
+        if isinstance(data, dict) and data.get("benchmark") in ("one_function_clip", "tile_processes"):
+            continue  # experiments (bench_one_function_clip.py, bench_tile_processes.py), cited by hand
         if isinstance(data, dict) and data.get("kind") == "peers":
             continue  # bench_peers.py results: rendered by render_peers_section
         if not isinstance(data, dict) or "results" not in data:
