@@ -232,3 +232,22 @@ def test_one_function_clip_experiment_matches_the_loss_and_writes_ratios(tmp_pat
         "one_function",
         "one_function_unit",
     }
+
+
+@pytest.mark.slow  # eight fresh processes, each importing torch: about 10 s
+def test_tile_processes_runs_each_tile_in_fresh_processes(tmp_path):
+    out = tmp_path / "tiles.json"
+    script = ROOT / "benchmarks" / "bench_tile_processes.py"
+    cmd = [sys.executable, str(script), "--batch-size", "16", "--tiles", "64,1024", "--processes", "2"]
+    cmd += ["--steps", "4", "--env", "MALLOC_TRIM_THRESHOLD_=1000000000", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    settings = [(r["setting"], r["tile_elements"], len(r["seconds_per_process"])) for r in data["results"]]
+    assert settings == [
+        ("as is", 64, 2),
+        ("as is", 1024, 2),
+        ("with MALLOC_TRIM_THRESHOLD_=1000000000", 64, 2),
+        ("with MALLOC_TRIM_THRESHOLD_=1000000000", 1024, 2),
+    ]
+    assert all(x > 0 for r in data["results"] for x in r["seconds_per_process"])
